@@ -1,0 +1,49 @@
+"""`run_spec`: the Python entry point, the same run the CLI makes, for notebooks and scripts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+from flows.loader import load_spec, validate_data
+from flows.spec import Spec
+
+
+def quiet_defaults() -> None:
+    """Defaults that keep an offline run quiet, unless the user set them: no telemetry, no TF banner."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the no-GPU cuInit error on CPU machines
+
+
+def as_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = ()) -> Spec:
+    if isinstance(spec, Spec):
+        if overrides:
+            from flows.loader import Document, apply_overrides, validate_document
+
+            return validate_document(apply_overrides(Document(spec.resolved(), {}), overrides), spec.name)
+        return spec
+    if isinstance(spec, dict):
+        if overrides:
+            from flows.loader import Document, apply_overrides, validate_document
+
+            return validate_document(apply_overrides(Document(spec, {}), overrides), "<dict>")
+        return validate_data(spec)
+    return load_spec(spec, overrides)
+
+
+def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), artifacts: Optional[str] = None,
+             refresh: bool = False, use_cache: bool = True) -> dict:
+    """Validate `spec` (a path, a dict or a `Spec`), run its flow, and return the run summary.
+
+    Raises `SpecError` for an invalid spec (nothing runs) and the task's own exception for a failed run
+    (nothing is published).
+    """
+    quiet_defaults()
+    resolved = as_spec(spec, overrides)
+    from prefect import tags
+
+    from flows.experiment import experiment
+
+    with tags("trainflow", f"spec:{resolved.name}", f"trainer:{resolved.training.trainer}"):
+        return experiment(resolved, artifacts=str(artifacts) if artifacts else None, refresh=refresh, use_cache=use_cache)

@@ -1,0 +1,254 @@
+"""The `trainflow` command line.
+
+Commands that do not train (`--help`, `validate`, `schema`, `plan`, `list`, `show`, `diff`) import
+neither TensorFlow nor matplotlib nor Prefect, so they answer at once. Exit codes: 0 success, 1 a run
+that failed, 2 an invalid spec or usage (and then nothing is written). Errors are one line per problem,
+position first; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run TensorFlow experiments from YAML specs as cached, versioned Prefect flows.")
+
+SetOption = typer.Option(None, "--set", "-s", metavar="PATH=VALUE", help="Override a spec field, e.g. training.epochs=50.")
+ArtifactsOption = typer.Option(None, "--artifacts", "-a", envvar="TRAINFLOW_ARTIFACTS",
+                               help="Artifact root (default ./artifacts).")
+JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout; logs go to stderr.")
+DebugOption = typer.Option(False, "--debug", help="Show tracebacks.")
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """Map exceptions to exit codes and one-screen messages."""
+    from flows.loader import SpecError
+
+    try:
+        yield
+    except SpecError as exc:
+        if debug:
+            raise
+        _fail(str(exc), 2)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was published", 130)
+    except Exception as exc:  # a failed run: the task's own exception
+        if debug:
+            raise
+        _fail(f"run failed: {exc}\n(nothing was published; --debug shows the traceback)", 1)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[Any]:
+    """Send everything written to fd 1 (Python or C++) to stderr, keeping a handle on the real stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    real = os.fdopen(os.dup(saved), "w")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield real
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _load(spec_path: Path, overrides: Optional[List[str]]):
+    from flows.loader import load_spec
+
+    return load_spec(spec_path, overrides or [])
+
+
+@app.command()
+def run(spec: Path = typer.Argument(..., help="The spec file."),
+        overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
+        as_json: bool = JsonOption,
+        refresh: bool = typer.Option(False, "--refresh", help="Recompute every task and overwrite its cache entry."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the task cache."),
+        debug: bool = DebugOption) -> None:
+    """Run a spec as a Prefect flow and publish artifacts/<name>/vNNNN/."""
+    with _errors(debug):
+        resolved = _load(spec, overrides)
+        from flows.api import run_spec
+
+        if as_json:
+            with _stdout_to_stderr() as real_stdout:
+                result = run_spec(resolved, artifacts=artifacts, refresh=refresh, use_cache=not no_cache)
+            real_stdout.write(json.dumps(result) + "\n")
+            real_stdout.flush()
+            return
+        result = run_spec(resolved, artifacts=artifacts, refresh=refresh, use_cache=not no_cache)
+    _print_report(result)
+
+
+def _print_report(result: dict) -> None:
+    from tasks.report import report_line
+
+    typer.echo("Starting:")
+    typer.echo(f"     {report_line(result['initial'])}")
+    for row in result["history"] if len(result["history"]) <= 100 else result["history"][-10:]:
+        typer.echo(f"Epoch {row['epoch'] - 1:2d}:")
+        typer.echo(f"     {report_line(row)}")
+    states = ", ".join(f"{t['name']}={t['state']}" for t in result["tasks"])
+    typer.echo(f"Tasks: {states}")
+    verb = "Reused identical" if result["reused"] else "Published"
+    typer.echo(f"{verb} {result['name']} {result['version']}: {result['path']}")
+
+
+@app.command()
+def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."),
+             overrides: Optional[List[str]] = SetOption, debug: bool = DebugOption) -> None:
+    """Check specs; print every problem as file:line:col: path: message."""
+    from flows.loader import SpecError, load_spec
+
+    failed = False
+    for path in specs:
+        try:
+            spec = load_spec(path, overrides or [])
+            typer.echo(f"{path}: ok ({spec.name}, spec hash {spec.spec_hash()[:8]})")
+        except SpecError as exc:
+            if debug:
+                raise
+            failed = True
+            typer.echo(str(exc), err=True)
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout.")) -> None:
+    """Print the spec's JSON Schema (committed as specs/spec.schema.json for editors)."""
+    from flows.spec import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command()
+def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Optional[List[str]] = SetOption,
+         artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
+    """Show which tasks will run and which are cached, and why, without running anything."""
+    with _errors(debug):
+        from flows.plan import artifact_root, cached_tasks, compile_plan, explain
+        from tasks.store import Store
+
+        resolved = _load(spec, overrides)
+        root = artifact_root(artifacts)
+        the_plan = compile_plan(resolved)
+        latest = Store(root).latest(resolved.name)
+        previous = latest.manifest() if latest else None
+        rows = explain(the_plan, previous, cached_tasks(the_plan, root))
+        if as_json:
+            typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
+                                   "compared_with": latest.label if latest else None, "tasks": rows}))
+            return
+        typer.echo(f"{resolved.name} (spec {the_plan.spec_hash[:8]}), compared with "
+                   f"{latest.label if latest else 'no earlier version'}:")
+        for row in rows:
+            key = row["key"][:12] if row["key"] else "-" * 12
+            why = f"  ({'; '.join(row['why'])})" if row["why"] else ""
+            typer.echo(f"  {row['name']:<11} {key}  {row['action']}{why}")
+
+
+@app.command("list")
+def list_versions(name: Optional[str] = typer.Argument(None, help="A spec name; all names when omitted."),
+                  artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption) -> None:
+    """List published versions with date, metrics and spec hash."""
+    from flows.plan import artifact_root
+    from tasks.store import Store
+
+    store = Store(artifact_root(artifacts))
+    rows = []
+    for series in [name] if name else store.names():
+        for version in store.versions(series):
+            manifest = version.manifest()
+            rows.append({"name": series, "version": version.label, "path": str(version.path),
+                         "created": manifest.get("created"), "spec_hash": manifest.get("spec_hash"),
+                         "metrics": manifest.get("metrics", {})})
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo("no versions" + (f" of {name}" if name else ""))
+    for row in rows:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items() if isinstance(v, float))
+        typer.echo(f"{row['name']}@{row['version']}  {row['created']}  spec {str(row['spec_hash'])[:8]}  {metrics}")
+
+
+def _version(ref: str, artifacts: Optional[Path]):
+    from flows.plan import artifact_root
+    from tasks.store import Store
+
+    name, _, label = ref.partition("@")
+    version = Store(artifact_root(artifacts)).get(name, label or None)
+    if version is None:
+        _fail(f"{ref}: no such version", 2)
+    return version
+
+
+@app.command()
+def show(ref: str = typer.Argument(..., help="NAME or NAME@vN."), artifacts: Optional[Path] = ArtifactsOption,
+         as_json: bool = JsonOption) -> None:
+    """Show a version's manifest."""
+    manifest = _version(ref, artifacts).manifest()
+    if as_json:
+        typer.echo(json.dumps(manifest))
+        return
+    typer.echo(f"{manifest['name']}@{manifest['version']}  created {manifest.get('created')}  "
+               f"previous {manifest.get('previous')}  git {manifest.get('git_commit')}")
+    typer.echo(f"spec hash {manifest['spec_hash']}")
+    for key, value in manifest.get("metrics", {}).items():
+        typer.echo(f"  {key:<14} {value}")
+    for task in manifest.get("tasks", []):
+        typer.echo(f"  task {task['name']:<11} {task['state']:<10} {task['seconds']:.3f}s  {str(task['key'])[:12]}")
+
+
+@app.command()
+def diff(a: str = typer.Argument(..., help="NAME@vA"), b: str = typer.Argument(..., help="NAME@vB"),
+         artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption) -> None:
+    """Compare two versions: the spec paths that differ and the metric deltas."""
+    from flows.plan import changed_paths
+
+    ma, mb = _version(a, artifacts).manifest(), _version(b, artifacts).manifest()
+    changes = changed_paths(ma["spec"], mb["spec"])
+    metrics = {k: {"a": ma["metrics"].get(k), "b": mb["metrics"].get(k),
+                   "delta": (mb["metrics"][k] - ma["metrics"][k]) if isinstance(ma["metrics"].get(k), (int, float))
+                   and isinstance(mb["metrics"].get(k), (int, float)) else None}
+               for k in sorted(set(ma["metrics"]) | set(mb["metrics"]))}
+    if as_json:
+        typer.echo(json.dumps({"spec": changes, "metrics": metrics}))
+        return
+    typer.echo("spec:" if changes else "spec: identical")
+    for change in changes:
+        typer.echo(f"  {change}")
+    typer.echo("metrics:")
+    for key, m in metrics.items():
+        delta = f"{m['delta']:+.4g}" if m["delta"] is not None else ""
+        typer.echo(f"  {key:<14} {m['a']} -> {m['b']}  {delta}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

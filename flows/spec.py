@@ -1,0 +1,271 @@
+"""The experiment spec: one pydantic model that gives validation, defaults, the JSON Schema and the docs.
+
+Every field is declared once, here, with its type, default, limits and description. The CLI, the README
+and the tests read defaults and limits from these classes instead of restating them. This module must stay
+light: it never imports TensorFlow, so `validate`, `plan` and `schema` start instantly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Upper bound on generated examples: 1e8 float32 pairs is 800 MB, past that a typo is likelier than intent.
+MAX_EXAMPLES = 100_000_000
+#: Optimizers the manual and Keras trainers accept, by their `keras.optimizers.get` name.
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "ftrl", "lion")
+PLOT_KINDS = ("data", "predictions", "weights", "loss")
+CHECKPOINT_FORMATS = ("tf_checkpoint", "keras_weights", "keras", "saved_model")
+KERAS_MODELS = ("keras_linear", "mlp")
+LINEAR_MODELS = ("linear", "keras_linear")
+
+
+class CrossFieldError(ValueError):
+    """Several fields that are each valid but do not fit together; keeps each problem's own dotted path."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
+        self.problems = problems
+
+
+class Section(BaseModel):
+    """Base for every spec section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DataBase(Section):
+    validation_split: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Fraction of examples held out (by a seeded shuffle) for validation metrics; 0 disables it.",
+    )
+
+
+class SyntheticData(DataBase):
+    num_examples: int = Field(201, ge=2, le=MAX_EXAMPLES, description="How many (x, y) pairs to generate.")
+    x_range: list[float] = Field(
+        [-2.0, 2.0], min_length=2, max_length=2, description="[lo, hi]: x is `linspace(lo, hi, num_examples)`, as in the guide."
+    )
+    noise_stddev: float = Field(1.0, ge=0.0, description="Std-dev of the Gaussian noise added to y.")
+
+    @model_validator(mode="after")
+    def _range_is_increasing(self) -> "SyntheticData":
+        if not self.x_range[0] < self.x_range[1]:
+            raise ValueError(f"x_range must be increasing, got {list(self.x_range)}")
+        return self
+
+
+class LinearData(SyntheticData):
+    """The guide's data: y = true_w·x + true_b + noise."""
+
+    kind: Literal["linear"] = Field(description="The guide's noisy line.")
+    true_w: float = Field(3.0, description="Slope of the ground-truth line (the guide's TRUE_W).")
+    true_b: float = Field(2.0, description="Intercept of the ground-truth line (the guide's TRUE_B).")
+
+
+class PolynomialData(SyntheticData):
+    """y = c0 + c1·x + c2·x² + … + noise."""
+
+    kind: Literal["polynomial"] = Field(description="A noisy polynomial.")
+    coefficients: list[float] = Field(
+        [1.0, 0.0, -1.0], min_length=1, max_length=16, description="c0, c1, c2, …: lowest degree first."
+    )
+
+
+class SineData(SyntheticData):
+    """y = amplitude·sin(frequency·x + phase) + noise."""
+
+    kind: Literal["sine"] = Field(description="A noisy sine wave.")
+    amplitude: float = Field(1.0, description="Peak height of the wave.")
+    frequency: float = Field(1.0, description="Angular frequency, radians per unit of x.")
+    phase: float = Field(0.0, description="Phase shift in radians.")
+
+
+class FileData(DataBase):
+    path: str = Field(min_length=1, description="Data file, relative to the spec file's folder.")
+
+
+class CsvData(FileData):
+    """Columns of a CSV file with a header row."""
+
+    kind: Literal["csv"] = Field(description="A CSV file with a header row.")
+    x_column: str = Field("x", description="Header of the input column.")
+    y_column: str = Field("y", description="Header of the target column.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+
+
+class NpzData(FileData):
+    """Arrays of a NumPy `.npz` archive."""
+
+    kind: Literal["npz"] = Field(description="A NumPy .npz archive.")
+    x_key: str = Field("x", description="Name of the input array in the archive.")
+    y_key: str = Field("y", description="Name of the target array in the archive.")
+
+
+DataSpec = Annotated[
+    Union[LinearData, PolynomialData, SineData, CsvData, NpzData], Field(discriminator="kind")
+]
+
+# --------------------------------------------------------------------------- model
+
+
+class LinearInit(Section):
+    w: float = Field(5.0, description="Initial slope; the guide starts at 5.0.")
+    b: float = Field(0.0, description="Initial intercept; the guide starts at 0.0.")
+
+
+class LinearModel(Section):
+    """The guide's `MyModel(tf.Module)`: f(x) = w·x + b."""
+
+    kind: Literal["linear"] = Field(description="The guide's tf.Module with two tf.Variables.")
+    init: LinearInit = Field(default_factory=LinearInit, description="Initial values of w and b.")
+
+
+class KerasLinearModel(Section):
+    """The guide's `MyModelKeras`, with weights made by `add_weight` so Keras 3 tracks and trains them."""
+
+    kind: Literal["keras_linear"] = Field(description="A keras.Model subclass computing w·x + b.")
+    init: LinearInit = Field(default_factory=LinearInit, description="Initial values of w and b.")
+
+
+class MlpModel(Section):
+    """A small fully connected network, for data that is not a line."""
+
+    kind: Literal["mlp"] = Field(description="Dense layers, seeded Glorot initialisation.")
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        [32, 32], min_length=1, max_length=16, description="Width of each hidden layer."
+    )
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "silu", "elu"] = Field(
+        "tanh", description="Activation of the hidden layers."
+    )
+
+
+ModelSpec = Annotated[Union[LinearModel, KerasLinearModel, MlpModel], Field(discriminator="kind")]
+
+# --------------------------------------------------------------------------- training
+
+
+class OptimizerSpec(Section):
+    kind: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        "sgd", description="Update rule. Plain 'sgd' is the guide's `w.assign_sub(lr·dw)`."
+    )
+    learning_rate: float = Field(0.1, gt=0.0, le=1e3, description="Step size. The guide uses 0.1.")
+    options: dict[str, Union[float, int, bool, str]] = Field(
+        {}, description="Further keyword arguments of the Keras optimizer, e.g. {momentum: 0.9}."
+    )
+
+
+class LossSpec(Section):
+    kind: Literal["mse", "mae", "huber"] = Field("mse", description="The guide's loss is mse.")
+    delta: float = Field(1.0, gt=0.0, description="Huber's switch point between quadratic and linear.")
+
+
+class TrainingSpec(Section):
+    trainer: Literal["manual", "keras"] = Field(
+        "manual", description="'manual': a compiled GradientTape loop. 'keras': compile/fit."
+    )
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="How weights are updated.")
+    loss: LossSpec = Field(default_factory=LossSpec, description="What training minimises.")
+    epochs: int = Field(10, ge=1, le=10_000_000, description="Passes over the training data.")
+    batch_size: Optional[int] = Field(
+        None, ge=1, description="Examples per step; null means the whole data set is one batch, as in the guide."
+    )
+    shuffle: bool = Field(False, description="Reshuffle minibatches every epoch (seeded by the spec's seed).")
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class PlotSpec(Section):
+    include: list[Literal[PLOT_KINDS]] = Field(  # type: ignore[valid-type]
+        list(PLOT_KINDS), description="Which plots to draw. 'weights' needs a linear model."
+    )
+    dpi: int = Field(100, ge=20, le=600, description="Resolution of the PNG files.")
+
+
+class CheckpointSpec(Section):
+    formats: Optional[list[Literal[CHECKPOINT_FORMATS]]] = Field(  # type: ignore[valid-type]
+        None,
+        description="Formats to write; null means every format the model supports. "
+        "'keras_weights' and 'keras' need a Keras model.",
+    )
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class Spec(Section):
+    """A whole experiment: what to learn from, what to fit, how, and what to keep."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="trainflow experiment spec")
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Slug naming the artifact series: lowercase letters, digits, '-' and '_', at most 64.",
+    )
+    description: str = Field("", max_length=2000, description="Free text shown in reports.")
+    seed: Optional[int] = Field(
+        42, ge=0, le=2**31 - 1,
+        description="Seeds data noise, splits, initialisation and shuffles. null makes the run uncacheable.",
+    )
+    data: DataSpec = Field(description="Where the (x, y) pairs come from.")
+    model: ModelSpec = Field(description="What is fitted.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="How it is fitted.")
+    plots: PlotSpec = Field(default_factory=PlotSpec, description="The matplotlib figures to draw.")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="How the trained model is saved.")
+
+    @model_validator(mode="after")
+    def _parts_fit_together(self) -> "Spec":
+        problems = []
+        if self.training.trainer == "keras" and self.model.kind not in KERAS_MODELS:
+            problems.append(("training.trainer", f"'keras' needs a Keras model (one of {list(KERAS_MODELS)}), "
+                                                 f"got model.kind '{self.model.kind}'"))
+        if "weights" in self.plots.include and self.model.kind not in LINEAR_MODELS:
+            problems.append(("plots.include", f"'weights' plots w and b, so it needs a linear model, "
+                                              f"got model.kind '{self.model.kind}'"))
+        for fmt in self.checkpoint.formats or ():
+            if fmt in ("keras_weights", "keras") and self.model.kind not in KERAS_MODELS:
+                problems.append(("checkpoint.formats", f"'{fmt}' needs a Keras model (one of "
+                                                       f"{list(KERAS_MODELS)}), got model.kind '{self.model.kind}'"))
+        if problems:
+            raise CrossFieldError(problems)
+        return self
+
+    @property
+    def checkpoint_formats(self) -> list[str]:
+        """The formats to write: the ones asked for, or every one the model supports."""
+        if self.checkpoint.formats is not None:
+            return list(self.checkpoint.formats)
+        if self.model.kind in KERAS_MODELS:
+            return list(CHECKPOINT_FORMATS)
+        return ["tf_checkpoint", "saved_model"]
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec with every default filled in, as plain JSON data."""
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        return canonical_hash(self.resolved())
+
+
+def canonical_hash(data: Any) -> str:
+    """sha256 of canonical JSON: key order and formatting never change a hash."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema editors use for completion; `specs/spec.schema.json` is this, committed."""
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["properties"]["extends"] = {
+        "type": "string",
+        "description": "Another spec file (relative path) this one deep-merges onto.",
+    }
+    return schema

@@ -1,0 +1,65 @@
+"""Save a trained model in the formats people load with plain TensorFlow or Keras.
+
+- `tf_checkpoint`: `tf.train.Checkpoint(model=...)`, read back with `tf.train.load_checkpoint` or restored
+  into a fresh model.
+- `keras_weights`: `save_weights("model.weights.h5")`; Keras 3 refuses any other file name.
+- `keras`: a whole `.keras` file; the classes are registered and carry a real `get_config`.
+- `saved_model`: a SavedModel whose `serving_default` signature maps `x` (float32, shape [N]) to
+  predictions, loadable without trainflow's classes.
+
+Files are written to a scratch folder and returned as `{relative path: bytes}`, which is what the
+checkpoint task caches and the publish step copies into the version folder.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from tasks import models
+
+SERVING_SIGNATURE = tf.TensorSpec([None], tf.float32, name="x")
+
+
+def write(model: models.Model, formats: list[str], folder: Path) -> list[Path]:
+    """Write each format under `folder`; returns the paths written (partial files may remain on failure)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        if fmt == "tf_checkpoint":
+            written.append(Path(tf.train.Checkpoint(model=model).write(str(folder / "tf_checkpoint" / "ckpt"))))
+        elif fmt == "keras_weights":
+            model.save_weights(folder / "model.weights.h5")
+            written.append(folder / "model.weights.h5")
+        elif fmt == "keras":
+            model.save(folder / "model.keras")
+            written.append(folder / "model.keras")
+        elif fmt == "saved_model":
+            _save_serving(model, folder / "saved_model")
+            written.append(folder / "saved_model")
+        else:
+            raise ValueError(f"unknown checkpoint format {fmt!r}")
+    return written
+
+
+def _save_serving(model: models.Model, path: Path) -> None:
+    if isinstance(model, keras.Model):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(name="serving_default", fn=lambda x: {"y": model(x)}, input_signature=[SERVING_SIGNATURE])
+        archive.write_out(str(path), verbose=False)
+        return
+    serve = tf.function(lambda x: {"y": model(x)}, input_signature=[SERVING_SIGNATURE])
+    model.serve = serve
+    tf.saved_model.save(model, str(path), signatures={"serving_default": serve})
+
+
+def as_files(model: models.Model, formats: list[str]) -> dict[str, bytes]:
+    """Every file of every format, keyed by its path relative to the checkpoint folder."""
+    with tempfile.TemporaryDirectory(prefix="trainflow-ckpt-") as tmp:
+        root = Path(tmp)
+        write(model, formats, root)
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

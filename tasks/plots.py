@@ -1,0 +1,114 @@
+"""The guide's matplotlib figures, rendered with Agg to PNG bytes.
+
+Figures are returned as bytes rather than written, so the plot task's cached result *is* its output and
+publishing copies it into a version folder. With Agg and no timestamp metadata the bytes are identical
+from run to run, so a re-drawn plot does not look like a change.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+import numpy as np
+
+from flows.spec import LinearData, PlotSpec
+
+#: Plots draw at most this many points; a 10M-example run would otherwise make an unreadable 100 MB figure.
+MAX_POINTS = 2000
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig, dpi: int) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def thin(*arrays: np.ndarray, limit: int = MAX_POINTS) -> list[np.ndarray]:
+    """Evenly spaced subsample of parallel arrays, so figures stay light at any data size."""
+    n = len(arrays[0])
+    if n <= limit:
+        return list(arrays)
+    index = np.linspace(0, n - 1, limit).astype(int)
+    return [a[index] for a in arrays]
+
+
+def data_plot(x, y, truth: Optional[np.ndarray], dpi: int) -> bytes:
+    """The guide's first figure: the noisy samples (and the ground truth when it is known)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x, y, *t = thin(x, y, *([truth] if truth is not None else []))
+    ax.plot(x, y, ".", label="Data")
+    if t:
+        ax.plot(x, t[0], label="Ground truth")
+    ax.set(xlabel="x", ylabel="y", title="Training data")
+    ax.legend()
+    return _png(fig, dpi)
+
+
+def predictions_plot(x, y, truth, before, after, dpi: int) -> bytes:
+    """Data, ground truth and the model's predictions before and after training, side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    x, y, before, after, *t = thin(x, y, before, after, *([truth] if truth is not None else []))
+    for ax, predicted, title in ((axes[0], before, "Before training"), (axes[1], after, "After training")):
+        ax.plot(x, y, ".", label="Data")
+        if t:
+            ax.plot(x, t[0], label="Ground truth")
+        ax.plot(x, predicted, label="Predictions")
+        ax.set(xlabel="x", title=title)
+        ax.legend()
+    axes[0].set_ylabel("y")
+    return _png(fig, dpi)
+
+
+def weights_plot(history: list[dict], initial: dict, true_w: Optional[float], true_b: Optional[float], dpi: int) -> bytes:
+    """The guide's W and b per epoch, each against its true value (dashed) when the data is the guide's line."""
+    plt = _pyplot()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    epochs = [0] + [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, label, truth, color in (("w", "Weights", true_w, colors[0]), ("b", "bias", true_b, colors[1])):
+        ax.plot(epochs, [initial[name]] + [row[name] for row in history], label=label, color=color)
+        if truth is not None:
+            ax.plot(epochs, [truth] * len(epochs), "--", label=f"True {'weight' if name == 'w' else 'bias'}", color=color)
+    ax.set(xlabel="epoch", title="Weights per epoch")
+    ax.legend()
+    return _png(fig, dpi)
+
+
+def loss_plot(history: list[dict], initial: dict, dpi: int) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [0] + [row["epoch"] for row in history]
+    for key, label in (("loss", "training loss"), ("val_loss", "validation loss")):
+        if key in initial:
+            ax.plot(epochs, [initial[key]] + [row[key] for row in history], label=label)
+    ax.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
+    if all(v > 0 for row in history for k, v in row.items() if k in ("loss", "val_loss")):
+        ax.set_yscale("log")
+    ax.legend()
+    return _png(fig, dpi)
+
+
+def draw(spec: PlotSpec, data_spec, x, y, truth, before, after, history, initial) -> dict[str, bytes]:
+    """Every figure the spec asks for, as `{file name: PNG bytes}`; x must be sorted for lines to read well."""
+    true_w = data_spec.true_w if isinstance(data_spec, LinearData) else None
+    true_b = data_spec.true_b if isinstance(data_spec, LinearData) else None
+    makers = {
+        "data": lambda: data_plot(x, y, truth, spec.dpi),
+        "predictions": lambda: predictions_plot(x, y, truth, before, after, spec.dpi),
+        "weights": lambda: weights_plot(history, initial, true_w, true_b, spec.dpi),
+        "loss": lambda: loss_plot(history, initial, spec.dpi),
+    }
+    return {f"{kind}.png": makers[kind]() for kind in spec.include}

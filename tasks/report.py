@@ -1,0 +1,93 @@
+"""What a version folder holds besides checkpoints and plots: history, metrics, the spec, and a report.
+
+Plain functions from results to bytes or text, so the publish step stays a list of writes and the same
+markdown feeds both `report.md` in the version and the Prefect UI's report artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+def report_line(row: dict) -> str:
+    """The guide's report line, with the true per-epoch loss (the guide prints a stale one)."""
+    parts = []
+    if "w" in row:
+        parts.append(f"W = {row['w']:1.2f}, b = {row['b']:1.2f}")
+    parts.append(f"loss={row['loss']:2.5f}")
+    if "val_loss" in row:
+        parts.append(f"val_loss={row['val_loss']:2.5f}")
+    return ", ".join(parts)
+
+
+def history_csv(history: list[dict]) -> bytes:
+    if not history:
+        return b""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue().encode()
+
+
+def spec_yaml(resolved: dict) -> bytes:
+    return yaml.safe_dump(resolved, sort_keys=False).encode()
+
+
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("tensorflow", "keras", "prefect", "numpy", "matplotlib", "pydantic", "trainflow"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(folder: Path) -> Optional[str]:
+    """The commit of the checkout holding `folder`, with '+dirty' when it has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def markdown(name: str, version: str, path: str, description: str, metrics: dict, initial: dict,
+             plots: dict[str, bytes], resolved: dict, embed_images: bool) -> str:
+    """The run report: metrics, plots (embedded as data: URIs for the Prefect UI, else linked), the spec."""
+    lines = [f"# {name} {version}", ""]
+    if description:
+        lines += [description, ""]
+    lines += [f"Version folder: `{path}`", "", "| metric | value |", "|---|---|"]
+    lines += [f"| initial {k} | {_fmt(v)} |" for k, v in initial.items()]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+    lines.append("")
+    for file_name, png in plots.items():
+        title = file_name.removesuffix(".png")
+        src = f"data:image/png;base64,{base64.b64encode(png).decode()}" if embed_images else f"plots/{file_name}"
+        lines += [f"## {title}", "", f"![{title}]({src})", ""]
+    lines += ["## Spec", "", "```yaml", spec_yaml(resolved).decode().rstrip(), "```", ""]
+    return "\n".join(lines)

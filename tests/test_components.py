@@ -1,0 +1,213 @@
+"""The work in tasks/, called directly: data, models, trainers, plots and checkpoints, with real TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from flows.loader import load_spec
+from flows.spec import CsvData, LinearData, NpzData, PolynomialData, SineData, TrainingSpec
+from tasks import checkpoints, data, models, plots, trainers
+from tests.conftest import ROOT, SPECS
+
+GUIDE_VARIANTS = ["guide", "guide-keras-manual", "guide-keras-fit"]
+
+
+def run_spec_directly(name, **training):
+    spec = load_spec(SPECS / f"{name}.yaml")
+    if training:
+        spec = spec.model_copy(update={"training": spec.training.model_copy(update=training)})
+    dataset = data.load(spec.data, spec.seed)
+    model = models.build(spec.model, spec.seed)
+    return spec, dataset, model, trainers.train(model, dataset, spec.training, spec.seed)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_linear_data_is_the_guides_and_reproducible():
+    spec = LinearData(kind="linear")
+    a, b = data.load(spec, 42), data.load(spec, 42)
+    assert a.x.dtype == np.float32 and a.x.shape == (201,)
+    assert a.x[0] == -2.0 and a.x[-1] == 2.0
+    assert np.array_equal(a.y, b.y), "same seed must give bit-identical data"
+    assert not np.array_equal(a.y, data.load(spec, 43).y)
+    noise = a.y - (3.0 * a.x + 2.0)
+    assert abs(noise.mean()) < 0.3 and 0.7 < noise.std() < 1.3
+
+
+def test_polynomial_and_sine_follow_their_curves():
+    poly = PolynomialData(kind="polynomial", coefficients=[1.0, 0.0, -1.0], noise_stddev=0.0)
+    d = data.load(poly, 0)
+    np.testing.assert_allclose(d.y, 1.0 - d.x.astype(np.float64) ** 2, atol=1e-5)
+    sine = SineData(kind="sine", amplitude=2.0, frequency=3.0, noise_stddev=0.0)
+    d = data.load(sine, 0)
+    np.testing.assert_allclose(d.y, 2.0 * np.sin(3.0 * d.x.astype(np.float64)), atol=1e-5)
+
+
+def test_validation_split_is_disjoint_and_seeded():
+    spec = LinearData(kind="linear", validation_split=0.25)
+    d = data.load(spec, 1)
+    assert len(d.x_val) == 50 and len(d.x) == 151
+    assert not set(d.x.tolist()) & set(d.x_val.tolist())
+    assert np.array_equal(d.x_val, data.load(spec, 1).x_val)
+
+
+def test_csv_and_npz_select_columns(tmp_path):
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text("a,inp,out\n0,1.0,2.0\n0,2.0,4.0\n0,3.0,6.5\n")
+    d = data.load(CsvData(kind="csv", path=str(csv_path), x_column="inp", y_column="out"), 0)
+    assert d.x.tolist() == [1.0, 2.0, 3.0] and d.y.tolist() == [2.0, 4.0, 6.5]
+    npz_path = tmp_path / "d.npz"
+    np.savez(npz_path, feature=np.arange(4.0), target=np.arange(4.0) * 2)
+    d = data.load(NpzData(kind="npz", path=str(npz_path), x_key="feature", y_key="target"), 0)
+    assert d.y.tolist() == [0.0, 2.0, 4.0, 6.0] and d.x.dtype == np.float32
+
+
+def test_bad_csv_cells_and_columns_are_named(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("x,y\n1,2\n2,oops\n")
+    with pytest.raises(data.DataError, match=r"d.csv:3: column 'y' holds 'oops', not a number"):
+        data.load(CsvData(kind="csv", path=str(path)), 0)
+    with pytest.raises(data.DataError, match=r"x_column 'X' is not a column"):
+        data.load(CsvData(kind="csv", path=str(path), x_column="X"), 0)
+
+
+# --------------------------------------------------------------------------- models and trainers
+
+
+def test_untrained_model_maps_three_to_fifteen():
+    for name in ("guide", "guide-keras-manual"):
+        spec = load_spec(SPECS / f"{name}.yaml")
+        assert models.initial_state(spec.model, spec.seed).probe == 15.0
+
+
+def test_keras_linear_weights_are_tracked_by_keras():
+    spec = load_spec(SPECS / "guide-keras-manual.yaml")
+    model = models.build(spec.model, 0)
+    assert [v.name for v in model.trainable_variables] == ["w", "b"]
+
+
+def test_guide_manual_loop_trajectory():
+    _, _, _, result = run_spec_directly("guide")
+    history = result.history
+    assert len(history) == 10 and [r["epoch"] for r in history] == list(range(1, 11))
+    assert result.initial["w"] == 5.0 and result.initial["b"] == 0.0
+    losses = [result.initial["loss"]] + [r["loss"] for r in history]
+    assert all(b < a for a, b in zip(losses, losses[1:])), "loss must fall every epoch"
+    ws, bs = [r["w"] for r in history], [r["b"] for r in history]
+    assert all(3.0 < b < a for a, b in zip([5.0] + ws, ws)), "w moves from 5 towards 3"
+    assert all(a < b < 2.0 for a, b in zip([0.0] + bs, bs)), "b moves from 0 towards 2"
+    assert 0.8 < history[-1]["loss"] < 1.3
+
+
+def test_three_guide_variants_have_identical_trajectories():
+    results = {name: run_spec_directly(name)[3] for name in GUIDE_VARIANTS}
+    reference = results["guide"].history
+    for name in GUIDE_VARIANTS[1:]:
+        for mine, theirs in zip(results[name].history, reference, strict=True):
+            assert abs(mine["w"] - theirs["w"]) <= 1e-5 and abs(mine["b"] - theirs["b"]) <= 1e-5, name
+            assert abs(mine["loss"] - theirs["loss"]) <= 1e-5, name
+
+
+def test_training_converges_to_least_squares():
+    for name in ("guide", "guide-keras-fit"):
+        _, dataset, _, result = run_spec_directly(name, epochs=300)
+        slope, intercept = np.polyfit(dataset.x.astype(np.float64), dataset.y.astype(np.float64), 1)
+        assert abs(result.history[-1]["w"] - slope) < 1e-3, name
+        assert abs(result.history[-1]["b"] - intercept) < 1e-3, name
+
+
+def test_manual_trainer_equals_an_eager_reference_loop():
+    import tensorflow as tf
+
+    spec, dataset, _, result = run_spec_directly("guide", epochs=40)
+    w, b = tf.Variable(5.0), tf.Variable(0.0)
+    x, y = tf.constant(dataset.x), tf.constant(dataset.y)
+    for row in result.history:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(y - (w * x + b)))
+        dw, db = tape.gradient(loss, [w, b])
+        w.assign_sub(0.1 * dw)
+        b.assign_sub(0.1 * db)
+        assert row["w"] == pytest.approx(float(w), rel=1e-6) and row["b"] == pytest.approx(float(b), rel=1e-6)
+
+
+@pytest.mark.parametrize("trainer", ["manual", "keras"])
+def test_other_losses_optimizers_and_minibatches_train(trainer):
+    spec = load_spec(SPECS / "guide-keras-manual.yaml")
+    dataset = data.load(spec.data, spec.seed)
+    for training in (
+        {"loss": {"kind": "mae"}, "optimizer": {"kind": "adam", "learning_rate": 0.1}},
+        {"loss": {"kind": "huber", "delta": 0.5}, "optimizer": {"kind": "sgd", "learning_rate": 0.05, "options": {"momentum": 0.9}}},
+        {"batch_size": 32, "shuffle": True, "optimizer": {"kind": "rmsprop", "learning_rate": 0.05}},
+    ):
+        training_spec = TrainingSpec.model_validate({"trainer": trainer, "epochs": 30, **training})
+        model = models.build(spec.model, 0)
+        result = trainers.train(model, dataset, training_spec, 0)
+        assert result.history[-1]["loss"] < result.initial["loss"] / 3, training
+        assert abs(result.history[-1]["w"] - 3.0) < 0.6, training
+
+
+def test_mlp_learns_the_sine_with_validation_metrics():
+    spec, _, _, result = run_spec_directly("sine-mlp", epochs=150)
+    assert set(result.history[-1]) == {"epoch", "loss", "val_loss"}
+    assert result.history[-1]["val_loss"] < result.initial["val_loss"] / 5
+
+
+def test_diverging_run_names_the_epoch():
+    with pytest.raises(trainers.TrainingDiverged, match=r"diverged at epoch \d+.*try a lower one"):
+        run_spec_directly("guide", optimizer=TrainingSpec().optimizer.model_copy(update={"learning_rate": 10.0}), epochs=200)
+
+
+# --------------------------------------------------------------------------- plots and checkpoints
+
+
+def test_plots_are_deterministic_pngs():
+    spec, dataset, model, result = run_spec_directly("guide")
+    x = np.sort(dataset.x_all)
+    draw = lambda: plots.draw(spec.plots, spec.data, x, dataset.y_all, data.ground_truth(spec.data, x),  # noqa: E731
+                              x, np.asarray(model(x)), result.history, result.initial)
+    first, second = draw(), draw()
+    assert set(first) == {"data.png", "predictions.png", "weights.png", "loss.png"}
+    assert all(png.startswith(b"\x89PNG") for png in first.values())
+    assert first == second
+
+
+LOADER = r"""
+import json, sys
+import numpy as np, tensorflow as tf, keras
+folder, fmt = sys.argv[1], sys.argv[2]
+x = tf.constant([-1.0, 0.0, 2.5])
+if fmt == "saved_model":
+    y = tf.saved_model.load(folder + "/saved_model").signatures["serving_default"](x=x)["y"]
+elif fmt == "keras":
+    import tasks.models  # registers the classes
+    y = keras.saving.load_model(folder + "/model.keras")(x)
+elif fmt == "keras_weights":
+    from tasks.models import KerasLinear
+    model = KerasLinear(); model(x); model.load_weights(folder + "/model.weights.h5"); y = model(x)
+else:
+    reader = tf.train.load_checkpoint(folder + "/tf_checkpoint/ckpt")
+    w = reader.get_tensor("model/w/.ATTRIBUTES/VARIABLE_VALUE"); b = reader.get_tensor("model/b/.ATTRIBUTES/VARIABLE_VALUE")
+    y = w * x + b
+print(json.dumps(np.asarray(y).tolist()))
+"""
+
+
+@pytest.mark.slow
+def test_every_checkpoint_format_reloads_in_a_fresh_process(tmp_path):
+    spec, _, model, _ = run_spec_directly("guide-keras-manual")
+    formats = spec.checkpoint_formats
+    assert set(formats) == {"tf_checkpoint", "keras_weights", "keras", "saved_model"}
+    checkpoints.write(model, formats, tmp_path)
+    expected = np.asarray(model(np.array([-1.0, 0.0, 2.5], np.float32)))
+    for fmt in formats:
+        out = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path), fmt], capture_output=True, text=True,
+                             cwd=ROOT, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        np.testing.assert_allclose(json.loads(out.stdout.strip().splitlines()[-1]), expected, rtol=1e-6, err_msg=fmt)

@@ -1,0 +1,119 @@
+"""`trainflow run` and `run_spec` end to end: real Prefect server, real TensorFlow, real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from flows.api import run_spec
+from tasks.store import Store
+from tests.conftest import GUIDE_SMALL, SPECS, trainflow, write_spec
+
+
+@pytest.mark.slow
+def test_guide_spec_runs_from_the_cli_with_the_json_contract(artifacts):
+    out = trainflow("run", str(SPECS / "guide.yaml"), "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1, "stdout must hold exactly one JSON object"
+    result = json.loads(lines[0])
+    assert result["name"] == "guide" and result["version"] == "v0001"
+    assert result["initial"]["w"] == 5.0 and result["initial"]["b"] == 0.0 and result["initial"]["loss"] > 5
+    assert [row["epoch"] for row in result["history"]] == list(range(1, 11))
+    assert result["weights"] == {"w": result["history"][-1]["w"], "b": result["history"][-1]["b"]}
+    assert result["metrics"]["loss"] == result["history"][-1]["loss"]
+    assert [t["name"] for t in result["tasks"]] == ["data", "model", "train", "plots", "checkpoint", "publish"]
+    assert {t["state"] for t in result["tasks"]} == {"Completed"}
+    assert "Epoch  9: W = 3.12, b = 1.82, loss=1.02268" in out.stderr, "per-epoch report lines are logged"
+
+    version = artifacts / "guide" / "v0001"
+    assert result["path"] == str(version)
+    for name in ("spec.yaml", "manifest.json", "history.csv", "metrics.json", "plots/weights.png",
+                 "checkpoint/saved_model/saved_model.pb", "checkpoint/tf_checkpoint/ckpt.index"):
+        assert (version / name).is_file(), name
+    with (version / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 10 and float(rows[-1]["w"]) == pytest.approx(result["weights"]["w"])
+    assert yaml.safe_load((version / "spec.yaml").read_text())["training"]["epochs"] == 10
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["spec_hash"] == result["spec_hash"] and manifest["flow_run_id"] == result["flow_run_id"]
+    assert manifest["libraries"]["tensorflow"].startswith("2.21")
+    assert Store(artifacts).verify(Store(artifacts).get("guide")) == []
+
+
+@pytest.mark.slow
+def test_human_report_prints_the_true_loss_each_epoch(artifacts):
+    out = trainflow("run", str(SPECS / "guide.yaml"), "--set", "training.epochs=3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Starting:" and lines[1].strip().startswith("W = 5.00, b = 0.00, loss=")
+    losses = [line.split("loss=")[1] for line in lines if "loss=" in line]
+    assert len(set(losses)) == 4, "each epoch reports its own loss, not the guide's stale one"
+    assert lines[-1].startswith("Published guide v0001: ")
+
+
+def test_run_spec_from_python_with_overrides(artifacts, tmp_path):
+    spec_path = write_spec(tmp_path, GUIDE_SMALL)
+    result = run_spec(spec_path, overrides=["training.epochs=4", "data.validation_split=0.25"])
+    assert len(result["history"]) == 4
+    assert "val_loss" in result["metrics"] and "val_loss" in result["history"][0]
+    assert (artifacts / "small" / "v0001" / "plots" / "loss.png").is_file()
+    assert (artifacts / "small" / "latest").resolve().name == "v0001"
+
+
+def test_sine_mlp_spec_with_validation(artifacts):
+    result = run_spec(SPECS / "sine-mlp.yaml", overrides=["training.epochs=40"])
+    assert result["metrics"]["val_loss"] < result["initial"]["val_loss"]
+    assert "weights" not in result
+    folder = artifacts / "sine-mlp" / "v0001" / "checkpoint"
+    assert (folder / "model.keras").is_file() and (folder / "model.weights.h5").is_file()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: x\ndata: {kind: linear, nosie_stddev: 1}\nmodel: {kind: linear}\n", "did you mean 'noise_stddev'"),
+    ("name: x\nname: y\ndata: {kind: linear}\nmodel: {kind: linear}\n", "duplicate key 'name'"),
+    ("name: x\ndata: {kind: linear}\nmodel: {kind: linear}\ntraining: {epochs: many}\n", "expected an integer"),
+    ("name: x\ndata: {kind: csv, path: missing.csv}\nmodel: {kind: linear}\n", "no such data file"),
+])
+def test_bad_spec_exits_2_with_a_positioned_one_screen_error(tmp_path, artifacts, text, fragment):
+    spec_path = write_spec(tmp_path, text)
+    out = trainflow("run", str(spec_path))
+    assert out.returncode == 2
+    assert fragment in out.stderr and out.stderr.startswith(f"{spec_path}:")
+    assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) <= 5
+    assert not artifacts.exists(), "nothing is written for an invalid spec"
+
+
+def test_validate_reports_every_file(tmp_path):
+    bad = write_spec(tmp_path, "name: x\ndata: {kind: linear}\nmodel: {kind: lin}\n", "bad.yaml")
+    out = trainflow("validate", str(SPECS / "guide.yaml"), str(bad))
+    assert out.returncode == 2
+    assert "guide.yaml: ok" in out.stdout
+    assert f"{bad}:3:9: model.kind: unknown value 'lin'" in out.stderr
+
+
+LIGHT_CHECK = """
+import sys
+from flows.cli import app
+try:
+    app({args}, standalone_mode=True)
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("tensorflow", "keras", "matplotlib", "prefect") if m in sys.modules)
+print("HEAVY", heavy, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["validate", "specs/guide.yaml"], ["schema"],
+                                  ["plan", "specs/guide.yaml"], ["list"]])
+def test_light_commands_never_import_tensorflow(args, artifacts):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-c", LIGHT_CHECK.format(args=args)], capture_output=True, text=True, cwd=ROOT)
+    assert "HEAVY []" in out.stderr, out.stderr[-2000:]

@@ -1,0 +1,139 @@
+"""The spec language: positioned errors, duplicates, did-you-mean, extends, --set, and the committed schema."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.loader import SpecError, load_spec, validate_data
+from flows.spec import Spec, TrainingSpec, json_schema
+from tests.conftest import SPECS, write_spec
+
+VALID = """\
+name: demo
+seed: 1
+data:
+  kind: linear
+  num_examples: 50
+model:
+  kind: linear
+training:
+  epochs: 3
+"""
+
+
+def problems(tmp_path, text, overrides=()):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(tmp_path, text), overrides)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_example_specs_are_valid_and_reference_the_schema():
+    paths = sorted(SPECS.glob("*.yaml"))
+    assert len(paths) >= 4
+    for path in paths:
+        assert load_spec(path).name
+        assert path.read_text().startswith("# yaml-language-server: $schema=spec.schema.json")
+
+
+def test_committed_schema_is_current():
+    committed = json.loads((SPECS / "spec.schema.json").read_text())
+    assert committed == json_schema(), "specs/spec.schema.json is stale: run `make schema`"
+
+
+def test_every_field_has_a_description():
+    def walk(model, path=""):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{path}{name} has no description"
+            for arg in getattr(field.annotation, "__args__", ()) + (field.annotation,):
+                if isinstance(arg, type) and issubclass(arg, Spec.__mro__[1]) and arg is not model:
+                    walk(arg, f"{path}{name}.")
+
+    walk(Spec)
+
+
+def test_defaults_come_from_the_schema(tmp_path):
+    spec = load_spec(write_spec(tmp_path, VALID))
+    assert spec.training.optimizer.learning_rate == TrainingSpec().optimizer.learning_rate
+    assert spec.data.noise_stddev == 1.0 and spec.model.init.w == 5.0
+
+
+def test_unknown_key_names_position_and_suggests(tmp_path):
+    text = VALID.replace("  num_examples: 50", "  num_examples: 50\n  nosie_stddev: 2")
+    (line,) = problems(tmp_path, text)
+    assert line.startswith(f"{tmp_path / 'spec.yaml'}:6:3: data.nosie_stddev: unknown key")
+    assert "did you mean 'noise_stddev'" in line
+
+
+def test_unknown_kind_suggests_the_closest(tmp_path):
+    (line,) = problems(tmp_path, VALID.replace("kind: linear\ntraining", "kind: liner\ntraining"))
+    assert ":7:3: model.kind: unknown value 'liner' (did you mean 'linear'?)" in line
+
+
+def test_duplicate_key_is_rejected_with_both_lines(tmp_path):
+    (line,) = problems(tmp_path, VALID + "seed: 2\n")
+    assert ":10:1: seed: duplicate key 'seed' (first defined at line 2)" in line
+
+
+def test_wrong_type_and_out_of_range(tmp_path):
+    text = VALID.replace("epochs: 3", "epochs: ten\n  optimizer: {learning_rate: -0.1}")
+    lines = problems(tmp_path, text)
+    assert any(":9:3: training.epochs: expected an integer, got 'ten'" in l for l in lines)
+    assert any("training.optimizer.learning_rate: must be > 0.0, got -0.1" in l for l in lines)
+
+
+def test_parts_that_do_not_fit_together_are_named(tmp_path):
+    text = VALID + "plots: {include: [weights]}\n"
+    text = text.replace("model:\n  kind: linear", "model:\n  kind: mlp")
+    (line,) = problems(tmp_path, text)
+    assert "plots.include: 'weights' plots w and b, so it needs a linear model" in line
+
+
+def test_missing_data_file_is_a_spec_error(tmp_path):
+    text = VALID.replace("  kind: linear\n  num_examples: 50", "  kind: csv\n  path: nowhere.csv")
+    (line,) = problems(tmp_path, text)
+    assert ":5:3: data.path: no such data file 'nowhere.csv'" in line
+
+
+def test_unsafe_tag_is_refused_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    text = VALID + f"description: !!python/object/apply:os.system ['touch {marker}']\n"
+    (line,) = problems(tmp_path, text)
+    assert "unsupported YAML tag" in line
+    assert not marker.exists()
+
+
+def test_alias_bomb_is_stopped(tmp_path):
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+    for prev, cur in zip("abcdefgh", "bcdefghi"):
+        bomb += f"{cur}: &{cur} [{','.join(['*' + prev] * 9)}]\n"
+    (line,) = problems(tmp_path, bomb)
+    assert "too many YAML nodes" in line
+
+
+def test_extends_deep_merges_and_set_overrides(tmp_path):
+    write_spec(tmp_path, VALID, "base.yaml")
+    child = write_spec(tmp_path, "extends: base.yaml\nname: child\ntraining: {loss: {kind: mae}}\n", "child.yaml")
+    spec = load_spec(child, ["training.epochs=7", "data.noise_stddev=0.5"])
+    assert spec.name == "child"
+    assert spec.training.loss.kind == "mae" and spec.training.epochs == 7
+    assert spec.data.num_examples == 50 and spec.data.noise_stddev == 0.5
+
+
+def test_bad_override_is_positioned_at_the_flag(tmp_path):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(tmp_path, VALID), ["training.epocs=5"])
+    assert str(caught.value).startswith("--set training.epocs=5: training.epocs: unknown key 'epocs' (did you mean 'epochs'?)")
+
+
+def test_extends_cycle_is_reported(tmp_path):
+    write_spec(tmp_path, "extends: b.yaml\nname: a\n", "a.yaml")
+    write_spec(tmp_path, "extends: a.yaml\nname: b\n", "b.yaml")
+    with pytest.raises(SpecError, match="extends cycle"):
+        load_spec(tmp_path / "a.yaml")
+
+
+def test_plain_data_validates_with_the_same_messages():
+    with pytest.raises(SpecError, match=r"training.epochs: must be >= 1, got 0"):
+        validate_data({"name": "x", "data": {"kind": "linear"}, "model": {"kind": "linear"}, "training": {"epochs": 0}})
