@@ -45,5 +45,8 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
 
     from flows.experiment import experiment
 
+    from tasks.results import rows
+
     with tags("trainflow", f"spec:{resolved.name}", f"trainer:{resolved.training.trainer}"):
-        return experiment(resolved, artifacts=str(artifacts) if artifacts else None, refresh=refresh, use_cache=use_cache)
+        result = experiment(resolved, artifacts=str(artifacts) if artifacts else None, refresh=refresh, use_cache=use_cache)
+    return {**result, "history": rows(result["history"])}

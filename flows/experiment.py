@@ -17,16 +17,18 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE, CachePolicy
-from prefect.locking.filesystem import FileSystemLockManager
 from prefect.runtime import flow_run as current_flow_run
 from prefect.transactions import IsolationLevel
 
+from flows.locking import ProcessAwareLockManager
 from flows.plan import Plan, artifact_root, compile_plan, results_dir
 from flows.spec import Spec
 from tasks.report import report_line
 
 #: Below this many epochs every epoch gets its own log line; above it, one line per compiled chunk.
 LOG_EVERY_EPOCH_UP_TO = 1000
+#: The Prefect UI's history table shows at most this many rows; history.csv in the version has them all.
+HISTORY_TABLE_ROWS = 500
 
 
 class PlannedKey(CachePolicy):
@@ -82,7 +84,7 @@ def draw_plots(spec: Spec, key: Optional[str], dataset, trained) -> dict[str, by
 
     truth = data.ground_truth(spec.data, trained.x)
     return plots.draw(spec.plots, spec.data, trained.x, trained.y, truth, trained.before, trained.after,
-                      trained.result.history, trained.result.initial)
+                      trained.result.columns, trained.result.initial)
 
 
 @task(name="checkpoint")
@@ -107,10 +109,11 @@ def publish(spec: Spec, seed: int, key: Optional[str], root: str, trained, plot_
     with archive.staging() as stage:
         store.write_files(stage, {
             "spec.yaml": report.spec_yaml(resolved),
-            "history.csv": report.history_csv(result.history),
+            "history.csv": report.history_csv(result.columns),
             "metrics.json": report.json_bytes(result.metrics),
             **{f"plots/{name}": png for name, png in plot_files.items()},
             **{f"checkpoint/{name}": data for name, data in checkpoint_files.items()},
+            **{f"tensorboard/{name}": data for name, data in trained.events.items()},
         })
         manifest = {
             "spec": resolved, "spec_hash": spec.spec_hash(), "seed": seed, "fingerprint": key,
@@ -139,7 +142,7 @@ def _configured(task_fn, plan_key: Optional[str], root: Path, refresh: bool):
         return task_fn.with_options(cache_policy=NO_CACHE, persist_result=False)
     policy = PlannedKey().configure(
         isolation_level=IsolationLevel.SERIALIZABLE,
-        lock_manager=FileSystemLockManager(lock_files_directory=root / ".cache" / "locks"),
+        lock_manager=ProcessAwareLockManager(lock_files_directory=root / ".cache" / "locks"),
     )
     return task_fn.with_options(cache_policy=policy, result_storage=results_dir(root), persist_result=True,
                                 refresh_cache=refresh)
@@ -197,21 +200,24 @@ def experiment(spec: Spec, artifacts: Optional[str] = None, refresh: bool = Fals
 
 
 def _summary(spec: Spec, seed: int, plan: Plan, trained, published: dict, records: list[dict], reused: bool) -> dict:
+    """The run's outcome; `history` is columns of arrays here (cheap for Prefect), rows in `run_spec`'s result."""
     result = trained.result
     summary = {
         "name": spec.name, "version": published["version"], "path": published["path"], "reused": reused,
         "spec_hash": plan.spec_hash, "seed": seed, "flow_run_id": str(current_flow_run.id),
-        "initial": result.initial, "metrics": result.metrics, "history": result.history,
+        "initial": result.initial, "metrics": result.metrics, "history": result.columns,
         "tasks": [{"name": r["name"], "state": r["state"], "key": r["key"], "seconds": r["seconds"]} for r in records],
     }
     if "w" in result.initial:
-        summary["weights"] = {"w": result.history[-1]["w"], "b": result.history[-1]["b"]}
+        summary["weights"] = {"w": result.metrics["w"], "b": result.metrics["b"]}
     return summary
 
 
 def _ui_artifacts(spec: Spec, summary: dict, plot_files: dict[str, bytes]) -> None:
     """The report (metrics, embedded plots, spec) and the history table, keyed by spec name in the Prefect UI."""
     from tasks import report
+    from tasks.data import evenly_spaced
+    from tasks.results import rows
 
     key = spec.name.replace("_", "-")
     create_markdown_artifact(
@@ -219,4 +225,9 @@ def _ui_artifacts(spec: Spec, summary: dict, plot_files: dict[str, bytes]) -> No
         markdown=report.markdown(spec.name, summary["version"], summary["path"], spec.description,
                                  summary["metrics"], summary["initial"], plot_files, spec.resolved(), embed_images=True),
     )
-    create_table_artifact(key=f"{key}-history", table=summary["history"], description=f"{spec.name} per-epoch history")
+    columns = summary["history"]
+    total = len(columns["epoch"])
+    index = evenly_spaced(total, HISTORY_TABLE_ROWS)
+    shown = rows({name: values[index] for name, values in columns.items()})
+    note = "" if len(shown) == total else f" ({len(shown)} of {total} epochs, evenly spaced)"
+    create_table_artifact(key=f"{key}-history", table=shown, description=f"{spec.name} per-epoch history{note}")

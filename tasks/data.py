@@ -18,6 +18,10 @@ import numpy as np
 from flows.spec import CsvData, DataSpec, FileData, LinearData, NpzData, PolynomialData, SineData
 
 
+#: Plots draw at most this many points; a 10M-example run would otherwise make an unreadable 100 MB figure.
+MAX_POINTS = 2000
+
+
 class DataError(Exception):
     """A data file that cannot be used; the message names the file and, where it can, the row or column."""
 
@@ -146,3 +150,14 @@ def _read_npz(path: Path, spec: NpzData) -> tuple[np.ndarray, np.ndarray]:
     if len(arrays[0]) != len(arrays[1]):
         raise DataError(f"{path}: '{spec.x_key}' has {len(arrays[0])} values but '{spec.y_key}' has {len(arrays[1])}")
     return arrays[0], arrays[1]
+
+
+def evenly_spaced(n: int, limit: int = MAX_POINTS) -> np.ndarray:
+    """Indices of at most `limit` evenly spaced items out of n, always keeping the first and the last."""
+    return np.arange(n) if n <= limit else np.unique(np.linspace(0, n - 1, limit).round().astype(int))
+
+
+def thin(*arrays: np.ndarray, limit: int = MAX_POINTS) -> list[np.ndarray]:
+    """Evenly spaced subsample of parallel arrays, so figures stay light at any data size."""
+    index = evenly_spaced(len(arrays[0]), limit)
+    return [a[index] for a in arrays]

@@ -13,10 +13,7 @@ from typing import Optional
 import numpy as np
 
 from flows.spec import LinearData, PlotSpec
-
-#: Plots draw at most this many points; a 10M-example run would otherwise make an unreadable 100 MB figure.
-MAX_POINTS = 2000
-
+from tasks.data import thin
 
 def _pyplot():
     import matplotlib
@@ -32,15 +29,6 @@ def _png(fig, dpi: int) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     _pyplot().close(fig)
     return buffer.getvalue()
-
-
-def thin(*arrays: np.ndarray, limit: int = MAX_POINTS) -> list[np.ndarray]:
-    """Evenly spaced subsample of parallel arrays, so figures stay light at any data size."""
-    n = len(arrays[0])
-    if n <= limit:
-        return list(arrays)
-    index = np.linspace(0, n - 1, limit).astype(int)
-    return [a[index] for a in arrays]
 
 
 def data_plot(x, y, truth: Optional[np.ndarray], dpi: int) -> bytes:
@@ -72,14 +60,21 @@ def predictions_plot(x, y, truth, before, after, dpi: int) -> bytes:
     return _png(fig, dpi)
 
 
-def weights_plot(history: list[dict], initial: dict, true_w: Optional[float], true_b: Optional[float], dpi: int) -> bytes:
+def _with_initial(columns: dict, initial: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch 0 (the initial state) followed by every epoch, thinned for drawing."""
+    epochs = np.concatenate([[0], columns["epoch"]])
+    values = np.concatenate([[initial[name]], columns[name]])
+    return tuple(thin(epochs, values))
+
+
+def weights_plot(columns: dict, initial: dict, true_w: Optional[float], true_b: Optional[float], dpi: int) -> bytes:
     """The guide's W and b per epoch, each against its true value (dashed) when the data is the guide's line."""
     plt = _pyplot()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    epochs = [0] + [row["epoch"] for row in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, label, truth, color in (("w", "Weights", true_w, colors[0]), ("b", "bias", true_b, colors[1])):
-        ax.plot(epochs, [initial[name]] + [row[name] for row in history], label=label, color=color)
+        epochs, values = _with_initial(columns, initial, name)
+        ax.plot(epochs, values, label=label, color=color)
         if truth is not None:
             ax.plot(epochs, [truth] * len(epochs), "--", label=f"True {'weight' if name == 'w' else 'bias'}", color=color)
     ax.set(xlabel="epoch", title="Weights per epoch")
@@ -87,28 +82,30 @@ def weights_plot(history: list[dict], initial: dict, true_w: Optional[float], tr
     return _png(fig, dpi)
 
 
-def loss_plot(history: list[dict], initial: dict, dpi: int) -> bytes:
+def loss_plot(columns: dict, initial: dict, dpi: int) -> bytes:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    epochs = [0] + [row["epoch"] for row in history]
+    positive = True
     for key, label in (("loss", "training loss"), ("val_loss", "validation loss")):
-        if key in initial:
-            ax.plot(epochs, [initial[key]] + [row[key] for row in history], label=label)
+        if key in columns:
+            epochs, values = _with_initial(columns, initial, key)
+            ax.plot(epochs, values, label=label)
+            positive = positive and bool(np.all(values > 0))
     ax.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
-    if all(v > 0 for row in history for k, v in row.items() if k in ("loss", "val_loss")):
+    if positive:
         ax.set_yscale("log")
     ax.legend()
     return _png(fig, dpi)
 
 
-def draw(spec: PlotSpec, data_spec, x, y, truth, before, after, history, initial) -> dict[str, bytes]:
+def draw(spec: PlotSpec, data_spec, x, y, truth, before, after, columns, initial) -> dict[str, bytes]:
     """Every figure the spec asks for, as `{file name: PNG bytes}`; x must be sorted for lines to read well."""
     true_w = data_spec.true_w if isinstance(data_spec, LinearData) else None
     true_b = data_spec.true_b if isinstance(data_spec, LinearData) else None
     makers = {
         "data": lambda: data_plot(x, y, truth, spec.dpi),
         "predictions": lambda: predictions_plot(x, y, truth, before, after, spec.dpi),
-        "weights": lambda: weights_plot(history, initial, true_w, true_b, spec.dpi),
-        "loss": lambda: loss_plot(history, initial, spec.dpi),
+        "weights": lambda: weights_plot(columns, initial, true_w, true_b, spec.dpi),
+        "loss": lambda: loss_plot(columns, initial, spec.dpi),
     }
     return {f"{kind}.png": makers[kind]() for kind in spec.include}

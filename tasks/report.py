@@ -30,13 +30,12 @@ def report_line(row: dict) -> str:
     return ", ".join(parts)
 
 
-def history_csv(history: list[dict]) -> bytes:
-    if not history:
-        return b""
+def history_csv(columns: dict) -> bytes:
+    """One row per epoch; floats are written with repr, so the CSV holds the exact float32 values."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(columns))
+    writer.writerows(zip(*(c.tolist() for c in columns.values())))
     return buffer.getvalue().encode()
 
 

@@ -22,19 +22,44 @@ class ModelState:
 
 @dataclass
 class TrainResult:
+    """Training's outcome. The history is stored as columns of NumPy arrays, not a list of row dicts:
+    Prefect walks every list and dict in a task's inputs, which took seconds per task at 1e5 epochs."""
+
     initial: dict  # loss (and val_loss, w, b) before the first update
-    history: list[dict]  # row i: the state after epoch i+1
+    columns: dict[str, np.ndarray]  # 'epoch', 'loss' (+ 'val_loss', 'w', 'b'): entry i is the state after epoch i+1
     weights: list[np.ndarray]  # final trainable weights, in `models.variables` order
     seconds: float = 0.0  # wall time of the training itself
-    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, initial: dict, rows: list[dict], weights: list[np.ndarray], seconds: float) -> "TrainResult":
+        names = list(rows[0]) if rows else ["epoch", "loss"]
+        return cls(initial, {n: np.asarray([r[n] for r in rows]) for n in names}, weights, seconds)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.columns["epoch"])
+
+    def row(self, i: int) -> dict:
+        return {n: (int(c[i]) if n == "epoch" else float(c[i])) for n, c in self.columns.items()}
+
+    @property
+    def history(self) -> list[dict]:
+        """One dict per epoch, as in the JSON contract and history.csv."""
+        return rows(self.columns)
 
     @property
     def metrics(self) -> dict:
-        last = self.history[-1]
-        out = {k: v for k, v in last.items() if k != "epoch"}
-        out["epochs"] = last["epoch"]
+        out = {k: v for k, v in self.row(-1).items() if k != "epoch"}
+        out["epochs"] = self.epochs
         out["initial_loss"] = self.initial["loss"]
         return out
+
+
+def rows(columns: dict[str, np.ndarray]) -> list[dict]:
+    """Columns of per-epoch arrays as one plain dict per epoch (ints and floats, JSON-ready)."""
+    names = list(columns)
+    lists = [np.asarray(columns[n]).tolist() for n in names]
+    return [dict(zip(names, values)) for values in zip(*lists)]
 
 
 @dataclass
@@ -46,3 +71,4 @@ class Trained:
     y: np.ndarray
     before: np.ndarray  # predictions of the untrained model at x
     after: np.ndarray  # predictions of the trained model at x
+    events: dict[str, bytes] = field(default_factory=dict)  # TensorBoard event files of the history

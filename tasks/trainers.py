@@ -11,7 +11,6 @@ so progress is reported at a human pace without a Python round trip per epoch.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Optional
 
@@ -20,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from flows.spec import OptimizerSpec, Spec, TrainingSpec
-from tasks import losses, models
-from tasks.data import Dataset
+from tasks import losses, models, tensorboard
+from tasks.data import Dataset, thin
 from tasks.results import ModelState, Trained, TrainResult
 
 #: Largest number of epochs one compiled call may run; also the static size of its in-graph history.
@@ -29,6 +28,10 @@ MAX_CHUNK = 4096
 #: Wall time one compiled call aims for, so progress and logs arrive about twice a second.
 CHUNK_SECONDS = 0.5
 
+#: A chunk of more epochs than this reports only its last row to `progress`.
+PROGRESS_ROWS = 200
+
+#: Called after each compiled chunk with the chunk's rows (or only its last row, for a large chunk).
 Progress = Callable[[list[dict]], None]
 
 
@@ -46,14 +49,13 @@ class TrainingDiverged(Exception):
 def fit(spec: Spec, seed: int, data: Dataset, initial: ModelState,
         progress: Optional[Progress] = None) -> Trained:
     """Rebuild the model from its initial weights, train it, and predict before and after on sorted x."""
-    from tasks.plots import thin
-
     model = models.restore(spec.model, seed, initial.weights)
     order = np.argsort(data.x_all, kind="stable")
     x, y = thin(data.x_all[order], data.y_all[order])
     before = np.asarray(model(tf.constant(x)))
     result = train(model, data, spec.training, seed, progress)
-    return Trained(result, x, y, before, np.asarray(model(tf.constant(x))))
+    events = tensorboard.event_files(result.columns, result.initial)
+    return Trained(result, x, y, before, np.asarray(model(tf.constant(x))), events)
 
 
 def train(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
@@ -101,10 +103,10 @@ class _Evaluator:
         return row
 
 
-def _check_finite(rows: list[dict], learning_rate: float) -> None:
-    for row in rows:
-        if not math.isfinite(row["loss"]):
-            raise TrainingDiverged(row["epoch"], row["loss"], learning_rate)
+def _check_finite(first_epoch: int, losses: np.ndarray, learning_rate: float) -> None:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise TrainingDiverged(first_epoch + int(bad[0]), float(losses[bad[0]]), learning_rate)
 
 
 def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
@@ -160,7 +162,7 @@ def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: i
 
     initial = evaluator.row(0, evaluator.state().numpy())
     initial.pop("epoch")
-    history: list[dict] = []
+    chunks: list[np.ndarray] = []
     count = min(chunk_size, 16)
     started = time.perf_counter()
     done = 0
@@ -169,14 +171,17 @@ def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: i
         t0 = time.perf_counter()
         values = compiled(tf.constant(done, tf.int32), tf.constant(count, tf.int32)).numpy()[:count]
         elapsed = time.perf_counter() - t0
-        rows = [evaluator.row(done + i + 1, v) for i, v in enumerate(values)]
-        _check_finite(rows, spec.optimizer.learning_rate)
-        history.extend(rows)
-        done += count
+        _check_finite(done + 1, values[:, 0], spec.optimizer.learning_rate)
+        chunks.append(values)
         if progress:
-            progress(rows)
+            shown = range(count) if count <= PROGRESS_ROWS else [count - 1]
+            progress([evaluator.row(done + i + 1, values[i]) for i in shown])
+        done += count
         count = int(min(chunk_size, max(1, count * CHUNK_SECONDS / max(elapsed, 1e-6))))
-    return TrainResult(initial, history, models.get_weights(model), time.perf_counter() - started)
+    values = np.concatenate(chunks)
+    columns = {"epoch": np.arange(1, spec.epochs + 1)}
+    columns.update({name: values[:, j].astype(np.float64) for j, name in enumerate(evaluator.names)})
+    return TrainResult(initial, columns, models.get_weights(model), time.perf_counter() - started)
 
 
 class _HistoryCallback(keras.callbacks.Callback):
@@ -190,7 +195,7 @@ class _HistoryCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         row = self.evaluator.row(epoch + 1, self.state().numpy())
-        _check_finite([row], self.learning_rate)
+        _check_finite(epoch + 1, np.array([row["loss"]]), self.learning_rate)
         self.rows.append(row)
         if self.progress:
             self.progress([row])
@@ -211,4 +216,4 @@ def train_keras(model: models.Model, data: Dataset, spec: TrainingSpec, seed: in
     started = time.perf_counter()
     model.fit(data.x, data.y, epochs=spec.epochs, batch_size=batch, shuffle=spec.shuffle,
               verbose=0, callbacks=[callback])
-    return TrainResult(initial, callback.rows, models.get_weights(model), time.perf_counter() - started)
+    return TrainResult.from_rows(initial, callback.rows, models.get_weights(model), time.perf_counter() - started)

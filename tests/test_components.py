@@ -171,7 +171,7 @@ def test_plots_are_deterministic_pngs():
     spec, dataset, model, result = run_spec_directly("guide")
     x = np.sort(dataset.x_all)
     draw = lambda: plots.draw(spec.plots, spec.data, x, dataset.y_all, data.ground_truth(spec.data, x),  # noqa: E731
-                              x, np.asarray(model(x)), result.history, result.initial)
+                              x, np.asarray(model(x)), result.columns, result.initial)
     first, second = draw(), draw()
     assert set(first) == {"data.png", "predictions.png", "weights.png", "loss.png"}
     assert all(png.startswith(b"\x89PNG") for png in first.values())
