@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Optional, Union
@@ -14,6 +15,24 @@ def quiet_defaults() -> None:
     """Defaults that keep an offline run quiet, unless the user set them: no telemetry, no TF banner."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the no-GPU cuInit error on CPU machines
+
+
+class _HideExpectedTracebacks(logging.Filter):
+    """Prefect logs a failed task's traceback; for a `RunError` the message alone is the whole story."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.results import RunError
+
+        if record.exc_info and isinstance(record.exc_info[1], RunError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def hide_expected_tracebacks() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HideExpectedTracebacks) for f in logger.filters):
+            logger.addFilter(_HideExpectedTracebacks())
 
 
 def as_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = ()) -> Spec:
@@ -33,13 +52,15 @@ def as_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = ()) -
 
 
 def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), artifacts: Optional[str] = None,
-             refresh: bool = False, use_cache: bool = True) -> dict:
+             refresh: bool = False, use_cache: bool = True, tracebacks: bool = False) -> dict:
     """Validate `spec` (a path, a dict or a `Spec`), run its flow, and return the run summary.
 
     Raises `SpecError` for an invalid spec (nothing runs) and the task's own exception for a failed run
     (nothing is published).
     """
     quiet_defaults()
+    if not tracebacks:
+        hide_expected_tracebacks()
     resolved = as_spec(spec, overrides)
     from prefect import tags
 

@@ -89,11 +89,12 @@ def run(spec: Path = typer.Argument(..., help="The spec file."),
 
         if as_json:
             with _stdout_to_stderr() as real_stdout:
-                result = run_spec(resolved, artifacts=artifacts, refresh=refresh, use_cache=not no_cache)
+                result = run_spec(resolved, artifacts=artifacts, refresh=refresh, use_cache=not no_cache,
+                                  tracebacks=debug)
             real_stdout.write(json.dumps(result) + "\n")
             real_stdout.flush()
             return
-        result = run_spec(resolved, artifacts=artifacts, refresh=refresh, use_cache=not no_cache)
+        result = run_spec(resolved, artifacts=artifacts, refresh=refresh, use_cache=not no_cache, tracebacks=debug)
     _print_report(result)
 
 
@@ -244,6 +245,28 @@ def diff(a: str = typer.Argument(..., help="NAME@vA"), b: str = typer.Argument(.
     for key, m in metrics.items():
         delta = f"{m['delta']:+.4g}" if m["delta"] is not None else ""
         typer.echo(f"  {key:<14} {m['a']} -> {m['b']}  {delta}")
+
+
+@app.command()
+def verify(name: Optional[str] = typer.Argument(None, help="A spec name; every name when omitted."),
+           artifacts: Optional[Path] = ArtifactsOption) -> None:
+    """Check every version's files against the sha256 in its manifest; exit 1 if any is missing or altered."""
+    from flows.plan import artifact_root
+    from tasks.store import Store
+
+    store = Store(artifact_root(artifacts))
+    names = [name] if name else store.names()
+    checked, bad = 0, 0
+    for series in names:
+        for version in store.versions(series):
+            checked += 1
+            problems = store.verify(version)
+            bad += bool(problems)
+            for problem in problems:
+                typer.echo(f"{series}@{version.label}: {problem}", err=True)
+    typer.echo(f"verified {checked} version(s): {checked - bad} intact, {bad} damaged")
+    if bad:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.transactions import IsolationLevel
 
 from flows.locking import ProcessAwareLockManager
-from flows.plan import Plan, artifact_root, compile_plan, results_dir
+from flows.plan import Plan, artifact_root, compile_plan, progress_dir, results_dir
 from flows.spec import Spec
 from tasks.report import report_line
 
@@ -41,7 +41,14 @@ class PlannedKey(CachePolicy):
 # --------------------------------------------------------------------------- tasks
 
 
-@task(name="data")
+def _transient(task, task_run, state) -> bool:
+    """Retry data reads that failed on I/O (a file briefly missing or unreadable), not on bad content."""
+    from tasks.data import TransientDataError
+
+    return isinstance(state.result(raise_on_failure=False), TransientDataError)
+
+
+@task(name="data", retries=2, retry_delay_seconds=1, retry_condition_fn=_transient)
 def load_data(spec: Spec, seed: int, key: Optional[str]):
     from tasks import data
 
@@ -58,8 +65,9 @@ def build_model(spec: Spec, seed: int, key: Optional[str]):
 
 
 @task(name="train")
-def train(spec: Spec, seed: int, key: Optional[str], dataset, initial):
+def train(spec: Spec, seed: int, key: Optional[str], dataset, initial, resume_dir: Optional[str]):
     from tasks import trainers
+    from tasks.resume import ResumePoint
 
     logger = get_run_logger()
     total = spec.training.epochs
@@ -73,8 +81,11 @@ def train(spec: Spec, seed: int, key: Optional[str], dataset, initial):
             logger.info("Epochs %d-%d: %s", rows[0]["epoch"] - 1, rows[-1]["epoch"] - 1, report_line(rows[-1]))
         update_progress_artifact(progress_id, progress=100.0 * rows[-1]["epoch"] / total)
 
-    trained = trainers.fit(spec, seed, dataset, initial, progress)
-    logger.info("Trained %d epochs in %.3f s (%s trainer)", total, trained.result.seconds, spec.training.trainer)
+    resume = ResumePoint(resume_dir) if resume_dir else None
+    trained = trainers.fit(spec, seed, dataset, initial, progress, resume, notify=logger.info)
+    resumed = trained.result.resumed_from
+    logger.info("Trained %d epochs in %.3f s (%s trainer)%s", total - resumed, trained.result.seconds,
+                spec.training.trainer, f", resumed from epoch {resumed}" if resumed else "")
     return trained
 
 
@@ -181,7 +192,9 @@ def experiment(spec: Spec, artifacts: Optional[str] = None, refresh: bool = Fals
 
     dataset = run("data", load_data, spec=spec, seed=seed)
     initial = run("model", build_model, spec=spec, seed=seed)
-    trained = run("train", train, spec=spec, seed=seed, dataset=dataset, initial=initial)
+    train_key = plan.key("train") if run.use_cache else None
+    resume_dir = str(progress_dir(root) / train_key) if train_key else None
+    trained = run("train", train, spec=spec, seed=seed, dataset=dataset, initial=initial, resume_dir=resume_dir)
     plot_files = run("plots", draw_plots, spec=spec, dataset=dataset, trained=trained)
     checkpoint_files = run("checkpoint", write_checkpoint, spec=spec, seed=seed, trained=trained)
     for attempt in range(2):
@@ -205,6 +218,7 @@ def _summary(spec: Spec, seed: int, plan: Plan, trained, published: dict, record
     summary = {
         "name": spec.name, "version": published["version"], "path": published["path"], "reused": reused,
         "spec_hash": plan.spec_hash, "seed": seed, "flow_run_id": str(current_flow_run.id),
+        "resumed_from": result.resumed_from,
         "initial": result.initial, "metrics": result.metrics, "history": result.columns,
         "tasks": [{"name": r["name"], "state": r["state"], "key": r["key"], "seconds": r["seconds"]} for r in records],
     }

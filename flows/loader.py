@@ -139,7 +139,13 @@ def parse_yaml(text: Union[str, bytes], source: str) -> Document:
             line = text[: exc.start].count(b"\n") + 1
             col = exc.start - (text.rfind(b"\n", 0, exc.start) + 1) + 1
             raise SpecError([Problem(Position(source, line, col), "", f"not UTF-8 text (byte 0x{text[exc.start]:02x})")]) from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise SpecError([Problem(Position(source, line, col), "",
+                                 f"invalid YAML: character U+{exc.character:04X} is not allowed")]) from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -220,6 +220,11 @@ def results_dir(root: Path) -> Path:
     return root / ".cache" / "results"
 
 
+def progress_dir(root: Path) -> Path:
+    """Resumable training snapshots of unfinished runs, one folder per train key."""
+    return root / ".cache" / "progress"
+
+
 def cached_tasks(plan: Plan, root: Path) -> dict[str, bool]:
     results = results_dir(root)
     return {t.name: bool(t.key) and (results / t.key).is_file() for t in plan.tasks}

@@ -177,6 +177,15 @@ class TrainingSpec(Section):
         None, ge=1, description="Examples per step; null means the whole data set is one batch, as in the guide."
     )
     shuffle: bool = Field(False, description="Reshuffle minibatches every epoch (seeded by the spec's seed).")
+    checkpoint_every: int = Field(
+        1000, ge=1, le=10_000_000,
+        description="Save resumable training state every this many epochs; a killed run resumes from the last one.",
+    )
+    divergence_factor: Optional[float] = Field(
+        1e6, gt=1.0,
+        description="Stop as diverged when the loss exceeds this multiple of the initial loss (or is not finite); "
+        "null checks only for NaN/inf.",
+    )
 
 
 # --------------------------------------------------------------------------- outputs

@@ -15,6 +15,8 @@ from typing import Optional
 
 import numpy as np
 
+from tasks.results import RunError
+
 from flows.spec import CsvData, DataSpec, FileData, LinearData, NpzData, PolynomialData, SineData
 
 
@@ -22,8 +24,12 @@ from flows.spec import CsvData, DataSpec, FileData, LinearData, NpzData, Polynom
 MAX_POINTS = 2000
 
 
-class DataError(Exception):
+class DataError(RunError):
     """A data file that cannot be used; the message names the file and, where it can, the row or column."""
+
+
+class TransientDataError(DataError):
+    """A data file that could not be read just now (missing, locked, I/O error): worth a retry."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +98,19 @@ def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> Dataset:
 
 def read_file(spec: FileData) -> tuple[np.ndarray, np.ndarray]:
     path = Path(spec.path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file")
-    if isinstance(spec, CsvData):
-        x, y = _read_csv(path, spec)
-    elif isinstance(spec, NpzData):
-        x, y = _read_npz(path, spec)
-    else:  # pragma: no cover - the spec's discriminated union has no other file kinds
-        raise DataError(f"{path}: unsupported data kind {spec.kind}")
+    try:
+        if isinstance(spec, CsvData):
+            x, y = _read_csv(path, spec)
+        elif isinstance(spec, NpzData):
+            x, y = _read_npz(path, spec)
+        else:  # pragma: no cover - the spec's discriminated union has no other file kinds
+            raise DataError(f"{path}: unsupported data kind {spec.kind}")
+    except FileNotFoundError:
+        raise TransientDataError(f"{path}: no such data file") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise TransientDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if len(x) < 2:
         raise DataError(f"{path}: needs at least 2 examples, found {len(x)}")
     return x, y
@@ -136,7 +147,7 @@ def _read_csv(path: Path, spec: CsvData) -> tuple[np.ndarray, np.ndarray]:
 def _read_npz(path: Path, spec: NpzData) -> tuple[np.ndarray, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
     with archive:
         arrays = []

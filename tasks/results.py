@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class RunError(Exception):
+    """A failure whose message says everything a user needs (which epoch diverged, which file or row is bad);
+    shown without a traceback unless --debug."""
+
+
 @dataclass(frozen=True)
 class ModelState:
     """A built model as plain data: its weights in `models.variables` order and its output at x = 3.0."""
@@ -29,6 +34,7 @@ class TrainResult:
     columns: dict[str, np.ndarray]  # 'epoch', 'loss' (+ 'val_loss', 'w', 'b'): entry i is the state after epoch i+1
     weights: list[np.ndarray]  # final trainable weights, in `models.variables` order
     seconds: float = 0.0  # wall time of the training itself
+    resumed_from: int = 0  # epochs restored from a saved snapshot instead of trained in this run
 
     @classmethod
     def from_rows(cls, initial: dict, rows: list[dict], weights: list[np.ndarray], seconds: float) -> "TrainResult":

@@ -57,6 +57,11 @@ def file_hashes(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
+def file_sizes(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_size
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary sibling and rename, so the file is either old or new, never half-written."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -161,7 +166,7 @@ class Store:
             version = Version(name, number, self.root / name / f"v{number:04d}")
             manifest = {**manifest, "name": name, "version": version.label,
                         "previous": existing[-1].label if existing else None,
-                        "files": file_hashes(staged)}
+                        "files": file_hashes(staged), "sizes": file_sizes(staged)}
             write_atomic(staged / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
             os.rename(staged, version.path)
             link_tmp = self.root / name / f".latest.{uuid.uuid4().hex}"
@@ -172,12 +177,20 @@ class Store:
     def verify(self, version: Version) -> list[str]:
         """Problems with a version's files against its manifest: missing, altered or unexpected files."""
         try:
-            recorded = version.manifest().get("files", {})
+            manifest = version.manifest()
         except (OSError, ValueError) as exc:
-            return [f"{MANIFEST}: unreadable ({exc})"]
+            return [f"{MANIFEST}: unreadable or missing ({exc})"]
+        recorded, sizes = manifest.get("files", {}), manifest.get("sizes", {})
         actual = file_hashes(version.path)
-        problems = [f"{p}: missing" for p in recorded if p not in actual]
-        problems += [f"{p}: altered (sha256 differs)" for p in recorded if p in actual and actual[p] != recorded[p]]
+        problems = []
+        for path, digest in recorded.items():
+            if path not in actual:
+                problems.append(f"{path}: missing")
+            elif actual[path] != digest:
+                size = (version.path / path).stat().st_size
+                truncated = path in sizes and size < sizes[path]
+                problems.append(f"{path}: truncated ({size} of {sizes[path]} bytes)" if truncated
+                                else f"{path}: altered (sha256 differs)")
         problems += [f"{p}: not in the manifest" for p in actual if p not in recorded]
         return problems
 

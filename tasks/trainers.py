@@ -6,7 +6,9 @@ row. That is the guide's report with its bug fixed: the guide prints a stale los
 
 The manual trainer runs many epochs per call of one `tf.function` (XLA-compiled when every batch has the
 same shape), recording history in-graph; Python only sees each chunk, sized to take about half a second,
-so progress is reported at a human pace without a Python round trip per epoch.
+so progress is reported at a human pace without a Python round trip per epoch. Both trainers save a
+resumable snapshot every `checkpoint_every` epochs when given a `ResumePoint`, and stop with
+`TrainingDiverged` at the first epoch whose loss is not finite or has blown up.
 """
 
 from __future__ import annotations
@@ -21,49 +23,64 @@ import tensorflow as tf
 from flows.spec import OptimizerSpec, Spec, TrainingSpec
 from tasks import losses, models, tensorboard
 from tasks.data import Dataset, thin
-from tasks.results import ModelState, Trained, TrainResult
+from tasks.results import ModelState, RunError, Trained, TrainResult
+from tasks.resume import ResumePoint, Snapshot
 
 #: Largest number of epochs one compiled call may run; also the static size of its in-graph history.
 MAX_CHUNK = 4096
 #: Wall time one compiled call aims for, so progress and logs arrive about twice a second.
 CHUNK_SECONDS = 0.5
-
 #: A chunk of more epochs than this reports only its last row to `progress`.
 PROGRESS_ROWS = 200
 
 #: Called after each compiled chunk with the chunk's rows (or only its last row, for a large chunk).
 Progress = Callable[[list[dict]], None]
+#: Called with a message when training resumes or saves a snapshot.
+Notify = Callable[[str], None]
 
 
-class TrainingDiverged(Exception):
-    """The loss became NaN or infinite; nothing from this run should be published."""
+class TrainingDiverged(RunError):
+    """The loss became NaN, infinite or absurdly large; nothing from this run should be published."""
 
-    def __init__(self, epoch: int, loss: float, learning_rate: float):
+    def __init__(self, epoch: int, loss: float, cause: str, learning_rate: float):
         self.epoch, self.loss = epoch, loss
         super().__init__(
-            f"training diverged at epoch {epoch}: loss is {loss} (not finite). "
-            f"The learning rate {learning_rate} is probably too high; try a lower one, e.g. {learning_rate / 10:g}."
+            f"training diverged at epoch {epoch}: loss {loss:.6g} {cause}. "
+            f"The learning rate {learning_rate:g} is probably too high; try a lower one, e.g. {learning_rate / 10:g}."
         )
 
 
-def fit(spec: Spec, seed: int, data: Dataset, initial: ModelState,
-        progress: Optional[Progress] = None) -> Trained:
+class _DivergenceGuard:
+    def __init__(self, spec: TrainingSpec, initial_loss: float):
+        self.factor, self.initial, self.lr = spec.divergence_factor, initial_loss, spec.optimizer.learning_rate
+        self.limit = np.inf if self.factor is None else self.factor * max(initial_loss, 1e-12)
+
+    def check(self, first_epoch: int, losses: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(losses) | (losses > self.limit))
+        if bad.size:
+            loss = float(losses[bad[0]])
+            cause = ("is not finite" if not np.isfinite(loss) else
+                     f"exceeds {self.factor:g} × the initial loss {self.initial:.6g} (training.divergence_factor)")
+            raise TrainingDiverged(first_epoch + int(bad[0]), loss, cause, self.lr)
+
+
+def fit(spec: Spec, seed: int, data: Dataset, initial: ModelState, progress: Optional[Progress] = None,
+        resume: Optional[ResumePoint] = None, notify: Optional[Notify] = None) -> Trained:
     """Rebuild the model from its initial weights, train it, and predict before and after on sorted x."""
     model = models.restore(spec.model, seed, initial.weights)
     order = np.argsort(data.x_all, kind="stable")
     x, y = thin(data.x_all[order], data.y_all[order])
     before = np.asarray(model(tf.constant(x)))
-    result = train(model, data, spec.training, seed, progress)
+    result = train(model, data, spec.training, seed, progress, resume, notify)
     events = tensorboard.event_files(result.columns, result.initial)
     return Trained(result, x, y, before, np.asarray(model(tf.constant(x))), events)
 
 
-def train(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
-          progress: Optional[Progress] = None) -> TrainResult:
+def train(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int, progress: Optional[Progress] = None,
+          resume: Optional[ResumePoint] = None, notify: Optional[Notify] = None) -> TrainResult:
     """Train `model` in place with the spec's trainer."""
-    if spec.trainer == "keras":
-        return train_keras(model, data, spec, seed, progress)
-    return train_manual(model, data, spec, seed, progress)
+    trainer = train_keras if spec.trainer == "keras" else train_manual
+    return trainer(model, data, spec, seed, progress, resume, notify)
 
 
 def make_optimizer(spec: OptimizerSpec) -> Optional[keras.optimizers.Optimizer]:
@@ -73,8 +90,8 @@ def make_optimizer(spec: OptimizerSpec) -> Optional[keras.optimizers.Optimizer]:
     return keras.optimizers.get({"class_name": spec.kind, "config": {"learning_rate": spec.learning_rate, **spec.options}})
 
 
-def _keras_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
-    return make_optimizer(spec) or keras.optimizers.SGD(learning_rate=spec.learning_rate)
+def _optimizer_variables(optimizer: Optional[keras.optimizers.Optimizer]) -> list:
+    return [] if optimizer is None else [v.value if hasattr(v, "value") else v for v in optimizer.variables]
 
 
 class _Evaluator:
@@ -102,15 +119,41 @@ class _Evaluator:
         row.update({n: float(v) for n, v in zip(self.names, values)})
         return row
 
+    def initial(self) -> dict:
+        row = self.row(0, self.state().numpy())
+        row.pop("epoch")
+        return row
 
-def _check_finite(first_epoch: int, losses: np.ndarray, learning_rate: float) -> None:
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if bad.size:
-        raise TrainingDiverged(first_epoch + int(bad[0]), float(losses[bad[0]]), learning_rate)
+
+class _Snapshots:
+    """Restores a run's last snapshot and saves new ones; a no-op without a ResumePoint."""
+
+    def __init__(self, point: Optional[ResumePoint], model, optimizer_variables: Callable[[], list],
+                 every: int, notify: Optional[Notify]):
+        self.point, self.model, self.optimizer_variables, self.every = point, model, optimizer_variables, every
+        self.notify = notify or (lambda message: None)
+
+    def restore(self) -> Optional[Snapshot]:
+        snapshot = self.point.load() if self.point else None
+        if snapshot is None:
+            return None
+        models.set_weights(self.model, snapshot.weights)
+        for var, value in zip(self.optimizer_variables(), snapshot.optimizer, strict=True):
+            var.assign(value)
+        self.notify(f"Resuming from epoch {snapshot.epoch} (saved training state)")
+        return snapshot
+
+    def save(self, epoch: int, columns: dict[str, np.ndarray]) -> None:
+        if self.point is None:
+            return
+        self.point.save(Snapshot(epoch, models.get_weights(self.model),
+                                 [np.asarray(v.numpy()) for v in self.optimizer_variables()], columns))
+        self.notify(f"Saved training state at epoch {epoch}")
 
 
 def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
-                 progress: Optional[Progress] = None) -> TrainResult:
+                 progress: Optional[Progress] = None, resume: Optional[ResumePoint] = None,
+                 notify: Optional[Notify] = None) -> TrainResult:
     """A GradientTape loop; plain SGD is exactly the guide's `v.assign_sub(lr * dv)`."""
     loss_fn = losses.manual(spec.loss)
     evaluator = _Evaluator(model, data, loss_fn)
@@ -140,7 +183,7 @@ def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: i
             step(x, y)
             return
         order = tf.range(n)
-        if spec.shuffle:
+        if spec.shuffle:  # keyed by (seed, epoch): a resumed run shuffles exactly as an uninterrupted one
             order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed_t, tf.cast(epoch, tf.int64)]))
         xs, ys = tf.gather(x, order), tf.gather(y, order)
         for i in tf.range(num_batches):
@@ -157,63 +200,89 @@ def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: i
             history = history.write(i, evaluator.state())
         return history.stack()
 
-    same_shape_batches = n % batch == 0
-    compiled = tf.function(run_chunk, jit_compile=same_shape_batches, reduce_retracing=True)
+    compiled = tf.function(run_chunk, jit_compile=n % batch == 0, reduce_retracing=True)
 
-    initial = evaluator.row(0, evaluator.state().numpy())
-    initial.pop("epoch")
+    initial = evaluator.initial()
+    guard = _DivergenceGuard(spec, initial["loss"])
+    snapshots = _Snapshots(resume, model, lambda: _optimizer_variables(optimizer), spec.checkpoint_every, notify)
+    restored = snapshots.restore()
+    done = restored.epoch if restored else 0
     chunks: list[np.ndarray] = []
+    if restored:
+        chunks.append(np.stack([restored.columns[name] for name in evaluator.names], axis=1).astype(np.float32))
     count = min(chunk_size, 16)
     started = time.perf_counter()
-    done = 0
     while done < spec.epochs:
-        count = min(count, spec.epochs - done)
+        next_save = (done // spec.checkpoint_every + 1) * spec.checkpoint_every
+        count = min(count, spec.epochs - done, next_save - done)
         t0 = time.perf_counter()
         values = compiled(tf.constant(done, tf.int32), tf.constant(count, tf.int32)).numpy()[:count]
         elapsed = time.perf_counter() - t0
-        _check_finite(done + 1, values[:, 0], spec.optimizer.learning_rate)
+        guard.check(done + 1, values[:, 0])
         chunks.append(values)
         if progress:
             shown = range(count) if count <= PROGRESS_ROWS else [count - 1]
             progress([evaluator.row(done + i + 1, values[i]) for i in shown])
         done += count
+        if done == next_save and done < spec.epochs:
+            snapshots.save(done, _columns(evaluator.names, np.concatenate(chunks)))
         count = int(min(chunk_size, max(1, count * CHUNK_SECONDS / max(elapsed, 1e-6))))
-    values = np.concatenate(chunks)
-    columns = {"epoch": np.arange(1, spec.epochs + 1)}
-    columns.update({name: values[:, j].astype(np.float64) for j, name in enumerate(evaluator.names)})
-    return TrainResult(initial, columns, models.get_weights(model), time.perf_counter() - started)
+    if resume:
+        resume.clear()
+    columns = _columns(evaluator.names, np.concatenate(chunks))
+    return TrainResult(initial, columns, models.get_weights(model), time.perf_counter() - started,
+                       restored.epoch if restored else 0)
+
+
+def _columns(names: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
+    columns = {"epoch": np.arange(1, len(values) + 1)}
+    columns.update({name: values[:, j].astype(np.float64) for j, name in enumerate(names)})
+    return columns
 
 
 class _HistoryCallback(keras.callbacks.Callback):
     """Records the after-epoch state with the same compiled evaluator the manual trainer uses."""
 
-    def __init__(self, evaluator: _Evaluator, learning_rate: float, progress: Optional[Progress]):
+    def __init__(self, evaluator: _Evaluator, guard: _DivergenceGuard, progress: Optional[Progress],
+                 snapshots: _Snapshots, rows: list[dict]):
         super().__init__()
-        self.evaluator, self.learning_rate, self.progress = evaluator, learning_rate, progress
+        self.evaluator, self.guard, self.progress, self.snapshots = evaluator, guard, progress, snapshots
         self.state = tf.function(evaluator.state)
-        self.rows: list[dict] = []
+        self.rows = rows
 
     def on_epoch_end(self, epoch, logs=None):
         row = self.evaluator.row(epoch + 1, self.state().numpy())
-        _check_finite(epoch + 1, np.array([row["loss"]]), self.learning_rate)
+        self.guard.check(epoch + 1, np.array([row["loss"]]))
         self.rows.append(row)
         if self.progress:
             self.progress([row])
+        if (epoch + 1) % self.snapshots.every == 0 and epoch + 1 < self.params["epochs"]:
+            self.snapshots.save(epoch + 1, TrainResult.from_rows({}, self.rows, [], 0).columns)
 
 
 def train_keras(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
-                progress: Optional[Progress] = None) -> TrainResult:
+                progress: Optional[Progress] = None, resume: Optional[ResumePoint] = None,
+                notify: Optional[Notify] = None) -> TrainResult:
     """The guide's `compile(SGD, mean_squared_error)` then `fit`, with the same history as the manual loop."""
     if not isinstance(model, keras.Model):
         raise TypeError("the keras trainer needs a Keras model")
     evaluator = _Evaluator(model, data, losses.manual(spec.loss))
-    model.compile(optimizer=_keras_optimizer(spec.optimizer), loss=losses.for_keras(spec.loss))
-    initial = evaluator.row(0, evaluator.state().numpy())
-    initial.pop("epoch")
-    callback = _HistoryCallback(evaluator, spec.optimizer.learning_rate, progress)
+    optimizer = make_optimizer(spec.optimizer) or keras.optimizers.SGD(learning_rate=spec.optimizer.learning_rate)
+    model.compile(optimizer=optimizer, loss=losses.for_keras(spec.loss))
+    optimizer.build(model.trainable_variables)
+    initial = evaluator.initial()
+    snapshots = _Snapshots(resume, model, lambda: list(optimizer.variables), spec.checkpoint_every, notify)
+    restored = snapshots.restore()
+    rows = TrainResult(initial, restored.columns, []).history if restored else []
+    callback = _HistoryCallback(evaluator, _DivergenceGuard(spec, initial["loss"]), progress, snapshots, rows)
     batch = len(data.x) if spec.batch_size is None else spec.batch_size
-    keras.utils.set_random_seed(seed) if spec.shuffle else None
+    if spec.shuffle:
+        keras.utils.set_random_seed(seed)
     started = time.perf_counter()
-    model.fit(data.x, data.y, epochs=spec.epochs, batch_size=batch, shuffle=spec.shuffle,
+    model.fit(data.x, data.y, epochs=spec.epochs, initial_epoch=len(rows), batch_size=batch, shuffle=spec.shuffle,
               verbose=0, callbacks=[callback])
-    return TrainResult.from_rows(initial, callback.rows, models.get_weights(model), time.perf_counter() - started)
+    if resume:
+        resume.clear()
+    result = TrainResult.from_rows(initial, rows, models.get_weights(model), time.perf_counter() - started)
+    result.resumed_from = restored.epoch if restored else 0
+    return result

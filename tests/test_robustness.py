@@ -1,0 +1,229 @@
+"""Hostile specs, diverging training, crash-and-resume, integrity checks and flaky data files."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flows.api import run_spec
+from flows.loader import SpecError, load_spec
+from tasks.store import Store
+from tests.conftest import BIN, GUIDE_SMALL, SPECS, trainflow, write_spec
+
+BAD_SPECS = Path(__file__).parent / "bad_specs"
+CASES = sorted(BAD_SPECS.glob("*.yaml"))
+
+
+def _case(path: Path) -> tuple[str, list[str]]:
+    header = path.read_bytes().split(b"\n", 2)
+    expect = header[0].decode().removeprefix("# expect: ")
+    args = shlex.split(header[1].decode().removeprefix("# args: ")) if header[1].startswith(b"# args:") else []
+    return expect, args
+
+
+def test_the_corpus_covers_at_least_25_cases():
+    assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_hostile_spec_gets_a_one_screen_error_exit_2_and_writes_nothing(path, artifacts):
+    expect, args = _case(path)
+    started = time.perf_counter()
+    out = trainflow("run", str(path), *args, cwd=BAD_SPECS)
+    assert out.returncode == 2, out.stderr
+    assert expect in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert 1 <= len(lines) <= 10 and all(len(line) <= 400 for line in lines), "one screen"
+    assert not artifacts.exists(), "nothing is written"
+    assert time.perf_counter() - started < 60
+    assert not Path("/tmp/trainflow-pwned").exists(), "unsafe tags are never executed"
+
+
+def test_a_very_large_file_is_refused_before_parsing(tmp_path, artifacts):
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: big\ndescription: '" + "x" * 2_000_000 + "'\ndata: {kind: linear}\nmodel: {kind: linear}\n")
+    out = trainflow("validate", str(path))
+    assert out.returncode == 2 and "specs are limited to 1,000,000" in out.stderr
+
+
+VALID = yaml.safe_load((SPECS / "guide.yaml").read_text())
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _paths(data, prefix=()):
+    yield prefix
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _paths(value, prefix + (key,))
+
+
+def _assert_clean(path: Path) -> None:
+    try:
+        load_spec(path)
+    except SpecError as exc:
+        assert str(exc) and all(str(p) for p in exc.problems)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300))
+def test_random_yaml_is_a_spec_or_a_clean_error(tmp_path, text):
+    path = tmp_path / "random.yaml"
+    path.write_bytes(text.encode("utf-8", "replace"))
+    _assert_clean(path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_valid_specs_are_a_spec_or_a_clean_error(tmp_path, data):
+    spec = json.loads(json.dumps(VALID))
+    paths = [p for p in _paths(spec) if p]
+    target = data.draw(st.sampled_from(paths))
+    parent = spec
+    for key in target[:-1]:
+        parent = parent[key]
+    action = data.draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace":
+        parent[target[-1]] = data.draw(json_values)
+    elif action == "delete":
+        del parent[target[-1]]
+    elif isinstance(parent, dict):
+        parent[data.draw(st.text(min_size=1, max_size=12))] = data.draw(json_values)
+    path = tmp_path / "mutated.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    _assert_clean(path)
+
+
+# --------------------------------------------------------------------------- diverging training
+
+
+@pytest.mark.parametrize("spec_name", ["guide", "guide-keras-fit"])
+def test_diverging_run_fails_names_the_epoch_and_publishes_nothing(spec_name, artifacts):
+    out = trainflow("run", str(SPECS / f"{spec_name}.yaml"), "--set", "training.optimizer.learning_rate=10")
+    assert out.returncode == 1, out.stderr[-2000:]
+    message = out.stderr.strip().splitlines()
+    assert any(re.search(r"training diverged at epoch \d+: loss .* try a lower one, e.g. 1", line) for line in message)
+    assert "Traceback" not in out.stderr
+    assert Store(artifacts).versions(spec_name) == []
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        name = re.search(r"Flow run '([^']+)'", out.stderr).group(1)
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+    assert runs and runs[0].state.is_failed()
+
+
+# --------------------------------------------------------------------------- crash and resume
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer, epochs, every", [("manual", 200_000, 20_000), ("keras", 600, 100)])
+def test_a_killed_run_resumes_from_its_last_snapshot_with_identical_weights(tmp_path, artifacts, trainer, epochs, every):
+    spec = write_spec(tmp_path, GUIDE_SMALL.replace("model: {kind: linear}", "model: {kind: keras_linear}").replace(
+        "training: {epochs: 5}", f"training: {{trainer: {trainer}, epochs: {epochs}, checkpoint_every: {every},"
+        " optimizer: {kind: adam, learning_rate: 0.001}}"))
+    proc = subprocess.Popen([str(BIN / "trainflow"), "run", str(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    for line in proc.stderr:
+        if "Saved training state at epoch" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert Store(artifacts).versions("small") == []
+
+    out = trainflow("run", str(spec), "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = json.loads(out.stdout)
+    assert "Resuming from epoch" in out.stderr
+    assert resumed["resumed_from"] >= every and resumed["resumed_from"] % every == 0
+    assert len(resumed["history"]) == epochs
+
+    reference = run_spec(spec, artifacts=tmp_path / "reference", use_cache=False)
+    assert reference["resumed_from"] == 0
+    np.testing.assert_allclose([resumed["weights"]["w"], resumed["weights"]["b"]],
+                               [reference["weights"]["w"], reference["weights"]["b"]], rtol=1e-6)
+    np.testing.assert_allclose([r["loss"] for r in resumed["history"]], [r["loss"] for r in reference["history"]],
+                               rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def test_verify_catches_altered_truncated_and_missing_files(artifacts, tmp_path):
+    result = run_spec(write_spec(tmp_path, GUIDE_SMALL))
+    assert trainflow("verify").returncode == 0
+    version = Path(result["path"])
+    metrics = version / "metrics.json"
+    metrics.write_bytes(metrics.read_bytes().replace(b"1", b"7"))  # same size, different content
+    history = version / "history.csv"
+    history.write_bytes(history.read_bytes()[:10])
+    (version / "plots" / "loss.png").unlink()
+    out = trainflow("verify", "small")
+    assert out.returncode == 1
+    assert "small@v0001: metrics.json: altered" in out.stderr
+    assert "small@v0001: history.csv: truncated (10 of" in out.stderr
+    assert "small@v0001: plots/loss.png: missing" in out.stderr
+
+
+# --------------------------------------------------------------------------- data files
+
+
+CSV_SPEC = "name: fromcsv\nseed: 1\ndata: {kind: csv, path: data.csv, x_column: inp, y_column: out}\n" \
+           "model: {kind: linear}\ntraining: {epochs: 3}\nplots: {include: [loss]}\n" \
+           "checkpoint: {formats: [tf_checkpoint]}\n"
+
+
+def _csv(n: int = 20) -> str:
+    return "inp,out\n" + "".join(f"{i / n},{3 * i / n + 2}\n" for i in range(n))
+
+
+def test_a_transient_read_error_is_retried(tmp_path, artifacts):
+    data_file = tmp_path / "data.csv"
+    data_file.write_text(_csv())
+    spec = load_spec(write_spec(tmp_path, CSV_SPEC))
+    data_file.rename(tmp_path / "away.csv")  # gone when the task first reads it ...
+    restore = threading.Timer(0.5, lambda: (tmp_path / "away.csv").rename(data_file))
+    restore.start()  # ... and back before the retry
+    result = run_spec(spec)
+    restore.join()
+    assert result["version"] == "v0001" and len(result["history"]) == 3
+
+
+def test_a_file_that_stays_unreadable_fails_naming_it(tmp_path, artifacts):
+    data_file = tmp_path / "data.csv"
+    data_file.write_text(_csv())
+    spec = load_spec(write_spec(tmp_path, CSV_SPEC))  # validated while the file existed
+    data_file.unlink()
+    with pytest.raises(Exception, match=r"data.csv: no such data file"):
+        run_spec(spec)
+    assert Store(artifacts).versions("fromcsv") == []
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("inp,out\n1,2\n2,two\n", "data.csv:3: column 'out' holds 'two', not a number"),
+    ("input,out\n1,2\n", "x_column 'inp' is not a column"),
+])
+def test_bad_csv_content_fails_naming_the_row_or_column(tmp_path, artifacts, content, fragment):
+    (tmp_path / "data.csv").write_text(content)
+    out = trainflow("run", str(write_spec(tmp_path, CSV_SPEC)))
+    assert out.returncode == 1 and fragment in out.stderr
+    assert "Traceback" not in out.stderr
