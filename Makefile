@@ -22,6 +22,9 @@ test: $(STAMP)  ## the whole suite, slow end-to-end tests included
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
+bench: $(STAMP)  ## speed bars as side-by-side ratios; writes docs/benchmarks.md
+	$(BIN)/python benchmarks/run_all.py
+
 schema: $(STAMP)  ## regenerate the committed JSON Schema
 	$(BIN)/trainflow schema --output specs/spec.schema.json
 

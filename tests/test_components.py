@@ -211,3 +211,15 @@ def test_every_checkpoint_format_reloads_in_a_fresh_process(tmp_path):
                              cwd=ROOT, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         np.testing.assert_allclose(json.loads(out.stdout.strip().splitlines()[-1]), expected, rtol=1e-6, err_msg=fmt)
+
+
+def test_keras_trainer_weights_equal_the_guides_plain_fit():
+    import keras
+
+    spec, dataset, model, result = run_spec_directly("guide-keras-fit", epochs=25)
+    plain = models.build(spec.model, spec.seed)
+    plain.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss=keras.losses.mean_squared_error)
+    logged = plain.fit(dataset.x, dataset.y, epochs=25, batch_size=1000, verbose=0).history["loss"]
+    np.testing.assert_allclose(models.get_weights(model), models.get_weights(plain), rtol=1e-6)
+    # Keras logs each epoch's loss before its update: our row i is Keras's epoch i+1
+    np.testing.assert_allclose([r["loss"] for r in result.history[:-1]], logged[1:], rtol=1e-5)

@@ -1,0 +1,10 @@
+"""`make bench`: run every benchmark in turn; each prints its ratios and rewrites its docs/benchmarks.md section."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+for script in ("light_commands.py", "epoch_cost.py", "keras_fit.py", "orchestration.py"):
+    print(f"== {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE)
