@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## run the guide spec end to end
 	$(BIN)/trainflow run $(SPEC)
 
-test: $(STAMP)  ## the whole suite, slow end-to-end tests included
+# The browser test drives Debian's Chromium through playwright (never a downloaded browser).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)  ## the whole suite, slow end-to-end tests included
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

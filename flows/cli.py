@@ -247,6 +247,56 @@ def diff(a: str = typer.Argument(..., help="NAME@vA"), b: str = typer.Argument(.
         typer.echo(f"  {key:<14} {m['a']} -> {m['b']}  {delta}")
 
 
+def _load_all(paths: List[Path], overrides: Optional[List[str]]):
+    """Every spec under `paths`, validated before anything is registered: all problems at once, exit 2."""
+    from flows.deploy import collect
+    from flows.loader import Problem, SpecError, load_spec
+
+    specs, problems = [], []
+    for path in collect(paths):
+        try:
+            specs.append(load_spec(path, overrides or []))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if not specs and not problems:
+        problems.append(Problem(None, "", f"no spec files in {', '.join(map(str, paths))}"))
+    if problems:
+        raise SpecError(problems)
+    return specs
+
+
+@app.command()
+def serve(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
+          overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
+          poll: Optional[int] = typer.Option(None, "--poll", help="Seconds between checks for new runs."),
+          debug: bool = DebugOption) -> None:
+    """Serve specs as Prefect deployments from this process; scheduled specs run on their schedule.
+
+    Stops cleanly on SIGINT/SIGTERM, pausing the schedules it served (restart to resume them)."""
+    with _errors(debug):
+        specs = _load_all(paths, overrides)
+        from flows.deploy import serve_specs
+
+        typer.echo(f"Serving {len(specs)} deployment(s): {', '.join('trainflow-experiment/' + s.name for s in specs)}",
+                   err=True)
+        serve_specs(specs, str(artifacts) if artifacts else None, poll)
+
+
+@app.command()
+def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
+           pool: str = typer.Option(..., "--pool", help="The Prefect work pool whose workers run them."),
+           overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
+           debug: bool = DebugOption) -> None:
+    """Register specs as deployments on a work pool; `prefect worker start --pool POOL` runs them anywhere."""
+    with _errors(debug):
+        specs = _load_all(paths, overrides)
+        from flows.deploy import deploy_specs
+
+        ids = deploy_specs(specs, pool, str(artifacts) if artifacts else None)
+        for spec, deployment_id in zip(specs, ids):
+            typer.echo(f"trainflow-experiment/{spec.name}  {deployment_id}  pool={pool}")
+
+
 @app.command()
 def verify(name: Optional[str] = typer.Argument(None, help="A spec name; every name when omitted."),
            artifacts: Optional[Path] = ArtifactsOption) -> None:

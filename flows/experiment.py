@@ -144,7 +144,10 @@ def publish(spec: Spec, seed: int, key: Optional[str], root: str, trained, plot_
 
 def _run_name() -> str:
     spec = current_flow_run.parameters.get("spec")
-    spec = spec if isinstance(spec, Spec) else Spec.model_validate(spec)
+    try:
+        spec = spec if isinstance(spec, Spec) else Spec.model_validate(spec)
+    except Exception:  # the flow itself reports what is wrong with it
+        return f"{spec.get('name', 'spec') if isinstance(spec, dict) else 'spec'}-invalid"
     return f"{spec.name}-{spec.spec_hash()[:8]}"
 
 
@@ -181,10 +184,18 @@ class _Runner:
         return value
 
 
-@flow(name="trainflow-experiment", flow_run_name=_run_name, persist_result=False, log_prints=True)
+@flow(name="trainflow-experiment", flow_run_name=_run_name, persist_result=False, log_prints=True,
+      validate_parameters=False)
 def experiment(spec: Spec, artifacts: Optional[str] = None, refresh: bool = False, use_cache: bool = True) -> dict:
-    """Run one experiment spec end to end and publish it as a new artifact version (or reuse an identical one)."""
+    """Run one experiment spec end to end and publish it as a new artifact version (or reuse an identical one).
+
+    Parameters arrive as plain JSON from deployments and the UI's form; they are validated here, by the same
+    loader as the CLI, so a bad value fails the run with the same positioned message."""
     logger = get_run_logger()
+    if not isinstance(spec, Spec):
+        from flows.loader import validate_data
+
+        spec = validate_data(spec, source="parameters")
     root = artifact_root(artifacts)
     plan = compile_plan(spec)
     seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**31)

@@ -276,7 +276,9 @@ def _explain(err: dict[str, Any], doc: Document, source: str) -> list[Problem]:
     data_path = _data_path(doc.data, loc)
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, CrossFieldError):
-        return [Problem(_locate(doc, tuple(p.split("."))), p, msg) for p, msg in ctx_error.problems]
+        base = data_path if ctx_error.relative else ()
+        paths = [base + tuple(p.split(".")) for p, _ in ctx_error.problems]
+        return [Problem(_locate(doc, path), dotted(path), msg) for path, (_, msg) in zip(paths, ctx_error.problems)]
     kind, value = err["type"], err.get("input")
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":

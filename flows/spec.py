@@ -26,9 +26,10 @@ LINEAR_MODELS = ("linear", "keras_linear")
 class CrossFieldError(ValueError):
     """Several fields that are each valid but do not fit together; keeps each problem's own dotted path."""
 
-    def __init__(self, problems: list[tuple[str, str]]):
+    def __init__(self, problems: list[tuple[str, str]], relative: bool = False):
         super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
         self.problems = problems
+        self.relative = relative  # paths are relative to the section that raised, not to the spec
 
 
 class Section(BaseModel):
@@ -206,6 +207,57 @@ class CheckpointSpec(Section):
     )
 
 
+# --------------------------------------------------------------------------- schedules
+
+
+class ScheduleSpec(Section):
+    """When a served or deployed spec runs by itself: exactly one of cron, interval or rrule."""
+
+    cron: Optional[str] = Field(None, description="Cron expression, e.g. '0 6 * * *' (06:00 every day).")
+    interval: Optional[float] = Field(None, gt=0, description="Run every this many seconds.")
+    rrule: Optional[str] = Field(None, description="An RFC 5545 recurrence rule, e.g. 'FREQ=WEEKLY;BYDAY=MO'.")
+    timezone: str = Field("UTC", description="IANA time zone the schedule is read in, e.g. 'Europe/Berlin'.")
+    active: bool = Field(True, description="False keeps the schedule registered but paused.")
+    overrides: list[str] = Field(
+        [], description="`dotted.path=value` overrides applied to the spec for runs from this schedule only."
+    )
+
+    @model_validator(mode="after")
+    def _one_rule_that_parses(self) -> "ScheduleSpec":
+        given = [name for name in ("cron", "interval", "rrule") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of cron, interval or rrule, got {given or 'none'}")
+        problems = []
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(self.timezone)
+        except (ValueError, KeyError, zoneinfo.ZoneInfoNotFoundError):
+            problems.append(("timezone", f"unknown time zone {self.timezone!r} (expected an IANA name like 'Europe/Berlin')"))
+        if self.cron is not None:
+            from datetime import datetime
+
+            from cronsim import CronSim, CronSimError
+
+            try:
+                CronSim(self.cron, datetime(2000, 1, 1))
+            except CronSimError as exc:
+                problems.append(("cron", f"invalid cron expression {self.cron!r}: {exc}"))
+        if self.rrule is not None:
+            from dateutil import rrule
+
+            try:
+                rrule.rrulestr(self.rrule)
+            except (ValueError, TypeError) as exc:
+                problems.append(("rrule", f"invalid rrule {self.rrule!r}: {exc}"))
+        for item in self.overrides:
+            if "=" not in item:
+                problems.append(("overrides", f"{item!r} is not dotted.path=value"))
+        if problems:
+            raise CrossFieldError(problems, relative=True)
+        return self
+
+
 # --------------------------------------------------------------------------- the spec
 
 
@@ -228,6 +280,9 @@ class Spec(Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="How it is fitted.")
     plots: PlotSpec = Field(default_factory=PlotSpec, description="The matplotlib figures to draw.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="How the trained model is saved.")
+    schedule: list[ScheduleSpec] = Field(
+        [], description="Schedules for `trainflow serve` / `deploy`; empty means runs only when asked."
+    )
 
     @model_validator(mode="after")
     def _parts_fit_together(self) -> "Spec":

@@ -82,7 +82,7 @@ def markdown(name: str, version: str, path: str, description: str, metrics: dict
         lines += [description, ""]
     lines += [f"Version folder: `{path}`", "", "| metric | value |", "|---|---|"]
     lines += [f"| initial {k} | {_fmt(v)} |" for k, v in initial.items()]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if k != "initial_loss"]
     lines.append("")
     for file_name, png in plots.items():
         title = file_name.removesuffix(".png")

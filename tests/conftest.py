@@ -37,7 +37,8 @@ def pytest_configure(config):
     home = Path(tempfile.mkdtemp(prefix="trainflow-prefect-"))
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_ENABLED": "false"}
+           "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_ENABLED": "true",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
     log = (home / "server.log").open("w")
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -57,7 +58,7 @@ def pytest_configure(config):
         raise RuntimeError("prefect server did not become healthy in 120 s")
     os.environ.update({"PREFECT_API_URL": url, "PREFECT_HOME": str(home),
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"})
-    _server.update(proc=proc, home=home)
+    _server.update(proc=proc, home=home, url=url, ui=f"http://127.0.0.1:{port}")
 
 
 def pytest_unconfigure(config):
@@ -76,6 +77,14 @@ def pytest_unconfigure(config):
     except subprocess.TimeoutExpired:
         proc.kill()
     shutil.rmtree(_server["home"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_ui() -> str:
+    """Base URL of the session server's UI (the server serves the UI on its API port)."""
+    if "ui" not in _server:
+        pytest.fail("the UI test needs the session's own Prefect server (unset PREFECT_API_URL)")
+    return _server["ui"]
 
 
 @pytest.fixture

@@ -1,0 +1,97 @@
+"""Specs as Prefect deployments: `trainflow serve` (one long-running process) and `trainflow deploy --pool`.
+
+Every spec becomes a deployment of the one `trainflow-experiment` flow, named after the spec, whose
+parameter *is* the spec, so the Prefect UI shows it as a form. Parameters are not enforced by Prefect's
+schema check: the flow validates them itself, so a bad value edited in the UI fails the run with the same
+positioned message the CLI prints. Each `schedule:` entry becomes a Prefect schedule; its `overrides`
+become that schedule's own parameters.
+"""
+
+from __future__ import annotations
+
+import signal
+from datetime import timedelta
+from pathlib import Path
+from typing import Optional
+
+from flows.api import as_spec, quiet_defaults
+from flows.plan import PROJECT_ROOT
+from flows.spec import Spec
+
+FLOW_ENTRYPOINT = "flows/experiment.py:experiment"
+
+
+def deployment_tags(spec: Spec) -> list[str]:
+    return ["trainflow", f"spec:{spec.name}", f"trainer:{spec.training.trainer}"]
+
+
+def parameters(spec: Spec, artifacts: Optional[str]) -> dict:
+    return {"spec": spec.resolved(), "artifacts": artifacts}
+
+
+def schedules(spec: Spec, artifacts: Optional[str]) -> list:
+    from prefect.schedules import Schedule
+
+    out = []
+    for entry in spec.schedule:
+        rule = {"cron": entry.cron} if entry.cron else (
+            {"interval": timedelta(seconds=entry.interval)} if entry.interval else {"rrule": entry.rrule})
+        own = parameters(as_spec(spec, entry.overrides), artifacts) if entry.overrides else {}
+        out.append(Schedule(**rule, timezone=entry.timezone, active=entry.active, parameters=own))
+    return out
+
+
+def _common(spec: Spec, artifacts: Optional[str]) -> dict:
+    return dict(name=spec.name, parameters=parameters(spec, artifacts), schedules=schedules(spec, artifacts),
+                tags=deployment_tags(spec), description=spec.description or f"trainflow spec {spec.name}",
+                enforce_parameter_schema=False)
+
+
+def serve_specs(specs: list[Spec], artifacts: Optional[str] = None, poll_seconds: Optional[int] = None) -> None:
+    """Serve every spec from this process until SIGINT or SIGTERM.
+
+    On shutdown Prefect pauses the served schedules (`pause_on_shutdown`, kept on purpose): otherwise the
+    server would go on creating scheduled runs that no process executes, and they would pile up as Late.
+    Starting `serve` again un-pauses them.
+    """
+    quiet_defaults()
+    from prefect import serve
+
+    from flows.experiment import experiment
+
+    def stop(signum, frame):  # make SIGTERM take Prefect's clean Ctrl-C path
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    deployments = [experiment.to_deployment(**_common(spec, artifacts)) for spec in specs]
+    extra = {"query_seconds": poll_seconds} if poll_seconds else {}
+    try:
+        serve(*deployments, pause_on_shutdown=True, **extra)
+    except KeyboardInterrupt:
+        pass
+
+
+def deploy_specs(specs: list[Spec], pool: str, artifacts: Optional[str] = None,
+                 source: Optional[Path] = None) -> list[str]:
+    """Register the specs' deployments with a work pool; any `prefect worker start --pool POOL` runs them.
+
+    The flow's code is pulled from `source` (this checkout by default): a worker on another machine needs
+    the project installed at the same path or a source it can reach, and a shared artifact root.
+    """
+    quiet_defaults()
+    from flows.experiment import experiment
+
+    remote = experiment.from_source(source=str(source or PROJECT_ROOT), entrypoint=FLOW_ENTRYPOINT)
+    ids = []
+    for spec in specs:
+        ids.append(str(remote.deploy(**_common(spec, artifacts), work_pool_name=pool, build=False, push=False,
+                                     print_next_steps=False)))
+    return ids
+
+
+def collect(paths: list[Path]) -> list[Path]:
+    """Spec files named directly, plus every *.yaml in named folders (sorted)."""
+    files = []
+    for path in paths:
+        files.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+    return files
