@@ -68,6 +68,12 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
 
     from tasks.results import rows
 
+    root = str(artifacts) if artifacts else None
+    if resolved.sweep is not None:
+        from flows.sweep import sweep
+
+        with tags("trainflow", f"spec:{resolved.name}", "sweep"):
+            return sweep(resolved, artifacts=root, refresh=refresh)
     with tags("trainflow", f"spec:{resolved.name}", f"trainer:{resolved.training.trainer}"):
-        result = experiment(resolved, artifacts=str(artifacts) if artifacts else None, refresh=refresh, use_cache=use_cache)
+        result = experiment(resolved, artifacts=root, refresh=refresh, use_cache=use_cache)
     return {**result, "history": rows(result["history"])}

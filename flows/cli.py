@@ -99,6 +99,9 @@ def run(spec: Path = typer.Argument(..., help="The spec file."),
 
 
 def _print_report(result: dict) -> None:
+    if result.get("kind") == "sweep":
+        _print_sweep(result)
+        return
     from tasks.report import report_line
 
     typer.echo("Starting:")
@@ -108,6 +111,21 @@ def _print_report(result: dict) -> None:
         typer.echo(f"     {report_line(row)}")
     states = ", ".join(f"{t['name']}={t['state']}" for t in result["tasks"])
     typer.echo(f"Tasks: {states}")
+    verb = "Reused identical" if result["reused"] else "Published"
+    typer.echo(f"{verb} {result['name']} {result['version']}: {result['path']}")
+
+
+def _print_sweep(result: dict) -> None:
+    metric = result["metric"]
+    typer.echo(f"Sweep {result['name']}: {len(result['trials'])} trials, {result['path_used']} path ({result['why']})")
+    for trial in result["trials"]:
+        values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
+        score = trial["metrics"].get(metric)
+        typer.echo(f"  {trial['id']}  {values:<50} {trial['state']:<9} {metric}={score if score is None else f'{score:.6g}'}")
+    best = result["best"]
+    if best:
+        typer.echo(f"Best: {best['id']} ({', '.join(f'{k}={v}' for k, v in best['values'].items())}) "
+                   f"{metric}={best['metrics'][metric]:.6g}" + (f"  {best['path']}" if best.get("path") else ""))
     verb = "Reused identical" if result["reused"] else "Published"
     typer.echo(f"{verb} {result['name']} {result['version']}: {result['path']}")
 

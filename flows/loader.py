@@ -242,7 +242,57 @@ def apply_overrides(doc: Document, overrides: Iterable[str]) -> Document:
 def load_spec(path: Union[str, Path], overrides: Iterable[str] = ()) -> Spec:
     """Read, merge, override and validate a spec file; a data file must exist (relative to the spec)."""
     doc = apply_overrides(read_document(Path(path)), overrides)
-    return resolve_data_path(validate_document(doc, str(path)), Path(path).parent, doc)
+    spec = resolve_data_path(validate_document(doc, str(path)), Path(path).parent, doc)
+    check_sweep(spec, doc)
+    return spec
+
+
+def with_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of spec data with each `dotted.path` set to its value (creating mappings on the way)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for dotted_path, value in values.items():
+        node = out
+        *parents, last = dotted_path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {}) if isinstance(node, dict) else node
+            if not isinstance(node, dict):
+                raise SpecError([Problem(None, dotted_path, f"'{key}' is not a mapping, cannot set {dotted_path}")])
+        node[last] = value
+    return out
+
+
+def trial_spec(base: Spec, values: dict[str, Any], source: str = "<sweep>") -> Spec:
+    """The spec of one sweep trial: the base without its sweep, with `values` set."""
+    data = {k: v for k, v in base.resolved().items() if k != "sweep"}
+    return validate_document(Document(with_values(data, values), {}), source)
+
+
+def check_sweep(spec: Spec, doc: Optional[Document] = None) -> None:
+    """Every swept path and value must make a valid spec; problems point at the sweep entry that made them."""
+    if spec.sweep is None:
+        return
+    candidates: list[tuple[tuple, str, Any]] = []
+    for path, values in spec.sweep.grid.items():
+        candidates += [(("sweep", "grid", path, i), path, v) for i, v in enumerate(values)]
+    if spec.sweep.random:
+        for path, param in spec.sweep.random.params.items():
+            samples = param.values if param.kind == "choice" else [param.low, param.high]
+            if param.kind == "int":
+                samples = [int(round(v)) for v in samples]
+            candidates += [(("sweep", "random", "params", path), path, v) for v in samples]
+    problems = []
+    for where, path, value in candidates:
+        try:
+            trial_spec(spec, {path: value})
+        except SpecError as exc:
+            for inner in exc.problems:
+                position = _locate(doc, where) if doc else None
+                problems.append(Problem(position, dotted(where), f"{path}={_show(value)} is not valid: "
+                                                                 f"{inner.path}: {inner.message}"))
+    if problems:
+        raise SpecError(_unique(problems))
 
 
 def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None) -> Spec:
@@ -304,6 +354,8 @@ def _explain(err: dict[str, Any], doc: Document, source: str) -> list[Problem]:
         msg = f"expected {_TYPE_NAMES[kind]}, got {_show(value)} ({_kind(value)})"
     elif kind == "string_pattern_mismatch" and data_path == ("name",):
         msg = f"must be a slug of lowercase letters, digits, '-' and '_' (at most 64, starting with a letter or digit), got {_show(value)}"
+    elif kind == "too_short":
+        msg = f"needs at least {ctx.get('min_length')} item(s), got {len(value) if hasattr(value, '__len__') else _show(value)}"
     elif kind == "value_error":
         msg = str(ctx_error) if ctx_error else err["msg"]
     else:

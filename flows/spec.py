@@ -258,6 +258,72 @@ class ScheduleSpec(Section):
         return self
 
 
+# --------------------------------------------------------------------------- sweeps
+
+Scalar = Union[bool, int, float, str]
+#: Spec paths a sweep may not vary: they name the experiment or configure the sweep itself.
+UNSWEEPABLE = ("name", "description", "sweep", "schedule")
+
+
+class RandomParam(Section):
+    """How a random search draws one spec path."""
+
+    kind: Literal["uniform", "loguniform", "int", "choice"] = Field(
+        description="uniform/loguniform: a float in [low, high]; int: an integer in [low, high]; choice: one of values."
+    )
+    low: Optional[float] = Field(None, description="Lower bound (uniform, loguniform, int).")
+    high: Optional[float] = Field(None, description="Upper bound (uniform, loguniform, int).")
+    values: Optional[list[Scalar]] = Field(None, min_length=1, description="The candidates of a 'choice'.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "RandomParam":
+        if self.kind == "choice":
+            if not self.values:
+                raise ValueError("a 'choice' needs values")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"'{self.kind}' needs low < high, got low={self.low}, high={self.high}")
+        elif self.kind == "loguniform" and self.low <= 0:
+            raise ValueError(f"'loguniform' needs low > 0, got {self.low}")
+        return self
+
+
+class RandomSearch(Section):
+    trials: int = Field(ge=1, le=1000, description="How many points to draw.")
+    seed: int = Field(0, ge=0, description="Seed of the draws: the same seed draws the same trials.")
+    params: dict[str, RandomParam] = Field(min_length=1, description="Dotted spec path → distribution.")
+
+
+class SweepRunner(Section):
+    kind: Literal["thread"] = Field(
+        "thread", description="Where separate trials run: 'thread' runs trial subflows on a thread pool in this process."
+    )
+
+
+class SweepSpec(Section):
+    """Many trials of one spec, each a full experiment with its own cache keys."""
+
+    grid: dict[str, Annotated[list[Scalar], Field(min_length=1)]] = Field(
+        {}, description="Dotted spec path → values; every combination is a trial."
+    )
+    random: Optional[RandomSearch] = Field(None, description="Random search, combined with the grid if both are given.")
+    metric: str = Field("loss", description="Metric the best trial is chosen by, e.g. loss or val_loss.")
+    mode: Literal["min", "max"] = Field("min", description="Whether the best trial has the smallest or largest metric.")
+    concurrency: int = Field(2, ge=1, le=64, description="Separate trials running at once.")
+    fuse: bool = Field(
+        True, description="Train trials that differ only in numeric manual-SGD settings as one compiled program."
+    )
+    runner: SweepRunner = Field(default_factory=SweepRunner, description="Task runner for separate trials.")
+
+    @model_validator(mode="after")
+    def _has_trials(self) -> "SweepSpec":
+        if not self.grid and self.random is None:
+            raise ValueError("a sweep needs a grid, a random search, or both")
+        bad = [p for p in [*self.grid, *(self.random.params if self.random else {})] if p.split(".")[0] in UNSWEEPABLE]
+        if bad:
+            raise ValueError(f"cannot sweep {bad}: {', '.join(UNSWEEPABLE)} are not experiment settings")
+        return self
+
+
 # --------------------------------------------------------------------------- the spec
 
 
@@ -280,6 +346,7 @@ class Spec(Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="How it is fitted.")
     plots: PlotSpec = Field(default_factory=PlotSpec, description="The matplotlib figures to draw.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="How the trained model is saved.")
+    sweep: Optional[SweepSpec] = Field(None, description="Run many trials of this spec and compare them.")
     schedule: list[ScheduleSpec] = Field(
         [], description="Schedules for `trainflow serve` / `deploy`; empty means runs only when asked."
     )

@@ -16,16 +16,17 @@ from flows.spec import LossSpec
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
-def manual(spec: LossSpec) -> LossFn:
+def manual(spec: LossSpec, axis=None) -> LossFn:
+    """The loss as a function of (y, ŷ); `axis=-1` keeps a leading trial axis (one loss per fused trial)."""
     if spec.kind == "mse":
-        return lambda y, p: tf.reduce_mean(tf.square(y - p))
+        return lambda y, p: tf.reduce_mean(tf.square(y - p), axis=axis)
     if spec.kind == "mae":
-        return lambda y, p: tf.reduce_mean(tf.abs(y - p))
+        return lambda y, p: tf.reduce_mean(tf.abs(y - p), axis=axis)
     delta = tf.constant(spec.delta, tf.float32)
 
     def huber(y, p):
         err = tf.abs(y - p)
-        return tf.reduce_mean(tf.where(err <= delta, 0.5 * tf.square(err), delta * err - 0.5 * delta**2))
+        return tf.reduce_mean(tf.where(err <= delta, 0.5 * tf.square(err), delta * err - 0.5 * delta**2), axis=axis)
 
     return huber
 

@@ -15,7 +15,7 @@ import numpy as np
 from flows.spec import LinearData, PlotSpec
 from tasks.data import thin
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -24,16 +24,16 @@ def _pyplot():
     return plt
 
 
-def _png(fig, dpi: int) -> bytes:
+def png_bytes(fig, dpi: int) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
 
 
 def data_plot(x, y, truth: Optional[np.ndarray], dpi: int) -> bytes:
     """The guide's first figure: the noisy samples (and the ground truth when it is known)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     x, y, *t = thin(x, y, *([truth] if truth is not None else []))
     ax.plot(x, y, ".", label="Data")
@@ -41,12 +41,12 @@ def data_plot(x, y, truth: Optional[np.ndarray], dpi: int) -> bytes:
         ax.plot(x, t[0], label="Ground truth")
     ax.set(xlabel="x", ylabel="y", title="Training data")
     ax.legend()
-    return _png(fig, dpi)
+    return png_bytes(fig, dpi)
 
 
 def predictions_plot(x, y, truth, before, after, dpi: int) -> bytes:
     """Data, ground truth and the model's predictions before and after training, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     x, y, before, after, *t = thin(x, y, before, after, *([truth] if truth is not None else []))
     for ax, predicted, title in ((axes[0], before, "Before training"), (axes[1], after, "After training")):
@@ -57,7 +57,7 @@ def predictions_plot(x, y, truth, before, after, dpi: int) -> bytes:
         ax.set(xlabel="x", title=title)
         ax.legend()
     axes[0].set_ylabel("y")
-    return _png(fig, dpi)
+    return png_bytes(fig, dpi)
 
 
 def _with_initial(columns: dict, initial: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +69,7 @@ def _with_initial(columns: dict, initial: dict, name: str) -> tuple[np.ndarray, 
 
 def weights_plot(columns: dict, initial: dict, true_w: Optional[float], true_b: Optional[float], dpi: int) -> bytes:
     """The guide's W and b per epoch, each against its true value (dashed) when the data is the guide's line."""
-    plt = _pyplot()
+    plt = pyplot()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, label, truth, color in (("w", "Weights", true_w, colors[0]), ("b", "bias", true_b, colors[1])):
@@ -79,11 +79,11 @@ def weights_plot(columns: dict, initial: dict, true_w: Optional[float], true_b: 
             ax.plot(epochs, [truth] * len(epochs), "--", label=f"True {'weight' if name == 'w' else 'bias'}", color=color)
     ax.set(xlabel="epoch", title="Weights per epoch")
     ax.legend()
-    return _png(fig, dpi)
+    return png_bytes(fig, dpi)
 
 
 def loss_plot(columns: dict, initial: dict, dpi: int) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     positive = True
     for key, label in (("loss", "training loss"), ("val_loss", "validation loss")):
@@ -95,7 +95,7 @@ def loss_plot(columns: dict, initial: dict, dpi: int) -> bytes:
     if positive:
         ax.set_yscale("log")
     ax.legend()
-    return _png(fig, dpi)
+    return png_bytes(fig, dpi)
 
 
 def draw(spec: PlotSpec, data_spec, x, y, truth, before, after, columns, initial) -> dict[str, bytes]:

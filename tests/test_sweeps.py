@@ -1,0 +1,118 @@
+"""Sweeps: grids, best-trial choice, resume after a kill, growth, and fused trials equal to separate ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from flows.api import run_spec
+from flows.loader import load_spec
+from flows.sweep import expand, fusable
+from tasks import data, fused, models, trainers
+from tasks.store import Store
+from tests.conftest import BIN, GUIDE_SMALL, SPECS, write_spec
+
+GRID = GUIDE_SMALL + """sweep:
+  grid:
+    training.optimizer.learning_rate: [0.02, 0.1, 0.3]
+    model.init.w: [5.0, -1.0]
+  concurrency: 1
+"""
+
+
+def _trained_now(result: dict) -> set[str]:
+    """Trials whose experiment actually trained in this run (the rest were Cached)."""
+    return {t["id"] for t in result["trials"] if t["tasks"]["train"] == "Completed"}
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_3x2_grid_runs_6_trials_and_picks_the_best(tmp_path, artifacts, fuse):
+    result = run_spec(write_spec(tmp_path, GRID), overrides=[f"sweep.fuse={str(fuse).lower()}"])
+    assert result["path_used"] == ("fused" if fuse else "separate")
+    assert len(result["trials"]) == 6 and {t["state"] for t in result["trials"]} == {"Completed"}
+    losses = {t["id"]: t["metrics"]["loss"] for t in result["trials"]}
+    assert result["best"]["id"] == min(losses, key=losses.get)
+    assert result["best"]["values"]["training.optimizer.learning_rate"] == 0.3
+    version = artifacts / "small" / "v0001"
+    with (version / "results.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    assert (version / "plots" / "loss_curves.png").is_file()
+    assert (version / "plots" / "loss_by_training_optimizer_learning_rate.png").is_file()
+    best = json.loads((version / "best.json").read_text())
+    assert best["id"] == result["best"]["id"]
+    if not fuse:
+        assert (artifacts / f"small-{best['id']}" / "v0001" / "checkpoint").is_dir(), "best links to its outputs"
+
+
+def test_the_report_says_why_trials_are_not_fused(tmp_path):
+    spec = load_spec(write_spec(tmp_path, GRID.replace("model.init.w: [5.0, -1.0]", "training.loss.kind: [mse, mae]")))
+    ok, why = fusable(spec, expand(spec))
+    assert not ok and "training.loss.kind" in why
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_and_a_grown_grid_trains_only_new_points(tmp_path, artifacts):
+    spec = write_spec(tmp_path, GRID + "  fuse: false\n")
+    proc = subprocess.Popen([str(BIN / "trainflow"), "run", str(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    published = 0
+    deadline = time.time() + 300
+    for line in proc.stderr:
+        published += "Published" in line
+        if published >= 2 or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {name.removeprefix("small-") for name in Store(artifacts).names() if name.startswith("small-")}
+    assert 2 <= len(finished) < 6 and Store(artifacts).versions("small") == []
+
+    resumed = run_spec(spec)
+    assert len(resumed["trials"]) == 6
+    assert _trained_now(resumed) == {t["id"] for t in resumed["trials"]} - finished
+
+    spec.write_text(spec.read_text().replace("model.init.w: [5.0, -1.0]", "model.init.w: [5.0, -1.0, 2.0]"))
+    grown = run_spec(spec)
+    new = {t["id"] for t in grown["trials"] if t["values"]["model.init.w"] == 2.0}
+    assert len(grown["trials"]) == 9 and _trained_now(grown) == new
+
+
+@pytest.mark.slow
+def test_fused_trials_equal_separate_ones_on_a_16_trial_grid(tmp_path, artifacts):
+    text = GUIDE_SMALL.replace("epochs: 5", "epochs: 40") + """sweep:
+  grid:
+    training.optimizer.learning_rate: [0.01, 0.05, 0.1, 0.2]
+    model.init.w: [5.0, 0.0]
+    training.epochs: [20, 40]
+"""
+    spec = load_spec(write_spec(tmp_path, text))
+    trials = expand(spec)
+    assert len(trials) == 16 and fusable(spec, trials)[0]
+    dataset = data.load(spec.data, spec.seed)
+    outcomes = fused.train_fused(dataset, spec.training.loss, [fused.FusedTrial(
+        t.spec.training.optimizer.learning_rate, t.spec.model.init.w, t.spec.model.init.b, t.spec.training.epochs)
+        for t in trials])
+    for trial, outcome in zip(trials, outcomes):
+        alone = trainers.train(models.build(trial.spec.model, 0), dataset, trial.spec.training, spec.seed)
+        assert outcome.result.epochs == alone.epochs
+        for name in ("loss", "w", "b"):
+            np.testing.assert_allclose(outcome.result.columns[name], alone.columns[name], rtol=1e-6, err_msg=name)
+
+
+def test_a_diverging_fused_trial_fails_alone(tmp_path, artifacts):
+    result = run_spec(write_spec(tmp_path, GRID.replace("[0.02, 0.1, 0.3]", "[0.1, 10.0]")))
+    states = {t["values"]["training.optimizer.learning_rate"]: t["state"] for t in result["trials"]}
+    assert states == {0.1: "Completed", 10.0: "Failed"}
+    failed = next(t for t in result["trials"] if t["state"] == "Failed")
+    assert "diverged at epoch" in failed["error"]
+    assert result["best"]["values"]["training.optimizer.learning_rate"] == 0.1
+
+
+def test_the_example_sweep_spec_is_fused():
+    spec = load_spec(SPECS / "guide-sweep.yaml")
+    assert len(expand(spec)) == 6 and fusable(spec, expand(spec))[0]
