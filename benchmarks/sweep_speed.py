@@ -1,0 +1,44 @@
+"""Sweeps: a 64-trial learning-rate grid on the guide's problem, fused vs separate vs one single trial.
+
+Bar: the 64 fused trials take <= 3x the training time of one trial. Both sides include tracing and XLA
+compilation, as a real run does. (The Dask comparison of issue 5 is not measured: there is no Dask runner yet.)
+"""
+
+from __future__ import annotations
+
+import common  # noqa: F401
+import numpy as np
+
+from common import best_of, table, write_section
+from flows.spec import LinearData, LinearModel, TrainingSpec
+from tasks import data, fused, models, trainers
+
+EPOCHS = 1000
+
+
+def main() -> None:
+    dataset = data.load(LinearData(kind="linear"), 42)
+    rates = np.geomspace(0.001, 0.4, 64)
+
+    def single(rate=0.1):
+        spec = TrainingSpec.model_validate({"epochs": EPOCHS, "optimizer": {"learning_rate": float(rate)}})
+        trainers.train_manual(models.build(LinearModel(kind="linear"), 0), dataset, spec, 42)
+
+    def separate():
+        for rate in rates:
+            single(rate)
+
+    def fused_64():
+        fused.train_fused(dataset, TrainingSpec().loss, [fused.FusedTrial(float(r), 5.0, 0.0, EPOCHS) for r in rates])
+
+    t_single, t_fused = best_of(single, 3), best_of(fused_64, 3)
+    t_separate = best_of(separate, 1)
+    write_section("Sweeps", table(
+        ["what (N=201, 1000 epochs each)", "wall s", "vs one trial"],
+        [["one trial", f"{t_single:.3f}", "1.0x"],
+         ["64 trials, separate", f"{t_separate:.3f}", f"{t_separate / t_single:.1f}x"],
+         ["64 trials, fused", f"{t_fused:.3f}", f"**{t_fused / t_single:.2f}x**"]]))
+
+
+if __name__ == "__main__":
+    main()
