@@ -151,7 +151,9 @@ def _run_name() -> str:
     return f"{spec.name}-{spec.spec_hash()[:8]}"
 
 
-def _configured(task_fn, plan_key: Optional[str], root: Path, refresh: bool):
+def configured(task_fn, plan_key: Optional[str], root: Path, refresh: bool):
+    """The task cached under `plan_key` in the artifact root, with identical concurrent work serialised;
+    uncached when the key is None."""
     if plan_key is None:
         return task_fn.with_options(cache_policy=NO_CACHE, persist_result=False)
     policy = PlannedKey().configure(
@@ -174,7 +176,7 @@ class _Runner:
         key = planned.key if self.use_cache else None
         stored = key is not None and (results_dir(self.root) / key).is_file()
         started = time.perf_counter()
-        state = _configured(task_fn, key, self.root, self.refresh)(key=key, **kwargs, return_state=True)
+        state = configured(task_fn, key, self.root, self.refresh)(key=key, **kwargs, return_state=True)
         value = state.result()  # raises the task's own exception when it failed
         if stored and not self.refresh and state.name != "Cached":
             self.logger.warning("Cached result of task %r (key %s) could not be loaded; it was recomputed",

@@ -23,17 +23,9 @@ from typing import Optional
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.types._datetime import now
 
+from tasks.store import process_alive
+
 HOST = socket.gethostname()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ProcessAwareLockManager(FileSystemLockManager):
@@ -74,7 +66,7 @@ class ProcessAwareLockManager(FileSystemLockManager):
             info = json.loads(path.read_bytes())
         except (OSError, ValueError):
             info = None
-        if info and info.get("host") == HOST and isinstance(info.get("pid"), int) and not _alive(info["pid"]):
+        if info and info.get("host") == HOST and isinstance(info.get("pid"), int) and not process_alive(info["pid"]):
             path.unlink(missing_ok=True)
             self._locks.pop(key, None)
             return False

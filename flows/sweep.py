@@ -21,7 +21,7 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.experiment import _configured, experiment
+from flows.experiment import configured, experiment
 from flows.loader import trial_spec
 from flows.plan import artifact_root, code_version, compile_plan
 from flows.spec import Spec, canonical_hash
@@ -159,7 +159,7 @@ def sweep(spec: Spec, artifacts: Optional[str] = None, refresh: bool = False) ->
     if fused:
         key = canonical_hash({"trials": [t.key for t in trials], "code": code_version(("tasks.fused",))}) \
             if all(t.key for t in trials) else None
-        state = _configured(train_fused_trials, key, root, refresh)(spec=spec, trials=trials, key=key, return_state=True)
+        state = configured(train_fused_trials, key, root, refresh)(spec=spec, trials=trials, key=key, return_state=True)
         results = state.result()
         records.append({"name": "fused-trials", "key": key, "state": state.name})
     else:

@@ -139,7 +139,7 @@ class Store:
             return
         for folder in base.iterdir():
             pid = folder.name.split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
 
     @contextmanager
@@ -195,7 +195,8 @@ class Store:
         return problems
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

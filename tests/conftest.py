@@ -101,6 +101,20 @@ def trainflow(*args: str, env: dict | None = None, cwd: Path | None = None, time
                           env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
 
 
+def run_and_kill(spec: Path, until, timeout: float = 240) -> None:
+    """Start `trainflow run SPEC` and SIGKILL it once `until(stderr_line)` is true (or at the timeout)."""
+    import signal
+
+    proc = subprocess.Popen([str(BIN / "trainflow"), "run", str(spec)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    for line in proc.stderr:
+        if until(line) or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
     path = folder / name
     path.write_text(text)

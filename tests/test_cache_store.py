@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from flows.api import run_spec
 from tasks.store import Store
-from tests.conftest import BIN, GUIDE_SMALL, ROOT, trainflow, write_spec
+from tests.conftest import BIN, GUIDE_SMALL, ROOT, run_and_kill, trainflow, write_spec
 
 ALL = ["data", "model", "train", "plots", "checkpoint", "publish"]
 
@@ -175,14 +172,7 @@ def test_parallel_runs_keep_the_store_consistent_and_train_identical_work_once(a
 @pytest.mark.slow
 def test_a_run_killed_mid_training_publishes_nothing_and_the_next_run_succeeds(artifacts, tmp_path):
     spec = write_spec(tmp_path, GUIDE_SMALL.replace("epochs: 5", "epochs: 100000"))
-    proc = subprocess.Popen([str(BIN / "trainflow"), "run", str(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    for line in proc.stderr:
-        if "Epochs " in line or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_and_kill(spec, until=lambda line: "Epochs " in line)
     assert Store(artifacts).versions("small") == []
     assert not (artifacts / "small" / "latest").exists()
     result = run_spec(spec)  # the same work: the dead run's cache lock must not block it

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from hypothesis import strategies as st
 from flows.api import run_spec
 from flows.loader import SpecError, load_spec
 from tasks.store import Store
-from tests.conftest import BIN, GUIDE_SMALL, SPECS, trainflow, write_spec
+from tests.conftest import GUIDE_SMALL, SPECS, run_and_kill, trainflow, write_spec
 
 BAD_SPECS = Path(__file__).parent / "bad_specs"
 CASES = sorted(BAD_SPECS.glob("*.yaml"))
@@ -140,14 +138,7 @@ def test_a_killed_run_resumes_from_its_last_snapshot_with_identical_weights(tmp_
     spec = write_spec(tmp_path, GUIDE_SMALL.replace("model: {kind: linear}", "model: {kind: keras_linear}").replace(
         "training: {epochs: 5}", f"training: {{trainer: {trainer}, epochs: {epochs}, checkpoint_every: {every},"
         " optimizer: {kind: adam, learning_rate: 0.001}}"))
-    proc = subprocess.Popen([str(BIN / "trainflow"), "run", str(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    for line in proc.stderr:
-        if "Saved training state at epoch" in line or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_and_kill(spec, until=lambda line: "Saved training state at epoch" in line)
     assert Store(artifacts).versions("small") == []
 
     out = trainflow("run", str(spec), "--json")

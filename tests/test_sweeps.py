@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +13,7 @@ from flows.loader import load_spec
 from flows.sweep import expand, fusable
 from tasks import data, fused, models, trainers
 from tasks.store import Store
-from tests.conftest import BIN, GUIDE_SMALL, SPECS, write_spec
+from tests.conftest import GUIDE_SMALL, SPECS, run_and_kill, write_spec
 
 GRID = GUIDE_SMALL + """sweep:
   grid:
@@ -59,16 +56,8 @@ def test_the_report_says_why_trials_are_not_fused(tmp_path):
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_and_a_grown_grid_trains_only_new_points(tmp_path, artifacts):
     spec = write_spec(tmp_path, GRID + "  fuse: false\n")
-    proc = subprocess.Popen([str(BIN / "trainflow"), "run", str(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    published = 0
-    deadline = time.time() + 300
-    for line in proc.stderr:
-        published += "Published" in line
-        if published >= 2 or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    published = []
+    run_and_kill(spec, until=lambda line: published.append("Published" in line) or sum(published) >= 2)
     finished = {name.removeprefix("small-") for name in Store(artifacts).names() if name.startswith("small-")}
     assert 2 <= len(finished) < 6 and Store(artifacts).versions("small") == []
 
