@@ -51,6 +51,21 @@ def as_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = ()) -
     return load_spec(spec, overrides)
 
 
+def task_runner(spec: Spec):
+    """The sweep flow's task runner: prefect-dask's DaskTaskRunner for `runner: {kind: dask}`, else Prefect's default."""
+    runner = spec.sweep.runner
+    if runner.kind != "dask":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=spec.sweep.concurrency)
+    from prefect_dask import DaskTaskRunner
+
+    if runner.address:
+        return DaskTaskRunner(address=runner.address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
+        "n_workers": runner.workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+
+
 def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), artifacts: Optional[str] = None,
              refresh: bool = False, use_cache: bool = True, tracebacks: bool = False) -> dict:
     """Validate `spec` (a path, a dict or a `Spec`), run its flow, and return the run summary.
@@ -73,7 +88,7 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
         from flows.sweep import sweep
 
         with tags("trainflow", f"spec:{resolved.name}", "sweep"):
-            return sweep(resolved, artifacts=root, refresh=refresh)
+            return sweep.with_options(task_runner=task_runner(resolved))(resolved, artifacts=root, refresh=refresh)
     with tags("trainflow", f"spec:{resolved.name}", f"trainer:{resolved.training.trainer}"):
         result = experiment(resolved, artifacts=root, refresh=refresh, use_cache=use_cache)
     return {**result, "history": rows(result["history"])}

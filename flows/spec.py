@@ -294,9 +294,15 @@ class RandomSearch(Section):
 
 
 class SweepRunner(Section):
-    kind: Literal["thread"] = Field(
-        "thread", description="Where separate trials run: 'thread' runs trial subflows on a thread pool in this process."
+    kind: Literal["thread", "dask"] = Field(
+        "thread", description="Where separate trials run: 'thread' runs trial subflows on a thread pool in this "
+        "process; 'dask' submits them as tasks to prefect-dask's DaskTaskRunner (a cluster's worker processes).",
     )
+    address: Optional[str] = Field(
+        None, description="dask only: scheduler address of an existing cluster (e.g. tcp://10.0.0.5:8786); "
+        "without it a LocalCluster of process workers is started.",
+    )
+    workers: int = Field(2, ge=1, le=256, description="dask only: process workers of the LocalCluster.")
 
 
 class SweepSpec(Section):

@@ -4,12 +4,15 @@ A trial is the base spec with some paths set; its identity is its plan fingerpri
 its experiment), so re-running an interrupted sweep finds finished trials Cached and growing the grid runs
 only the new points. Trials that differ only in numeric manual-SGD settings of a linear model are
 *fused*: trained at once as one compiled program (`tasks/fused.py`); anything else runs as separate
-experiment subflows on a thread pool, at most `sweep.concurrency` at a time.
+experiment subflows, on a thread pool (at most `sweep.concurrency` at a time) or, with
+`runner: {kind: dask}`, as tasks on prefect-dask's DaskTaskRunner.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import json
 import math
 import random
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_flow_run
 
 from flows.experiment import configured, experiment
@@ -70,6 +74,8 @@ def fusable(spec: Spec, trials: list[Trial]) -> tuple[bool, str]:
     """Whether the fused path applies, and why (or why not), in words for the report."""
     if not spec.sweep.fuse:
         return False, "sweep.fuse is false"
+    if spec.sweep.runner.kind == "dask":
+        return False, "runner is dask: trials are spread over its workers"
     first = trials[0].spec
     if first.model.kind not in ("linear", "keras_linear"):
         return False, f"model.kind '{first.model.kind}' is not linear"
@@ -115,7 +121,33 @@ def run_trial(trial: Trial, artifacts: str) -> dict:
         trial.spec, artifacts=artifacts)
     return {"id": trial.id, "state": "Completed", "error": None, "metrics": summary["metrics"],
             "history": summary["history"], "path": summary["path"], "reused": summary["reused"],
-            "tasks": {t["name"]: t["state"] for t in summary["tasks"]}}
+            "tasks": {t["name"]: t["state"] for t in summary["tasks"]},
+            "worker": f"{socket.gethostname()}:{os.getpid()}"}  # where it ran: shows the scale-out
+
+
+@task(name="trial", cache_policy=NO_CACHE)
+def trial_task(trial: Trial, artifacts: str) -> dict:
+    """A trial as a task, for task runners that run work in other processes (Dask workers)."""
+    return run_trial(trial, artifacts)
+
+
+def run_on_task_runner(trials: list[Trial], artifacts: str, logger) -> list[dict]:
+    """Trials submitted to the flow's task runner (DaskTaskRunner): the scale-out path.
+
+    Their experiments' cache records commit when each trial task ends, so a sweep killed midway re-trains
+    only the trials that were running, plus those not started."""
+    futures = [trial_task.with_options(task_run_name=f"trial-{t.id}").submit(t, artifacts) for t in trials]
+    results = []
+    for trial, future in zip(trials, futures):
+        future.wait()
+        if future.state.is_completed():
+            results.append(future.result())
+            continue
+        error = str(future.state.result(raise_on_failure=False))
+        logger.warning("Trial %s %s failed: %s", trial.id, trial.values, error)
+        results.append({"id": trial.id, "state": "Failed", "error": error, "metrics": {}, "history": {},
+                        "path": None, "tasks": {}})
+    return results
 
 
 def run_separately(trials: list[Trial], artifacts: str, concurrency: int, logger) -> list[dict]:
@@ -163,7 +195,10 @@ def sweep(spec: Spec, artifacts: Optional[str] = None, refresh: bool = False) ->
         results = state.result()
         records.append({"name": "fused-trials", "key": key, "state": state.name})
     else:
-        results = run_separately(trials, str(root), spec.sweep.concurrency, logger)
+        if spec.sweep.runner.kind == "dask":
+            results = run_on_task_runner(trials, str(root), logger)
+        else:
+            results = run_separately(trials, str(root), spec.sweep.concurrency, logger)
         records += [{"name": f"trial-{r['id']}", "key": t.key, "state": r["state"]} for t, r in zip(trials, results)]
     for trial, result in zip(trials, results):
         result.update(values=trial.values, key=trial.key)

@@ -26,10 +26,11 @@ def results_csv(results: list[dict], params: list[str]) -> bytes:
     metrics = sorted({m for r in results for m in r["metrics"]})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["trial", *params, "state", *metrics, "path", "error"])
+    writer.writerow(["trial", *params, "state", *metrics, "path", "worker", "error"])
     for r in results:
         writer.writerow([r["id"], *(r["values"].get(p) for p in params), r["state"],
-                         *(r["metrics"].get(m) for m in metrics), r.get("path") or "", r.get("error") or ""])
+                         *(r["metrics"].get(m) for m in metrics), r.get("path") or "", r.get("worker") or "",
+                         r.get("error") or ""])
     return buffer.getvalue().encode()
 
 

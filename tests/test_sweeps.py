@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -105,3 +106,15 @@ def test_a_diverging_fused_trial_fails_alone(tmp_path, artifacts):
 def test_the_example_sweep_spec_is_fused():
     spec = load_spec(SPECS / "guide-sweep.yaml")
     assert len(expand(spec)) == 6 and fusable(spec, expand(spec))[0]
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_on_a_real_dask_local_cluster_of_processes(tmp_path, artifacts):
+    text = GRID.replace("[0.02, 0.1, 0.3]", "[0.05, 0.2]") + "  runner: {kind: dask, workers: 2}\n"
+    result = run_spec(write_spec(tmp_path, text))
+    assert result["path_used"] == "separate" and "dask" in result["why"]
+    assert len(result["trials"]) == 4 and {t["state"] for t in result["trials"]} == {"Completed"}
+    assert all(Store(artifacts).versions(f"small-{t['id']}") for t in result["trials"])
+    assert result["best"]["values"]["training.optimizer.learning_rate"] == 0.2
+    pids = {int(t["worker"].rsplit(":", 1)[1]) for t in result["trials"]}
+    assert os.getpid() not in pids, "trials ran in the cluster's worker processes, not in this one"
