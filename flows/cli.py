@@ -45,6 +45,8 @@ def _errors(debug: bool) -> Iterator[None]:
         _fail(str(exc), 2)
     except typer.Exit:
         raise
+    except BrokenPipeError:  # stdout closed early (e.g. `| head`): not a failure of ours
+        os._exit(0)
     except KeyboardInterrupt:
         _fail("interrupted; nothing was published", 130)
     except Exception as exc:  # a failed run: the task's own exception
@@ -176,9 +178,20 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
         latest = Store(root).latest(resolved.name)
         previous = latest.manifest() if latest else None
         rows = explain(the_plan, previous, cached_tasks(the_plan, root))
+        trials = _plan_trials(resolved, root) if resolved.sweep else None
         if as_json:
             typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
-                                   "compared_with": latest.label if latest else None, "tasks": rows}))
+                                   "compared_with": latest.label if latest else None, "tasks": rows,
+                                   "trials": trials}))
+            return
+        if trials is not None:
+            from flows.trials import expand, fusable
+
+            fused, why = fusable(resolved, expand(resolved))
+            typer.echo(f"{resolved.name}: sweep of {len(trials)} trials, {'fused' if fused else 'separate'} ({why}):")
+            for trial in trials:
+                values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
+                typer.echo(f"  {trial['id']}  {values:<50} {trial['action']}")
             return
         typer.echo(f"{resolved.name} (spec {the_plan.spec_hash[:8]}), compared with "
                    f"{latest.label if latest else 'no earlier version'}:")
@@ -186,6 +199,20 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
             key = row["key"][:12] if row["key"] else "-" * 12
             why = f"  ({'; '.join(row['why'])})" if row["why"] else ""
             typer.echo(f"  {row['name']:<11} {key}  {row['action']}{why}")
+
+
+def _plan_trials(spec, root) -> list[dict]:
+    """Each trial of a sweep and whether it would run or is cached (fused trials share one cached result)."""
+    from flows.plan import results_dir
+    from flows.trials import expand, fusable, fused_key
+
+    trials = expand(spec)
+    cached = lambda key: bool(key) and (results_dir(root) / key).is_file()  # noqa: E731
+    if fusable(spec, trials)[0]:
+        shared = cached(fused_key(trials))
+        return [{"id": t.id, "values": t.values, "key": t.key, "action": "cached" if shared else "run"} for t in trials]
+    return [{"id": t.id, "values": t.values, "key": t.key, "action": "cached" if cached(t.key) else "run"}
+            for t in trials]
 
 
 @app.command("list")

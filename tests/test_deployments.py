@@ -64,6 +64,9 @@ def test_serve_registers_schedules_runs_deployments_and_stops_cleanly(tmp_path, 
         interval = next(s for s in deployment.schedules if hasattr(s.schedule, "interval"))
         assert interval.active is False and interval.parameters["spec"]["training"]["epochs"] == 2
         assert set(deployment.tags) == {"trainflow", f"spec:{name}", "trainer:manual"}
+        form = deployment.parameter_openapi_schema
+        assert "spec" in form["properties"], "the UI's run form is the spec"
+        assert {"data", "model", "training"} <= set(form["definitions"]["Spec"]["properties"])
         scheduled = _wait_for(lambda: _runs(deployment.id, "SCHEDULED"), 60, "scheduled runs")
         assert scheduled[0].expected_start_time is not None
 

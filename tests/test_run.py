@@ -108,7 +108,7 @@ print("HEAVY", heavy, file=sys.stderr)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["validate", "specs/guide.yaml"], ["schema"],
-                                  ["plan", "specs/guide.yaml"], ["list"]])
+                                  ["plan", "specs/guide.yaml"], ["plan", "specs/guide-sweep.yaml"], ["list"]])
 def test_light_commands_never_import_tensorflow(args, artifacts):
     import subprocess
     import sys

@@ -103,6 +103,17 @@ def test_a_diverging_fused_trial_fails_alone(tmp_path, artifacts):
     assert result["best"]["values"]["training.optimizer.learning_rate"] == 0.1
 
 
+def test_plan_lists_a_sweeps_trials_and_knows_when_they_are_cached(tmp_path, artifacts):
+    from tests.conftest import trainflow
+
+    spec = write_spec(tmp_path, GRID)
+    before = json.loads(trainflow("plan", str(spec), "--json").stdout)["trials"]
+    assert len(before) == 6 and {t["action"] for t in before} == {"run"}
+    run_spec(spec)
+    after = json.loads(trainflow("plan", str(spec), "--json").stdout)["trials"]
+    assert [t["id"] for t in after] == [t["id"] for t in before] and {t["action"] for t in after} == {"cached"}
+
+
 def test_the_example_sweep_spec_is_fused():
     spec = load_spec(SPECS / "guide-sweep.yaml")
     assert len(expand(spec)) == 6 and fusable(spec, expand(spec))[0]
