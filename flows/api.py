@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from flows.loader import load_spec, validate_data
+from flows.loader import load_spec
 from flows.spec import Spec
 
 
@@ -36,19 +36,16 @@ def hide_expected_tracebacks() -> None:
 
 
 def as_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = ()) -> Spec:
-    if isinstance(spec, Spec):
-        if overrides:
-            from flows.loader import Document, apply_overrides, validate_document
-
-            return validate_document(apply_overrides(Document(spec.resolved(), {}), overrides), spec.name)
+    """A validated spec from a file path, plain data or a `Spec`, with `dotted.path=value` overrides applied."""
+    if isinstance(spec, (str, Path)):
+        return load_spec(spec, overrides)
+    if isinstance(spec, Spec) and not overrides:
         return spec
-    if isinstance(spec, dict):
-        if overrides:
-            from flows.loader import Document, apply_overrides, validate_document
+    from flows.loader import Document, apply_overrides, resolve_data_path, validate_document
 
-            return validate_document(apply_overrides(Document(spec, {}), overrides), "<dict>")
-        return validate_data(spec)
-    return load_spec(spec, overrides)
+    data = spec.resolved() if isinstance(spec, Spec) else spec
+    source = spec.name if isinstance(spec, Spec) else "<dict>"
+    return resolve_data_path(validate_document(apply_overrides(Document(data, {}), overrides), source), Path.cwd())
 
 
 def task_runner(spec: Spec):
