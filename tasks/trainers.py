@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from flows.spec import OptimizerSpec, Spec, TrainingSpec
-from tasks import losses, models, tensorboard
+from tasks import linear_fast, losses, models, tensorboard
 from tasks.data import Dataset, thin
 from tasks.results import ModelState, RunError, Trained, TrainResult
 from tasks.resume import ResumePoint, Snapshot
@@ -114,6 +114,15 @@ class _Evaluator:
             values.extend(tf.convert_to_tensor(v) for v in models.variables(self.model))
         return tf.stack(values)
 
+    def extras(self) -> tf.Tensor:
+        """Everything in `self.names` but the training loss: val_loss, w, b (cheap next to a pass over x)."""
+        values = []
+        if self.has_val:
+            values.append(self.loss_fn(self.y_val, self.model(self.x_val)))
+        if self.linear:
+            values.extend(tf.convert_to_tensor(v) for v in models.variables(self.model))
+        return tf.stack(values) if values else tf.zeros([0])
+
     def row(self, epoch: int, values) -> dict:
         row = {"epoch": epoch}
         row.update({n: float(v) for n, v in zip(self.names, values)})
@@ -200,7 +209,10 @@ def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: i
             history = history.write(i, evaluator.state())
         return history.stack()
 
-    compiled = tf.function(run_chunk, jit_compile=n % batch == 0, reduce_retracing=True)
+    if linear_fast.applies(model, spec, n, plain_sgd=optimizer is None):
+        compiled = linear_fast.chunk_runner(model, x, y, spec, evaluator.extras, len(evaluator.names), chunk_size)
+    else:
+        compiled = tf.function(run_chunk, jit_compile=n % batch == 0, reduce_retracing=True)
 
     initial = evaluator.initial()
     guard = _DivergenceGuard(spec, initial["loss"])

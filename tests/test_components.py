@@ -223,3 +223,30 @@ def test_keras_trainer_weights_equal_the_guides_plain_fit():
     np.testing.assert_allclose(models.get_weights(model), models.get_weights(plain), rtol=1e-6)
     # Keras logs each epoch's loss before its update: our row i is Keras's epoch i+1
     np.testing.assert_allclose([r["loss"] for r in result.history[:-1]], logged[1:], rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [131_072, 100_003])  # a whole [rows, 4096] layout, and one with a tail
+def test_large_linear_runs_take_the_fast_path_and_equal_an_eager_loop(n, loss="mse"):
+    import tensorflow as tf
+
+    from flows.spec import LinearModel, LossSpec
+    from tasks import linear_fast, losses
+
+    spec = TrainingSpec.model_validate({"epochs": 25, "loss": {"kind": loss}, "optimizer": {"learning_rate": 0.05}})
+    dataset = data.load(LinearData(kind="linear", num_examples=n), 5)
+    model = models.build(LinearModel(kind="linear"), 0)
+    assert linear_fast.applies(model, spec, n, plain_sgd=True)
+    assert not linear_fast.applies(model, spec.model_copy(update={"loss": LossSpec(kind="mae")}), n, plain_sgd=True)
+    result = trainers.train_manual(model, dataset, spec, 0)
+    w, b = tf.Variable(5.0), tf.Variable(0.0)
+    x, y = tf.constant(dataset.x), tf.constant(dataset.y)
+    loss_fn = losses.manual(LossSpec(kind=loss))
+    for row in result.history:
+        with tf.GradientTape() as tape:
+            current = loss_fn(y, w * x + b)
+        dw, db = tape.gradient(current, [w, b])
+        w.assign_sub(0.05 * dw)
+        b.assign_sub(0.05 * db)
+        after = float(loss_fn(y, w * x + b))
+        assert row["w"] == pytest.approx(float(w), rel=1e-6) and row["b"] == pytest.approx(float(b), rel=1e-6, abs=1e-7)
+        assert row["loss"] == pytest.approx(after, rel=1e-6)
