@@ -152,10 +152,11 @@ def test_the_prefect_ui_shows_the_run_its_report_and_a_plot(tmp_path, artifacts,
         page.screenshot(path=str(shot.with_name("prefect-ui-flow-run.png")))
         page.get_by_text("Artifacts", exact=True).first.click()
         page.get_by_text("small").first.wait_for(timeout=30_000)
-        with _client() as client:
-            from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+        with _client() as client:  # this run's report: other tests publish "small" reports too
+            from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-            artifact = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["small"])))[0]
+            (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["small"]), flow_run_id=ArtifactFilterFlowRunId(any_=[result["flow_run_id"]])))
         page.goto(f"{prefect_ui}/artifacts/artifact/{artifact.id}", wait_until="networkidle")
         page.get_by_text("initial loss").first.wait_for(timeout=60_000)
         loss = f"{result['metrics']['loss']:.6g}"
