@@ -188,15 +188,33 @@ def _csv(n: int = 20) -> str:
 
 
 def test_a_transient_read_error_is_retried(tmp_path, artifacts):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterState, TaskRunFilterStateName
+
     data_file = tmp_path / "data.csv"
     data_file.write_text(_csv())
     spec = load_spec(write_spec(tmp_path, CSV_SPEC))
-    data_file.rename(tmp_path / "away.csv")  # gone when the task first reads it ...
-    restore = threading.Timer(0.5, lambda: (tmp_path / "away.csv").rename(data_file))
-    restore.start()  # ... and back before the retry
+    data_file.rename(tmp_path / "away.csv")  # gone when the data task first reads it ...
+    retrying = []
+
+    def restore_once_retrying():  # ... and back once Prefect has scheduled the retry
+        with get_client(sync_client=True) as client:
+            deadline = time.time() + 120
+            while not retrying and time.time() < deadline:
+                retrying.extend(client.read_task_runs(task_run_filter=TaskRunFilter(
+                    name=TaskRunFilterName(like_="data-"),
+                    state=TaskRunFilterState(name=TaskRunFilterStateName(any_=["AwaitingRetry"])))))
+                time.sleep(0.2)
+        (tmp_path / "away.csv").rename(data_file)
+
+    watcher = threading.Thread(target=restore_once_retrying)
+    watcher.start()
     result = run_spec(spec)
-    restore.join()
+    watcher.join()
+    assert retrying, "the first read failed and Prefect scheduled a retry"
     assert result["version"] == "v0001" and len(result["history"]) == 3
+    with get_client(sync_client=True) as client:
+        assert client.read_task_run(retrying[0].id).run_count == 2
 
 
 def test_a_file_that_stays_unreadable_fails_naming_it(tmp_path, artifacts):
