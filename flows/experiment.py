@@ -210,7 +210,7 @@ def experiment(spec: Spec, artifacts: Optional[str] = None, refresh: bool = Fals
     trained = run("train", train, spec=spec, seed=seed, dataset=dataset, initial=initial, resume_dir=resume_dir)
     plot_files = run("plots", draw_plots, spec=spec, dataset=dataset, trained=trained)
     checkpoint_files = run("checkpoint", write_checkpoint, spec=spec, seed=seed, trained=trained)
-    for attempt in range(2):
+    for _ in range(2):  # a second time only if the cached record outlived its version folder
         records = run.records + [{"name": "publish", "key": plan.fingerprint, "state": "Completed",
                                   "seconds": None, "inputs": plan["publish"].inputs}]
         published = run("publish", publish, spec=spec, seed=seed, root=str(root), trained=trained,

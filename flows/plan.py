@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flows.spec import FileData, Spec, canonical_hash
+from tasks.store import sha256_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("tasks", "flows")
@@ -153,11 +154,7 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     memo_key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
     memo = _fingerprint_memo()
     if memo_key not in memo:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        memo[memo_key] = digest.hexdigest()
+        memo[memo_key] = sha256_file(path)
     return {"sha256": memo[memo_key], "size": stat.st_size}
 
 

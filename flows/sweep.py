@@ -59,6 +59,13 @@ def run_trial(trial: Trial, artifacts: str) -> dict:
             "worker": f"{socket.gethostname()}:{os.getpid()}"}  # where it ran: shows the scale-out
 
 
+def _failed(trial: Trial, error, logger) -> dict:
+    """A failed trial is a result in the sweep's table, not the end of the sweep."""
+    logger.warning("Trial %s %s failed: %s", trial.id, trial.values, error)
+    return {"id": trial.id, "state": "Failed", "error": str(error), "metrics": {}, "history": {},
+            "path": None, "tasks": {}}
+
+
 @task(name="trial", cache_policy=NO_CACHE)
 def trial_task(trial: Trial, artifacts: str) -> dict:
     """A trial as a task, for task runners that run work in other processes (Dask workers)."""
@@ -77,10 +84,7 @@ def run_on_task_runner(trials: list[Trial], artifacts: str, logger) -> list[dict
         if future.state.is_completed():
             results.append(future.result())
             continue
-        error = str(future.state.result(raise_on_failure=False))
-        logger.warning("Trial %s %s failed: %s", trial.id, trial.values, error)
-        results.append({"id": trial.id, "state": "Failed", "error": error, "metrics": {}, "history": {},
-                        "path": None, "tasks": {}})
+        results.append(_failed(trial, future.state.result(raise_on_failure=False), logger))
     return results
 
 
@@ -92,10 +96,8 @@ def run_separately(trials: list[Trial], artifacts: str, concurrency: int, logger
     def attempt(trial: Trial) -> dict:
         try:
             return run_trial(trial, artifacts)
-        except Exception as exc:  # a failed trial is a result, not the end of the sweep
-            logger.warning("Trial %s %s failed: %s", trial.id, trial.values, exc)
-            return {"id": trial.id, "state": "Failed", "error": str(exc), "metrics": {}, "history": {},
-                    "path": None, "tasks": {}}
+        except Exception as exc:
+            return _failed(trial, exc, logger)
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="trial") as pool:
         futures = [pool.submit(contextvars.copy_context().run, attempt, trial) for trial in trials]

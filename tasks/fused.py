@@ -21,7 +21,7 @@ from flows.spec import LossSpec
 from tasks import losses
 from tasks.data import Dataset
 from tasks.results import TrainResult
-from tasks.trainers import MAX_CHUNK
+from tasks.trainers import MAX_CHUNK, DivergenceGuard, TrainingDiverged
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,11 @@ def train_fused(data: Dataset, loss: LossSpec, trials: list[FusedTrial],
     seconds = time.perf_counter() - started
     outcomes = []
     for j, trial in enumerate(trials):
-        losses_j = values[: trial.epochs, 0, j].astype(np.float64)
-        limit = np.inf if divergence_factor is None else divergence_factor * max(float(initial[0, j]), 1e-12)
-        bad = np.flatnonzero(~np.isfinite(losses_j) | (losses_j > limit))
-        if bad.size:
-            outcomes.append(FusedOutcome(None, f"training diverged at epoch {int(bad[0]) + 1}: loss "
-                                               f"{losses_j[bad[0]]:.6g}; try a lower learning rate than {trial.learning_rate:g}"))
+        guard = DivergenceGuard(divergence_factor, float(initial[0, j]), trial.learning_rate)
+        try:
+            guard.check(1, values[: trial.epochs, 0, j].astype(np.float64))
+        except TrainingDiverged as exc:
+            outcomes.append(FusedOutcome(None, str(exc)))
             continue
         columns = {"epoch": np.arange(1, trial.epochs + 1)}
         columns.update({name: values[: trial.epochs, f, j].astype(np.float64) for f, name in enumerate(names)})

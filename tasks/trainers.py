@@ -50,9 +50,11 @@ class TrainingDiverged(RunError):
         )
 
 
-class _DivergenceGuard:
-    def __init__(self, spec: TrainingSpec, initial_loss: float):
-        self.factor, self.initial, self.lr = spec.divergence_factor, initial_loss, spec.optimizer.learning_rate
+class DivergenceGuard:
+    """Raises `TrainingDiverged` at the first loss that is not finite or exceeds factor × the initial loss."""
+
+    def __init__(self, factor: Optional[float], initial_loss: float, learning_rate: float):
+        self.factor, self.initial, self.lr = factor, initial_loss, learning_rate
         self.limit = np.inf if self.factor is None else self.factor * max(initial_loss, 1e-12)
 
     def check(self, first_epoch: int, losses: np.ndarray) -> None:
@@ -215,7 +217,7 @@ def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: i
         compiled = tf.function(run_chunk, jit_compile=n % batch == 0, reduce_retracing=True)
 
     initial = evaluator.initial()
-    guard = _DivergenceGuard(spec, initial["loss"])
+    guard = DivergenceGuard(spec.divergence_factor, initial["loss"], spec.optimizer.learning_rate)
     snapshots = _Snapshots(resume, model, lambda: _optimizer_variables(optimizer), spec.checkpoint_every, notify)
     restored = snapshots.restore()
     done = restored.epoch if restored else 0
@@ -255,7 +257,7 @@ def _columns(names: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
 class _HistoryCallback(keras.callbacks.Callback):
     """Records the after-epoch state with the same compiled evaluator the manual trainer uses."""
 
-    def __init__(self, evaluator: _Evaluator, guard: _DivergenceGuard, progress: Optional[Progress],
+    def __init__(self, evaluator: _Evaluator, guard: DivergenceGuard, progress: Optional[Progress],
                  snapshots: _Snapshots, rows: list[dict]):
         super().__init__()
         self.evaluator, self.guard, self.progress, self.snapshots = evaluator, guard, progress, snapshots
@@ -286,7 +288,8 @@ def train_keras(model: models.Model, data: Dataset, spec: TrainingSpec, seed: in
     snapshots = _Snapshots(resume, model, lambda: list(optimizer.variables), spec.checkpoint_every, notify)
     restored = snapshots.restore()
     rows = TrainResult(initial, restored.columns, []).history if restored else []
-    callback = _HistoryCallback(evaluator, _DivergenceGuard(spec, initial["loss"]), progress, snapshots, rows)
+    guard = DivergenceGuard(spec.divergence_factor, initial["loss"], spec.optimizer.learning_rate)
+    callback = _HistoryCallback(evaluator, guard, progress, snapshots, rows)
     started = time.perf_counter()
     if spec.batch_size is None or spec.batch_size >= len(data.x):
         # One full batch per epoch, as the guide's fit(batch_size=1000) makes it. Feeding fit the same batch
