@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from flows.spec import OptimizerSpec, Spec, TrainingSpec
-from tasks import linear_fast, losses, models, tensorboard
+from tasks import linear_moments, losses, models, tensorboard
 from tasks.data import Dataset, thin
 from tasks.results import ModelState, RunError, Trained, TrainResult
 from tasks.resume import ResumePoint, Snapshot
@@ -116,15 +116,6 @@ class _Evaluator:
             values.extend(tf.convert_to_tensor(v) for v in models.variables(self.model))
         return tf.stack(values)
 
-    def extras(self) -> tf.Tensor:
-        """Everything in `self.names` but the training loss: val_loss, w, b (cheap next to a pass over x)."""
-        values = []
-        if self.has_val:
-            values.append(self.loss_fn(self.y_val, self.model(self.x_val)))
-        if self.linear:
-            values.extend(tf.convert_to_tensor(v) for v in models.variables(self.model))
-        return tf.stack(values) if values else tf.zeros([0])
-
     def row(self, epoch: int, values) -> dict:
         row = {"epoch": epoch}
         row.update({n: float(v) for n, v in zip(self.names, values)})
@@ -164,8 +155,11 @@ class _Snapshots:
 
 def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
                  progress: Optional[Progress] = None, resume: Optional[ResumePoint] = None,
-                 notify: Optional[Notify] = None) -> TrainResult:
-    """A GradientTape loop; plain SGD is exactly the guide's `v.assign_sub(lr * dv)`."""
+                 notify: Optional[Notify] = None, use_moments: bool = True) -> TrainResult:
+    """A GradientTape loop; plain SGD is exactly the guide's `v.assign_sub(lr * dv)`.
+
+    A linear model with mse on a large full batch trains from data moments instead (`linear_moments`),
+    with the same results; `use_moments=False` keeps the general loop (the epoch-cost benchmark uses it)."""
     loss_fn = losses.manual(spec.loss)
     evaluator = _Evaluator(model, data, loss_fn)
     variables = models.variables(model)
@@ -211,8 +205,10 @@ def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: i
             history = history.write(i, evaluator.state())
         return history.stack()
 
-    if linear_fast.applies(model, spec, n, plain_sgd=optimizer is None):
-        compiled = linear_fast.chunk_runner(model, x, y, spec, evaluator.extras, len(evaluator.names), chunk_size)
+    if use_moments and linear_moments.applies(model, spec, n, plain_sgd=optimizer is None):
+        compiled = linear_moments.chunk_runner(model, x, y, evaluator.x_val, evaluator.y_val, spec, chunk_size)
+        if notify:
+            notify(f"Linear model, mse, full batch of {n:,}: training from one pass of data moments")
     else:
         compiled = tf.function(run_chunk, jit_compile=n % batch == 0, reduce_retracing=True)
 

@@ -225,28 +225,32 @@ def test_keras_trainer_weights_equal_the_guides_plain_fit():
     np.testing.assert_allclose([r["loss"] for r in result.history[:-1]], logged[1:], rtol=1e-5)
 
 
-@pytest.mark.parametrize("n", [131_072, 100_003])  # a whole [rows, 4096] layout, and one with a tail
-def test_large_linear_runs_take_the_fast_path_and_equal_an_eager_loop(n, loss="mse"):
+@pytest.mark.parametrize("n, validation, epochs", [(131_072, 0.0, 25), (100_003, 0.2, 300)])
+def test_large_linear_runs_train_from_moments_and_equal_an_eager_loop(n, validation, epochs):
     import tensorflow as tf
 
     from flows.spec import LinearModel, LossSpec
-    from tasks import linear_fast, losses
+    from tasks import linear_moments, losses
 
-    spec = TrainingSpec.model_validate({"epochs": 25, "loss": {"kind": loss}, "optimizer": {"learning_rate": 0.05}})
-    dataset = data.load(LinearData(kind="linear", num_examples=n), 5)
+    spec = TrainingSpec.model_validate({"epochs": epochs, "optimizer": {"learning_rate": 0.05}})
+    dataset = data.load(LinearData(kind="linear", num_examples=n, noise_stddev=2.0, validation_split=validation), 5)
     model = models.build(LinearModel(kind="linear"), 0)
-    assert linear_fast.applies(model, spec, n, plain_sgd=True)
-    assert not linear_fast.applies(model, spec.model_copy(update={"loss": LossSpec(kind="mae")}), n, plain_sgd=True)
-    result = trainers.train_manual(model, dataset, spec, 0)
+    assert linear_moments.applies(model, spec, n, plain_sgd=True)
+    assert not linear_moments.applies(model, spec.model_copy(update={"loss": LossSpec(kind="mae")}), n, plain_sgd=True)
+    messages = []
+    result = trainers.train_manual(model, dataset, spec, 0, notify=messages.append)
+    assert any("data moments" in m for m in messages)
     w, b = tf.Variable(5.0), tf.Variable(0.0)
     x, y = tf.constant(dataset.x), tf.constant(dataset.y)
-    loss_fn = losses.manual(LossSpec(kind=loss))
+    x_val, y_val = tf.constant(dataset.x_val), tf.constant(dataset.y_val)
+    loss_fn = losses.manual(LossSpec(kind="mse"))
     for row in result.history:
         with tf.GradientTape() as tape:
             current = loss_fn(y, w * x + b)
         dw, db = tape.gradient(current, [w, b])
         w.assign_sub(0.05 * dw)
         b.assign_sub(0.05 * db)
-        after = float(loss_fn(y, w * x + b))
         assert row["w"] == pytest.approx(float(w), rel=1e-6) and row["b"] == pytest.approx(float(b), rel=1e-6, abs=1e-7)
-        assert row["loss"] == pytest.approx(after, rel=1e-6)
+        assert row["loss"] == pytest.approx(float(loss_fn(y, w * x + b)), rel=1e-6)
+        if validation:
+            assert row["val_loss"] == pytest.approx(float(loss_fn(y_val, w * x_val + b)), rel=1e-6)
