@@ -1,4 +1,7 @@
-"""The guide spec's work as a plain script (no Prefect, no cache, no store): the orchestration baseline."""
+"""The guide spec's work as a plain script (no Prefect, no cache, no store): the orchestration baseline.
+
+It ends the way `trainflow` does (`flows.process.exit_without_teardown`), so the comparison counts Prefect's
+cost, not a difference in how the two processes exit."""
 
 from __future__ import annotations
 
@@ -10,11 +13,13 @@ import common  # noqa: F401
 import numpy as np
 
 from flows.loader import load_spec
+from flows.process import exit_without_teardown
+from flows.spec import Spec
 from tasks import checkpoints, data, models, plots, report, trainers
 
 
-def main(spec_path: str) -> None:
-    spec = load_spec(spec_path)
+def work(spec: Spec) -> np.ndarray:
+    """data → model → train → plots → checkpoint → files, as plain function calls."""
     dataset = data.load(spec.data, spec.seed)
     initial = models.initial_state(spec.model, spec.seed)
     trained = trainers.fit(spec, spec.seed, dataset, initial)
@@ -26,8 +31,9 @@ def main(spec_path: str) -> None:
         for name, png in pngs.items():
             (Path(tmp) / name).write_bytes(png)
         (Path(tmp) / "history.csv").write_bytes(report.history_csv(trained.result.columns))
-    print(np.asarray(trained.result.weights))
+    return np.asarray(trained.result.weights)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    print(work(load_spec(sys.argv[1])))
+    exit_without_teardown(0)

@@ -365,7 +365,14 @@ def verify(name: Optional[str] = typer.Argument(None, help="A spec name; every n
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        if any(heavy in sys.modules for heavy in ("tensorflow", "prefect")):
+            from flows.process import exit_without_teardown
+
+            exit_without_teardown(done.code)
+        raise
 
 
 if __name__ == "__main__":

@@ -17,13 +17,17 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.context import TagsContext
 from prefect.runtime import flow_run as current_flow_run
 from prefect.transactions import IsolationLevel
 
+from flows import heartbeats
 from flows.locking import ProcessAwareLockManager
 from flows.plan import Plan, artifact_root, compile_plan, progress_dir, results_dir
 from flows.spec import Spec
 from tasks.report import report_line
+
+heartbeats.install()
 
 #: Below this many epochs every epoch gets its own log line; above it, one line per compiled chunk.
 LOG_EVERY_EPOCH_UP_TO = 1000
@@ -164,19 +168,44 @@ def configured(task_fn, plan_key: Optional[str], root: Path, refresh: bool):
                                 refresh_cache=refresh)
 
 
+def task_run_tags() -> set[str]:
+    """The flow run's tags for its task runs when a Prefect tag concurrency limit names one of them, else none.
+
+    Before every tagged task run Prefect asks the server for tag concurrency slots. On the default SQLite
+    server that request sometimes meets a busy database, and the client's retry then waits ~2 s: 3 of 10
+    warm runs here. Untagged task runs skip it; the flow run keeps its tags for filtering in the UI, and
+    `prefect concurrency-limit create <tag> N` still limits these tasks, because then they keep the tags."""
+    current = set(TagsContext.get().current_tags)
+    if not current:
+        return current
+    from prefect.client.orchestration import get_client
+
+    wanted, page = {f"tag:{tag}" for tag in current}, 200
+    with get_client(sync_client=True) as client:
+        for offset in range(0, 100_000, page):
+            limits = client.read_global_concurrency_limits(limit=page, offset=offset)
+            if any(limit.name in wanted for limit in limits):
+                return current
+            if len(limits) < page:
+                return set()
+    return current
+
+
 class _Runner:
     """Runs planned tasks in order, recording each one's state, key and duration for the manifest."""
 
     def __init__(self, plan: Plan, root: Path, refresh: bool, use_cache: bool, logger: logging.Logger | logging.LoggerAdapter):
         self.plan, self.root, self.refresh, self.use_cache, self.logger = plan, root, refresh, use_cache, logger
         self.records: list[dict] = []
+        self.tags = task_run_tags()
 
     def __call__(self, name: str, task_fn, **kwargs):
         planned = self.plan[name]
         key = planned.key if self.use_cache else None
         stored = key is not None and (results_dir(self.root) / key).is_file()
         started = time.perf_counter()
-        state = configured(task_fn, key, self.root, self.refresh)(key=key, **kwargs, return_state=True)
+        with TagsContext(current_tags=self.tags):
+            state = configured(task_fn, key, self.root, self.refresh)(key=key, **kwargs, return_state=True)
         value = state.result()  # raises the task's own exception when it failed
         if stored and not self.refresh and state.name != "Cached":
             self.logger.warning("Cached result of task %r (key %s) could not be loaded; it was recomputed",

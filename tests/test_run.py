@@ -42,6 +42,72 @@ def test_guide_spec_runs_from_the_cli_with_the_json_contract(artifacts):
     assert manifest["spec_hash"] == result["spec_hash"] and manifest["flow_run_id"] == result["flow_run_id"]
     assert manifest["libraries"]["tensorflow"].startswith("2.21")
     assert Store(artifacts).verify(Store(artifacts).get("guide")) == []
+    # the CLI exits without finalising the heap: everything it owed the server must still have arrived
+    server = _server_record(result["flow_run_id"])
+    assert server["flow"] == "Completed"
+    assert sorted(server["tasks"]) == sorted((name, "Completed") for name in ("data", "model", "train", "plots",
+                                                                               "checkpoint", "publish"))
+    assert "Finished in state Completed()" in server["logs"][-1] and len(server["logs"]) >= 15
+    assert server["heartbeats"] >= 1, "flow-run heartbeats (flows/heartbeats.py) still reach the server"
+
+
+def test_task_runs_carry_tags_only_when_a_tag_concurrency_limit_needs_them(artifacts, tmp_path):
+    """Untagged task runs skip Prefect's per-task slot request; a tag limit brings the tags (and the limit) back."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    spec = write_spec(tmp_path, GUIDE_SMALL.replace("name: small", "name: tagcheck"))
+    first = _server_record(run_spec(spec)["flow_run_id"])
+    assert {"trainflow", "spec:tagcheck", "trainer:manual"} <= first["flow_tags"]
+    assert first["task_tags"] and all(tags == set() for tags in first["task_tags"])
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="spec:tagcheck", concurrency_limit=1)
+        try:
+            limit_id = client.read_global_concurrency_limit_by_name("tag:spec:tagcheck").id
+            second = _server_record(run_spec(spec, use_cache=False)["flow_run_id"])
+            acquired, deadline = 0, time.monotonic() + 30
+            while acquired < 6 and time.monotonic() < deadline:  # events are persisted asynchronously
+                time.sleep(0.5)
+                acquired = client.request("POST", "/events/filter", json={"filter": {
+                    "event": {"prefix": ["prefect.concurrency-limit.acquired"]},
+                    "resource": {"id": [f"prefect.concurrency-limit.{limit_id}"]}}}).json()["total"]
+        finally:
+            client.delete_concurrency_limit_by_tag("spec:tagcheck")
+    assert len(second["task_tags"]) == 6
+    assert all({"trainflow", "spec:tagcheck", "trainer:manual"} <= tags for tags in second["task_tags"])
+    assert acquired == 6, "each of the six tasks took a slot of the limit"
+
+
+def _server_record(flow_run_id: str, patience: float = 30) -> dict:
+    """What the Prefect server holds for a flow run, once its asynchronously recorded task states settle."""
+    import time
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    run_id = UUID(flow_run_id)
+    deadline = time.monotonic() + patience
+    with get_client(sync_client=True) as client:
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+            flow_run = client.read_flow_run(run_id)
+            record = {
+                "flow": flow_run.state.name, "flow_tags": set(flow_run.tags),
+                "task_tags": [set(t.tags) for t in tasks],
+                "tasks": [(t.name.rsplit("-", 1)[0], t.state.name) for t in tasks],
+                "logs": [log.message for log in client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))],
+                "heartbeats": client.request("POST", "/events/filter", json={"filter": {
+                    "event": {"prefix": ["prefect.flow-run.heartbeat"]},
+                    "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}}}).json()["total"],
+            }
+            settled = len(record["tasks"]) == 6 and all(state == "Completed" for _, state in record["tasks"])
+            if (settled and record["heartbeats"]) or time.monotonic() > deadline:
+                return record
+            time.sleep(0.5)
 
 
 @pytest.mark.slow

@@ -1,0 +1,44 @@
+"""Per-run flow overhead inside one long-lived process (a `trainflow serve` process, a worker, a notebook).
+
+Alternates the plain work (`plain_guide.work`) with `run_spec(..., use_cache=False)` on the same spec, after
+one warm-up of each, and prints the medians as JSON: the imports and the TF tracing caches are then paid,
+and what is left is Prefect's own per-run work (API calls, task engine, result records, UI artifacts).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import common  # noqa: F401
+from plain_guide import work
+
+from flows.api import run_spec
+from flows.loader import load_spec
+
+ROUNDS = 7
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main(spec_path: str) -> None:
+    spec = load_spec(spec_path)
+    work(spec)
+    run_spec(spec, use_cache=False)
+    plain, flow, cached = [], [], []
+    for _ in range(ROUNDS):
+        plain.append(timed(lambda: work(spec)))
+        flow.append(timed(lambda: run_spec(spec, use_cache=False)))
+        cached.append(timed(lambda: run_spec(spec)))
+    print(json.dumps({"plain": statistics.median(plain), "flow": statistics.median(flow),
+                      "cached": statistics.median(cached)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
