@@ -5,9 +5,9 @@ Flow overhead = cold run wall time - the plain script's wall time (which pays th
 imports and the same compute, and exits the same way). Task compute is the sum of the tasks' own durations
 from --json; it includes the TensorFlow import, paid inside the first task. A one-shot process also pays
 `import prefect`, which the plain script does not, so that is reported beside it. The second table is the
-per-run overhead inside one long-lived process (`warm_overhead.py`): what a `trainflow serve` process, a
-worker or a notebook pays per run once the imports are done. Bars: a cached re-run <= 40% of the cold run
-with a running server; overhead <= 0.5 s.
+per-run overhead inside one long-lived process (`warm_overhead.py`): what a notebook or a script calling
+`run_spec` repeatedly pays per run once the imports are done (served and worker runs start a process
+each). Bars: a cached re-run <= 40% of the cold run with a running server; overhead <= 0.5 s.
 """
 
 from __future__ import annotations

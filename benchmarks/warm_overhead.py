@@ -1,4 +1,4 @@
-"""Per-run flow overhead inside one long-lived process (a `trainflow serve` process, a worker, a notebook).
+"""Per-run flow overhead inside one long-lived process (a notebook or a script calling `run_spec` in a loop).
 
 Alternates the plain work (`plain_guide.work`) with `run_spec(..., use_cache=False)` on the same spec, after
 one warm-up of each, and prints the medians as JSON: the imports and the TF tracing caches are then paid,
