@@ -254,3 +254,16 @@ def test_large_linear_runs_train_from_moments_and_equal_an_eager_loop(n, validat
         assert row["loss"] == pytest.approx(float(loss_fn(y, w * x + b)), rel=1e-6)
         if validation:
             assert row["val_loss"] == pytest.approx(float(loss_fn(y_val, w * x_val + b)), rel=1e-6)
+
+
+def test_moments_path_diverges_at_the_same_epoch_as_the_general_loop():
+    from flows.spec import LinearModel
+
+    dataset = data.load(LinearData(kind="linear", num_examples=100_000), 0)
+    spec = TrainingSpec.model_validate({"epochs": 50, "optimizer": {"learning_rate": 10}})
+    messages = []
+    for use_moments in (True, False):
+        with pytest.raises(trainers.TrainingDiverged) as failure:
+            trainers.train_manual(models.build(LinearModel(kind="linear"), 0), dataset, spec, 0, use_moments=use_moments)
+        messages.append(str(failure.value))
+    assert "diverged at epoch 3" in messages[0] and messages[0] == messages[1]
