@@ -23,7 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 SetOption = typer.Option(None, "--set", "-s", metavar="PATH=VALUE", help="Override a spec field, e.g. training.epochs=50.")
 ArtifactsOption = typer.Option(None, "--artifacts", "-a", envvar="TRAINFLOW_ARTIFACTS",
                                help="Artifact root (default ./artifacts).")
-JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout; logs go to stderr.")
+JsonOption = typer.Option(False, "--json", help="Print one JSON object per spec on stdout, a line each; logs go to stderr.")
 DebugOption = typer.Option(False, "--debug", help="Show tracebacks.")
 
 
@@ -33,8 +33,8 @@ def _fail(message: str, code: int) -> None:
 
 
 @contextlib.contextmanager
-def _errors(debug: bool) -> Iterator[None]:
-    """Map exceptions to exit codes and one-screen messages."""
+def _errors(debug: bool, label: str = "") -> Iterator[None]:
+    """Map exceptions to exit codes and one-screen messages, each prefixed with `label`."""
     from flows.loader import SpecError
 
     try:
@@ -42,7 +42,7 @@ def _errors(debug: bool) -> Iterator[None]:
     except SpecError as exc:
         if debug:
             raise
-        _fail(str(exc), 2)
+        _fail(label + str(exc), 2)
     except typer.Exit:
         raise
     except BrokenPipeError:  # stdout closed early (e.g. `| head`): not a failure of ours
@@ -52,7 +52,7 @@ def _errors(debug: bool) -> Iterator[None]:
     except Exception as exc:  # a failed run: the task's own exception
         if debug:
             raise
-        _fail(f"run failed: {exc}\n(nothing was published; --debug shows the traceback)", 1)
+        _fail(f"{label}run failed: {exc}\n(nothing was published for it; --debug shows the traceback)", 1)
 
 
 @contextlib.contextmanager
@@ -78,26 +78,35 @@ def _load(spec_path: Path, overrides: Optional[List[str]]):
 
 
 @app.command()
-def run(spec: Path = typer.Argument(..., help="The spec file."),
+def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them. Several run one after another "
+                                                     "in one process, so the TensorFlow and Prefect imports are paid once."),
         overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
         as_json: bool = JsonOption,
         refresh: bool = typer.Option(False, "--refresh", help="Recompute every task and overwrite its cache entry."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the task cache."),
         debug: bool = DebugOption) -> None:
-    """Run a spec as a Prefect flow and publish artifacts/<name>/vNNNN/."""
-    with _errors(debug):
-        resolved = _load(spec, overrides)
-        from flows.api import run_spec
+    """Run specs as Prefect flows and publish artifacts/<name>/vNNNN/ for each.
 
-        if as_json:
-            with _stdout_to_stderr() as real_stdout:
-                result = run_spec(resolved, artifacts=artifacts, refresh=refresh, use_cache=not no_cache,
-                                  tracebacks=debug)
-            real_stdout.write(json.dumps(result) + "\n")
-            real_stdout.flush()
-            return
-        result = run_spec(resolved, artifacts=artifacts, refresh=refresh, use_cache=not no_cache, tracebacks=debug)
-    _print_report(result)
+    Every spec is validated before any runs; a failed run stops the ones after it (those before it stay
+    published)."""
+    with _errors(debug):
+        specs = _load_all(paths, overrides)
+    from flows.api import run_spec
+
+    for spec in specs:
+        label = f"{spec.name}: " if len(specs) > 1 else ""
+        with _errors(debug, label):
+            if as_json:
+                with _stdout_to_stderr() as real_stdout:
+                    result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache,
+                                      tracebacks=debug)
+                real_stdout.write(json.dumps(result) + "\n")
+                real_stdout.flush()
+                continue
+            result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache, tracebacks=debug)
+        if label:
+            typer.echo(f"== {spec.name}")
+        _print_report(result)
 
 
 def _print_report(result: dict) -> None:
@@ -293,7 +302,7 @@ def diff(a: str = typer.Argument(..., help="NAME@vA"), b: str = typer.Argument(.
 
 
 def _load_all(paths: List[Path], overrides: Optional[List[str]]):
-    """Every spec under `paths`, validated before anything is registered: all problems at once, exit 2."""
+    """Every spec under `paths`, validated before anything runs or is registered: all problems at once, exit 2."""
     from flows.deploy import collect
     from flows.loader import Problem, SpecError, load_spec
 

@@ -110,6 +110,24 @@ def _server_record(flow_run_id: str, patience: float = 30) -> dict:
             time.sleep(0.5)
 
 
+def test_several_specs_run_in_one_process_after_all_are_validated(artifacts, tmp_path):
+    first = write_spec(tmp_path, GUIDE_SMALL.replace("name: small", "name: first"), "first.yaml")
+    second = write_spec(tmp_path, GUIDE_SMALL.replace("name: small", "name: second"), "second.yaml")
+    bad = write_spec(tmp_path, "name: bad\ndata: {kind: linear}\nmodel: {kind: lin}\n", "bad.yaml")
+
+    refused = trainflow("run", str(first), str(bad), "--json")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert f"{bad}:3:9: model.kind: unknown value 'lin'" in refused.stderr
+    assert not (artifacts / "first").exists(), "nothing runs until every spec is valid"
+
+    out = trainflow("run", str(first), str(second), "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert [(r["name"], r["version"]) for r in results] == [("first", "v0001"), ("second", "v0001")]
+    assert len({r["flow_run_id"] for r in results}) == 2
+    assert all((artifacts / name / "v0001" / "manifest.json").is_file() for name in ("first", "second"))
+
+
 @pytest.mark.slow
 def test_human_report_prints_the_true_loss_each_epoch(artifacts):
     out = trainflow("run", str(SPECS / "guide.yaml"), "--set", "training.epochs=3")
