@@ -180,15 +180,15 @@ def task_run_tags() -> set[str]:
         return current
     from prefect.client.orchestration import get_client
 
-    wanted, page = {f"tag:{tag}" for tag in current}, 200
+    wanted, page, offset = {f"tag:{tag}" for tag in current}, 200, 0
     with get_client(sync_client=True) as client:
-        for offset in range(0, 100_000, page):
+        while True:
             limits = client.read_global_concurrency_limits(limit=page, offset=offset)
             if any(limit.name in wanted for limit in limits):
                 return current
             if len(limits) < page:
                 return set()
-    return current
+            offset += page
 
 
 class _Runner:

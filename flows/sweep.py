@@ -19,12 +19,14 @@ from typing import Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TagsContext
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.experiment import configured, experiment
+from flows.experiment import configured, experiment, task_run_tags
 from flows.plan import artifact_root
 from flows.spec import Spec, canonical_hash
 from flows.trials import Trial, expand, fusable, fused_key
+
 
 def _fused_inputs(trial: Trial):
     from tasks.fused import FusedTrial
@@ -126,7 +128,9 @@ def sweep(spec: Spec, artifacts: Optional[str] = None, refresh: bool = False) ->
     records = []
     if fused:
         key = fused_key(trials)
-        state = configured(train_fused_trials, key, root, refresh)(spec=spec, trials=trials, key=key, return_state=True)
+        with TagsContext(current_tags=task_run_tags()):
+            state = configured(train_fused_trials, key, root, refresh)(spec=spec, trials=trials, key=key,
+                                                                       return_state=True)
         results = state.result()
         records.append({"name": "fused-trials", "key": key, "state": state.name})
     else:
