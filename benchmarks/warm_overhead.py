@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 
 import common  # noqa: F401
+from common import best_of
 from plain_guide import work
 
 from flows.api import run_spec
@@ -21,21 +21,15 @@ from flows.loader import load_spec
 ROUNDS = 7
 
 
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
 def main(spec_path: str) -> None:
     spec = load_spec(spec_path)
     work(spec)
     run_spec(spec, use_cache=False)
     plain, flow, cached = [], [], []
     for _ in range(ROUNDS):
-        plain.append(timed(lambda: work(spec)))
-        flow.append(timed(lambda: run_spec(spec, use_cache=False)))
-        cached.append(timed(lambda: run_spec(spec)))
+        plain.append(best_of(lambda: work(spec), 1))
+        flow.append(best_of(lambda: run_spec(spec, use_cache=False), 1))
+        cached.append(best_of(lambda: run_spec(spec), 1))
     print(json.dumps({"plain": statistics.median(plain), "flow": statistics.median(flow),
                       "cached": statistics.median(cached)}))
 

@@ -187,16 +187,13 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
         latest = Store(root).latest(resolved.name)
         previous = latest.manifest() if latest else None
         rows = explain(the_plan, previous, cached_tasks(the_plan, root))
-        trials = _plan_trials(resolved, root) if resolved.sweep else None
+        fused, why, trials = _plan_trials(resolved, root) if resolved.sweep else (False, "", None)
         if as_json:
             typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
                                    "compared_with": latest.label if latest else None, "tasks": rows,
                                    "trials": trials}))
             return
         if trials is not None:
-            from flows.trials import expand, fusable
-
-            fused, why = fusable(resolved, expand(resolved))
             typer.echo(f"{resolved.name}: sweep of {len(trials)} trials, {'fused' if fused else 'separate'} ({why}):")
             for trial in trials:
                 values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
@@ -210,18 +207,19 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
             typer.echo(f"  {row['name']:<11} {key}  {row['action']}{why}")
 
 
-def _plan_trials(spec, root) -> list[dict]:
-    """Each trial of a sweep and whether it would run or is cached (fused trials share one cached result)."""
+def _plan_trials(spec, root) -> tuple[bool, str, list[dict]]:
+    """Whether a sweep fuses and why, and each trial with whether it would run or is cached (fused trials
+    share one cached result)."""
     from flows.plan import results_dir
     from flows.trials import expand, fusable, fused_key
 
     trials = expand(spec)
+    fused, why = fusable(spec, trials)
     cached = lambda key: bool(key) and (results_dir(root) / key).is_file()  # noqa: E731
-    if fusable(spec, trials)[0]:
-        shared = cached(fused_key(trials))
-        return [{"id": t.id, "values": t.values, "key": t.key, "action": "cached" if shared else "run"} for t in trials]
-    return [{"id": t.id, "values": t.values, "key": t.key, "action": "cached" if cached(t.key) else "run"}
-            for t in trials]
+    shared = fused and cached(fused_key(trials))
+    rows = [{"id": t.id, "values": t.values, "key": t.key,
+             "action": "cached" if (shared if fused else cached(t.key)) else "run"} for t in trials]
+    return fused, why, rows
 
 
 @app.command("list")

@@ -20,7 +20,7 @@ import tensorflow as tf
 from flows.spec import LossSpec
 from tasks import losses
 from tasks.data import Dataset
-from tasks.results import TrainResult
+from tasks.results import TrainResult, history_columns
 from tasks.trainers import MAX_CHUNK, DivergenceGuard, TrainingDiverged
 
 
@@ -90,8 +90,7 @@ def train_fused(data: Dataset, loss: LossSpec, trials: list[FusedTrial],
         except TrainingDiverged as exc:
             outcomes.append(FusedOutcome(None, str(exc)))
             continue
-        columns = {"epoch": np.arange(1, trial.epochs + 1)}
-        columns.update({name: values[: trial.epochs, f, j].astype(np.float64) for f, name in enumerate(names)})
+        columns = history_columns(names, values[: trial.epochs, :, j])
         start = {name: float(initial[f, j]) for f, name in enumerate(names)}
         weights = [np.float32(columns["w"][-1]), np.float32(columns["b"][-1])]
         outcomes.append(FusedOutcome(TrainResult(start, columns, weights, seconds)))

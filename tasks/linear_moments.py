@@ -70,8 +70,8 @@ def chunk_runner(model: models.Model, x, y, x_val, y_val, spec: TrainingSpec, ch
             w.assign_sub(lr * tf.cast(dw, tf.float32))
             b.assign_sub(lr * tf.cast(db, tf.float32))
             w64, b64 = tf.cast(w, tf.float64), tf.cast(b, tf.float64)
-            losses = [mse(train, w64, b64)] + ([mse(val, w64, b64)] if val is not None else [])
-            history = history.write(i, tf.concat([tf.cast(tf.stack(losses), tf.float32), [w.read_value(), b.read_value()]], 0))
+            losses = tf.stack([mse(train, w64, b64)] + ([mse(val, w64, b64)] if val is not None else []))
+            history = history.write(i, tf.concat([tf.cast(losses, tf.float32), [w.read_value(), b.read_value()]], 0))
         return history.stack()
 
     return run

@@ -38,8 +38,7 @@ class TrainResult:
 
     @classmethod
     def from_rows(cls, initial: dict, rows: list[dict], weights: list[np.ndarray], seconds: float) -> "TrainResult":
-        names = list(rows[0]) if rows else ["epoch", "loss"]
-        return cls(initial, {n: np.asarray([r[n] for r in rows]) for n in names}, weights, seconds)
+        return cls(initial, columns_of(rows), weights, seconds)
 
     @property
     def epochs(self) -> int:
@@ -59,6 +58,19 @@ class TrainResult:
         out["epochs"] = self.epochs
         out["initial_loss"] = self.initial["loss"]
         return out
+
+
+def history_columns(names: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
+    """A [epochs, len(names)] matrix of after-epoch values as float64 columns, with 'epoch' counted from 1."""
+    columns = {"epoch": np.arange(1, len(values) + 1)}
+    columns.update({name: values[:, j].astype(np.float64) for j, name in enumerate(names)})
+    return columns
+
+
+def columns_of(rows: list[dict]) -> dict[str, np.ndarray]:
+    """One dict per epoch as columns of arrays: the inverse of `rows`."""
+    names = list(rows[0]) if rows else ["epoch", "loss"]
+    return {n: np.asarray([r[n] for r in rows]) for n in names}
 
 
 def rows(columns: dict[str, np.ndarray]) -> list[dict]:

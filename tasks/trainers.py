@@ -23,7 +23,8 @@ import tensorflow as tf
 from flows.spec import OptimizerSpec, Spec, TrainingSpec
 from tasks import linear_moments, losses, models, tensorboard
 from tasks.data import Dataset, thin
-from tasks.results import ModelState, RunError, Trained, TrainResult
+from tasks.results import ModelState, RunError, Trained, TrainResult, columns_of, history_columns
+from tasks.results import rows as row_dicts
 from tasks.resume import ResumePoint, Snapshot
 
 #: Largest number of epochs one compiled call may run; also the static size of its in-graph history.
@@ -235,19 +236,13 @@ def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: i
             progress([evaluator.row(done + i + 1, values[i]) for i in shown])
         done += count
         if done == next_save and done < spec.epochs:
-            snapshots.save(done, _columns(evaluator.names, np.concatenate(chunks)))
+            snapshots.save(done, history_columns(evaluator.names, np.concatenate(chunks)))
         count = int(min(chunk_size, max(1, count * CHUNK_SECONDS / max(elapsed, 1e-6))))
     if resume:
         resume.clear()
-    columns = _columns(evaluator.names, np.concatenate(chunks))
+    columns = history_columns(evaluator.names, np.concatenate(chunks))
     return TrainResult(initial, columns, models.get_weights(model), time.perf_counter() - started,
                        restored.epoch if restored else 0)
-
-
-def _columns(names: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
-    columns = {"epoch": np.arange(1, len(values) + 1)}
-    columns.update({name: values[:, j].astype(np.float64) for j, name in enumerate(names)})
-    return columns
 
 
 class _HistoryCallback(keras.callbacks.Callback):
@@ -267,7 +262,7 @@ class _HistoryCallback(keras.callbacks.Callback):
         if self.progress:
             self.progress([row])
         if (epoch + 1) % self.snapshots.every == 0 and epoch + 1 < self.params["epochs"]:
-            self.snapshots.save(epoch + 1, TrainResult.from_rows({}, self.rows, [], 0).columns)
+            self.snapshots.save(epoch + 1, columns_of(self.rows))
 
 
 def train_keras(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
@@ -281,9 +276,9 @@ def train_keras(model: models.Model, data: Dataset, spec: TrainingSpec, seed: in
     model.compile(optimizer=optimizer, loss=losses.for_keras(spec.loss))
     optimizer.build(model.trainable_variables)
     initial = evaluator.initial()
-    snapshots = _Snapshots(resume, model, lambda: list(optimizer.variables), spec.checkpoint_every, notify)
+    snapshots = _Snapshots(resume, model, lambda: _optimizer_variables(optimizer), spec.checkpoint_every, notify)
     restored = snapshots.restore()
-    rows = TrainResult(initial, restored.columns, []).history if restored else []
+    rows = row_dicts(restored.columns) if restored else []
     guard = DivergenceGuard(spec.divergence_factor, initial["loss"], spec.optimizer.learning_rate)
     callback = _HistoryCallback(evaluator, guard, progress, snapshots, rows)
     started = time.perf_counter()
