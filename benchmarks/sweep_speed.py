@@ -12,7 +12,7 @@ import numpy as np
 
 from common import best_of, table, write_section
 from flows.spec import LinearData, LinearModel, TrainingSpec
-from tasks import data, fused, models, trainers
+from tasks import data, models, trainers
 
 EPOCHS = 1000
 
@@ -30,7 +30,8 @@ def main() -> None:
             single(rate)
 
     def fused_64():
-        fused.train_fused(dataset, TrainingSpec().loss, [fused.FusedTrial(float(r), 5.0, 0.0, EPOCHS) for r in rates])
+        trainers.train_linear_trials(dataset, TrainingSpec().loss, [trainers.LinearTrial(float(r), 5.0, 0.0, EPOCHS)
+                                                                  for r in rates], {})
 
     t_single, t_fused = best_of(single, 3), best_of(fused_64, 3)
     t_separate = best_of(separate, 1)

@@ -48,24 +48,9 @@ def as_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = ()) -
     return resolve_data_path(validate_document(apply_overrides(Document(data, {}), overrides), source), Path.cwd())
 
 
-def task_runner(spec: Spec):
-    """The sweep flow's task runner: prefect-dask's DaskTaskRunner for `runner: {kind: dask}`, else Prefect's default."""
-    runner = spec.sweep.runner
-    if runner.kind != "dask":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        return ThreadPoolTaskRunner(max_workers=spec.sweep.concurrency)
-    from prefect_dask import DaskTaskRunner
-
-    if runner.address:
-        return DaskTaskRunner(address=runner.address)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
-        "n_workers": runner.workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
-
-
 def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), artifacts: Optional[str] = None,
              refresh: bool = False, use_cache: bool = True, tracebacks: bool = False) -> dict:
-    """Validate `spec` (a path, a dict or a `Spec`), run its flow, and return the run summary.
+    """Validate `spec` (a path, a dict or a `Spec`), run it as a `trainflow-run` flow, and return the summary.
 
     Raises `SpecError` for an invalid spec (nothing runs) and the task's own exception for a failed run
     (nothing is published).
@@ -76,16 +61,17 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
     resolved = as_spec(spec, overrides)
     from prefect import tags
 
-    from flows.experiment import experiment
-
+    from flows.entry import trainflow_run
+    from flows.options import RunOptions
     from tasks.results import rows
 
-    root = str(artifacts) if artifacts else None
-    if resolved.sweep is not None:
-        from flows.sweep import sweep
+    options = RunOptions(artifacts=str(artifacts) if artifacts else None, refresh=refresh, use_cache=use_cache)
+    with tags(*run_tags(resolved)):
+        result = trainflow_run(resolved, options)
+    return result if result.get("kind") == "sweep" else {**result, "history": rows(result["history"])}
 
-        with tags("trainflow", f"spec:{resolved.name}", "sweep"):
-            return sweep.with_options(task_runner=task_runner(resolved))(resolved, artifacts=root, refresh=refresh)
-    with tags("trainflow", f"spec:{resolved.name}", f"trainer:{resolved.training.trainer}"):
-        result = experiment(resolved, artifacts=root, refresh=refresh, use_cache=use_cache)
-    return {**result, "history": rows(result["history"])}
+
+def run_tags(spec: Spec) -> list[str]:
+    """Tags of a spec's flow runs (and deployments): filter by them in the Prefect UI."""
+    kind = ["sweep"] if spec.sweep is not None else [f"trainer:{spec.training.trainer}"]
+    return ["trainflow", f"spec:{spec.name}", *kind]

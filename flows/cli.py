@@ -106,20 +106,22 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
             result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache, tracebacks=debug)
         if label:
             typer.echo(f"== {spec.name}")
-        _print_report(result)
+        _print_report(result, spec.training.progress_lines)
 
 
-def _print_report(result: dict) -> None:
+def _print_report(result: dict, lines: int) -> None:
+    """The guide's report, one line per shown epoch (about `lines` of them, evenly spaced), then the outcome."""
     if result.get("kind") == "sweep":
         _print_sweep(result)
         return
-    from tasks.report import report_line
+    from tasks.report import logged_epochs, report_line
 
-    typer.echo("Starting:")
-    typer.echo(f"     {report_line(result['initial'])}")
-    for row in result["history"] if len(result["history"]) <= 100 else result["history"][-10:]:
-        typer.echo(f"Epoch {row['epoch'] - 1:2d}:")
-        typer.echo(f"     {report_line(row)}")
+    history = result["history"]
+    shown = logged_epochs(len(history), lines)
+    typer.echo(f"Epoch {0:2d}: {report_line(result['initial'])}  (initial state)")
+    for row in history:
+        if row["epoch"] in shown:
+            typer.echo(f"Epoch {row['epoch']:2d}: {report_line(row)}")
     states = ", ".join(f"{t['name']}={t['state']}" for t in result["tasks"])
     typer.echo(f"Tasks: {states}")
     verb = "Reused identical" if result["reused"] else "Published"
@@ -179,19 +181,26 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
     """Show which tasks will run and which are cached, and why, without running anything."""
     with _errors(debug):
         from flows.plan import artifact_root, cached_tasks, compile_plan, explain
+        from tasks.fastpath import choose_step
         from tasks.store import Store
 
         resolved = _load(spec, overrides)
         root = artifact_root(artifacts)
         the_plan = compile_plan(resolved)
-        latest = Store(root).latest(resolved.name)
+        store = Store(root)
+        latest = store.latest(resolved.name)
         previous = latest.manifest() if latest else None
-        rows = explain(the_plan, previous, cached_tasks(the_plan, root))
+        cached = cached_tasks(the_plan, root)
+        cached["publish"] = bool(the_plan.fingerprint) and store.find(resolved.name, the_plan.fingerprint) is not None
+        rows = explain(the_plan, previous, cached)
+        step = choose_step(resolved.model.kind, resolved.training, examples=_examples(resolved))
         fused, why, trials = _plan_trials(resolved, root) if resolved.sweep else (False, "", None)
         if as_json:
             typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
                                    "compared_with": latest.label if latest else None, "tasks": rows,
-                                   "trials": trials}))
+                                   "training_step": {"step": step.step, "why": step.why},
+                                   "trials": trials, "trials_path": ("fused" if fused else "separate") if trials else None,
+                                   "trials_why": why or None}))
             return
         if trials is not None:
             typer.echo(f"{resolved.name}: sweep of {len(trials)} trials, {'fused' if fused else 'separate'} ({why}):")
@@ -205,21 +214,29 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
             key = row["key"][:12] if row["key"] else "-" * 12
             why = f"  ({'; '.join(row['why'])})" if row["why"] else ""
             typer.echo(f"  {row['name']:<11} {key}  {row['action']}{why}")
+        typer.echo(f"training step: {step.step} ({step.why})")
+
+
+def _examples(spec) -> Optional[int]:
+    """Training examples of generated data (a file's count is known only once it is read)."""
+    count = getattr(spec.data, "num_examples", None)
+    return None if count is None else count - int(count * spec.data.validation_split)
 
 
 def _plan_trials(spec, root) -> tuple[bool, str, list[dict]]:
-    """Whether a sweep fuses and why, and each trial with whether it would run or is cached (fused trials
-    share one cached result)."""
+    """Whether a sweep fuses and why, and each trial with whether its training would run or is cached
+    (fused trials share one cached result)."""
     from flows.plan import results_dir
-    from flows.trials import expand, fusable, fused_key
+    from flows.trials import expand, fused_key, trial_choice
 
     trials = expand(spec)
-    fused, why = fusable(spec, trials)
+    choice = trial_choice(spec, trials)
+    fused = choice.step == "trials"
     cached = lambda key: bool(key) and (results_dir(root) / key).is_file()  # noqa: E731
     shared = fused and cached(fused_key(trials))
     rows = [{"id": t.id, "values": t.values, "key": t.key,
-             "action": "cached" if (shared if fused else cached(t.key)) else "run"} for t in trials]
-    return fused, why, rows
+             "action": "cached" if (shared if fused else cached(t.plan.key("train"))) else "run"} for t in trials]
+    return fused, choice.why, rows
 
 
 @app.command("list")
@@ -329,8 +346,9 @@ def serve(paths: List[Path] = typer.Argument(..., help="Spec files or folders of
         specs = _load_all(paths, overrides)
         from flows.deploy import serve_specs
 
-        typer.echo(f"Serving {len(specs)} deployment(s): {', '.join('trainflow-experiment/' + s.name for s in specs)}",
-                   err=True)
+        from flows.deploy import deployment_name
+
+        typer.echo(f"Serving {len(specs)} deployment(s): {', '.join(deployment_name(s) for s in specs)}", err=True)
         serve_specs(specs, str(artifacts) if artifacts else None, poll)
 
 
@@ -342,11 +360,11 @@ def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders o
     """Register specs as deployments on a work pool; `prefect worker start --pool POOL` runs them anywhere."""
     with _errors(debug):
         specs = _load_all(paths, overrides)
-        from flows.deploy import deploy_specs
+        from flows.deploy import deploy_specs, deployment_name
 
         ids = deploy_specs(specs, pool, str(artifacts) if artifacts else None)
         for spec, deployment_id in zip(specs, ids):
-            typer.echo(f"trainflow-experiment/{spec.name}  {deployment_id}  pool={pool}")
+            typer.echo(f"{deployment_name(spec)}  {deployment_id}  pool={pool}")
 
 
 @app.command()
@@ -372,13 +390,13 @@ def verify(name: Optional[str] = typer.Argument(None, help="A spec name; every n
 
 
 def main() -> None:
+    from flows import process
+
+    process.install()
     try:
         app()
     except SystemExit as done:
-        if any(heavy in sys.modules for heavy in ("tensorflow", "prefect")):
-            from flows.process import exit_without_teardown
-
-            exit_without_teardown(done.code)
+        process.set_exit_code(done.code)
         raise
 
 

@@ -1,7 +1,7 @@
 """Specs as Prefect deployments: `trainflow serve` (one long-running process) and `trainflow deploy --pool`.
 
-Every spec becomes a deployment of the one `trainflow-experiment` flow, named after the spec, whose
-parameter *is* the spec, so the Prefect UI shows it as a form. Parameters are not enforced by Prefect's
+Every spec becomes a deployment of the one `trainflow-run` flow (`flows.entry`), named after the spec,
+whose parameter *is* the spec, so the Prefect UI shows it as a form; a sweep spec runs its sweep. Parameters are not enforced by Prefect's
 schema check: the flow validates them itself, so a bad value edited in the UI fails the run with the same
 positioned message the CLI prints. Each `schedule:` entry becomes a Prefect schedule; its `overrides`
 become that schedule's own parameters.
@@ -14,19 +14,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
-from flows.api import as_spec, quiet_defaults
+from flows.api import as_spec, quiet_defaults, run_tags
+from flows.entry import ENTRYPOINT, FLOW_NAME
 from flows.plan import PROJECT_ROOT
 from flows.spec import Spec
 
-FLOW_ENTRYPOINT = "flows/experiment.py:experiment"
 
-
-def deployment_tags(spec: Spec) -> list[str]:
-    return ["trainflow", f"spec:{spec.name}", f"trainer:{spec.training.trainer}"]
+def deployment_name(spec: Spec) -> str:
+    return f"{FLOW_NAME}/{spec.name}"
 
 
 def parameters(spec: Spec, artifacts: Optional[str]) -> dict:
-    return {"spec": spec.resolved(), "artifacts": artifacts}
+    return {"spec": spec.resolved(), "options": {"artifacts": artifacts}}
 
 
 def schedules(spec: Spec, artifacts: Optional[str]) -> list:
@@ -43,7 +42,7 @@ def schedules(spec: Spec, artifacts: Optional[str]) -> list:
 
 def _common(spec: Spec, artifacts: Optional[str]) -> dict:
     return dict(name=spec.name, parameters=parameters(spec, artifacts), schedules=schedules(spec, artifacts),
-                tags=deployment_tags(spec), description=spec.description or f"trainflow spec {spec.name}",
+                tags=run_tags(spec), description=spec.description or f"trainflow spec {spec.name}",
                 enforce_parameter_schema=False)
 
 
@@ -57,13 +56,13 @@ def serve_specs(specs: list[Spec], artifacts: Optional[str] = None, poll_seconds
     quiet_defaults()
     from prefect import serve
 
-    from flows.experiment import experiment
+    from flows.entry import trainflow_run
 
     def stop(signum, frame):  # make SIGTERM take Prefect's clean Ctrl-C path
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    deployments = [experiment.to_deployment(**_common(spec, artifacts)) for spec in specs]
+    deployments = [trainflow_run.to_deployment(**_common(spec, artifacts)) for spec in specs]
     extra = {"query_seconds": poll_seconds} if poll_seconds else {}
     try:
         serve(*deployments, pause_on_shutdown=True, **extra)
@@ -79,9 +78,9 @@ def deploy_specs(specs: list[Spec], pool: str, artifacts: Optional[str] = None,
     the project installed at the same path or a source it can reach, and a shared artifact root.
     """
     quiet_defaults()
-    from flows.experiment import experiment
+    from flows.entry import trainflow_run
 
-    remote = experiment.from_source(source=str(source or PROJECT_ROOT), entrypoint=FLOW_ENTRYPOINT)
+    remote = trainflow_run.from_source(source=str(source or PROJECT_ROOT), entrypoint=ENTRYPOINT)
     ids = []
     for spec in specs:
         ids.append(str(remote.deploy(**_common(spec, artifacts), work_pool_name=pool, build=False, push=False,

@@ -1,10 +1,11 @@
 """Compile a spec into a plan: the tasks to run, each with a cache key that explains itself.
 
-A task's key is the sha256 of four things and nothing else: the spec sections it reads, its code version
-(the source of its module and of every project module that imports, plus the TF/Keras versions), its
-upstream tasks' keys, and the content fingerprint of any file it reads. Arrays and models are never
-hashed, so keys cost microseconds and agree across processes. The inputs of each key are kept beside it,
-which is how `trainflow plan` says *why* a task will re-run. Nothing here imports TensorFlow.
+A task's key is the sha256 of four things and nothing else: the spec sections it reads (minus fields
+marked NOT_KEYED, which cannot change a result), its code version (the code that runs it), its upstream
+tasks' keys, and the content fingerprint of any file it reads. Arrays and models are never hashed, so keys
+cost microseconds and agree across processes. The graph comes from `flows.graph.NODES`; the inputs of
+each key are kept beside it, which is how `trainflow plan` says *why* a task will re-run. Nothing here
+imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,31 +20,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
-from flows.spec import FileData, Spec, canonical_hash
+from flows.graph import NODES, PUBLISH_MODULES, PUBLISH_READS, Node, upstream
+from flows.spec import FileData, Spec, canonical_hash, keyed_section
 from tasks.store import sha256_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("tasks", "flows")
-
-
-@dataclass(frozen=True)
-class TaskDef:
-    name: str
-    modules: tuple[str, ...]  # the modules doing the work: their code version is part of the key
-    reads: tuple[str, ...]  # top-level spec sections
-    upstream: tuple[str, ...]
-    reads_file: bool = False
-
-
-#: The experiment's tasks in run order: data → model → train → plots/checkpoint → publish.
-TASKS = (
-    TaskDef("data", ("tasks.data",), ("seed", "data"), (), reads_file=True),
-    TaskDef("model", ("tasks.models",), ("seed", "model"), ()),
-    TaskDef("train", ("tasks.trainers",), ("seed", "training"), ("data", "model")),
-    TaskDef("plots", ("tasks.plots",), ("plots",), ("data", "train")),
-    TaskDef("checkpoint", ("tasks.checkpoints",), ("checkpoint",), ("model", "train")),
-    TaskDef("publish", ("tasks.store", "tasks.report"), ("name", "description"), ("data", "model", "train", "plots", "checkpoint")),
-)
+#: The module every node runs in (its Prefect task and hooks): its code is part of every node's key.
+RUNNER_MODULES = ("flows.nodes",)
+#: Modules that only declare (the spec schema, the node table): their content reaches keys as values (the
+#: resolved sections, the node's own entry), so editing a description or adding a node re-runs nothing.
+DECLARATIONS = ("flows.spec", "flows.graph")
 
 
 @dataclass
@@ -56,7 +43,7 @@ class PlannedTask:
 @dataclass
 class Plan:
     spec_hash: str
-    tasks: list[PlannedTask]
+    tasks: list[PlannedTask]  # the nodes in run order, then publish
 
     @property
     def cacheable(self) -> bool:
@@ -70,7 +57,7 @@ class Plan:
 
     @property
     def fingerprint(self) -> Optional[str]:
-        """Identity of the whole run: the publish key covers every upstream key."""
+        """Identity of the whole run: the publish key covers every node's key."""
         return self.key("publish")
 
 
@@ -78,18 +65,22 @@ def compile_plan(spec: Spec) -> Plan:
     resolved = spec.resolved()
     keys: dict[str, Optional[str]] = {}
     planned = []
-    for task in TASKS:
+    for node in NODES:
         inputs = {
-            "task": task.name,
-            "code": code_version(task.modules),
-            "spec": {section: resolved[section] for section in task.reads},
-            "upstream": {name: keys[name] for name in task.upstream},
+            "task": node.name,
+            "node": {"func": node.func, "reads": list(node.reads), "inputs": list(node.inputs)},
+            "code": code_version((node.module,) + RUNNER_MODULES),
+            "spec": {section: keyed_section(section, resolved) for section in node.reads},
+            "upstream": {name: keys[name] for name in upstream(node)},
         }
-        if task.reads_file and isinstance(spec.data, FileData):
+        if node.reads_file and isinstance(spec.data, FileData):
             inputs["file"] = file_fingerprint(Path(spec.data.path))
-        cacheable = spec.seed is not None and all(keys[name] for name in task.upstream)
-        keys[task.name] = canonical_hash(inputs) if cacheable else None
-        planned.append(PlannedTask(task.name, keys[task.name], inputs))
+        cacheable = spec.seed is not None and all(keys[name] for name in upstream(node))
+        keys[node.name] = canonical_hash(inputs) if cacheable else None
+        planned.append(PlannedTask(node.name, keys[node.name], inputs))
+    inputs = {"task": "publish", "code": code_version(PUBLISH_MODULES),
+              "spec": {section: resolved[section] for section in PUBLISH_READS}, "upstream": dict(keys)}
+    planned.append(PlannedTask("publish", canonical_hash(inputs) if all(keys.values()) else None, inputs))
     return Plan(spec.spec_hash(), planned)
 
 
@@ -106,9 +97,9 @@ def _module_file(module: str) -> Optional[Path]:
     return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
 
 
-def _project_imports(module: str, source: str) -> set[str]:
+def _project_imports(module: str, tree: ast.AST) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -117,20 +108,31 @@ def _project_imports(module: str, source: str) -> set[str]:
     return {m for m in found if _module_file(m) is not None and m != module}
 
 
+def _code_hash(tree: ast.Module) -> str:
+    """Hash of a module's code: comments, formatting and docstrings do not count."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
 @lru_cache(maxsize=None)
 def code_version(modules: tuple[str, ...]) -> str:
-    """Hash of the modules' sources, the sources of the project modules they import (transitively), and
-    the versions of the libraries whose numerics they depend on."""
+    """Hash of the modules' code, of the project modules they import (transitively, declarations excepted),
+    and of the versions of the libraries whose numerics they depend on."""
     seen: dict[str, str] = {}
     todo = list(modules)
     while todo:
         current = todo.pop()
         path = _module_file(current)
-        if current in seen or path is None:
+        if current in seen or current in DECLARATIONS or path is None:
             continue
-        source = path.read_text()
-        seen[current] = hashlib.sha256(source.encode()).hexdigest()
-        todo.extend(_project_imports(current, source))
+        tree = ast.parse(path.read_text())
+        todo.extend(_project_imports(current, tree))
+        seen[current] = _code_hash(tree)
     libs = {lib: _version(lib) for lib in ("tensorflow", "keras", "numpy", "matplotlib")}
     return canonical_hash({"modules": seen, "libraries": libs})
 
@@ -146,11 +148,12 @@ def _version(dist: str) -> str:
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:
-    """sha256 of a data file's bytes, memoised by (size, mtime, inode) so large files hash once."""
+    """sha256 of a data file's bytes, memoised by (size, mtime, inode) so large files hash once. The path
+    itself is not part of it: a moved file keeps its cached results."""
     try:
         stat = path.stat()
     except OSError:
-        return {"path": str(path), "missing": True}
+        return {"missing": True}
     memo_key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
     memo = _fingerprint_memo()
     if memo_key not in memo:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -21,6 +21,42 @@ PLOT_KINDS = ("data", "predictions", "weights", "loss")
 CHECKPOINT_FORMATS = ("tf_checkpoint", "keras_weights", "keras", "saved_model")
 KERAS_MODELS = ("keras_linear", "mlp")
 LINEAR_MODELS = ("linear", "keras_linear")
+
+#: Keyword arguments every Keras optimizer takes, with the kind of value each expects. A test checks this
+#: table against Keras's own signatures, so it cannot drift from the installed version.
+COMMON_OPTIMIZER_OPTIONS = {
+    "weight_decay": "number", "clipnorm": "number", "clipvalue": "number", "global_clipnorm": "number",
+    "use_ema": "bool", "ema_momentum": "number", "ema_overwrite_frequency": "int", "loss_scale_factor": "number",
+    "gradient_accumulation_steps": "int",
+}
+#: Each optimizer's own keyword arguments besides the learning rate.
+OPTIMIZER_OPTIONS = {
+    "sgd": {"momentum": "number", "nesterov": "bool"},
+    "adam": {"beta_1": "number", "beta_2": "number", "epsilon": "number", "amsgrad": "bool"},
+    "adamw": {"beta_1": "number", "beta_2": "number", "epsilon": "number", "amsgrad": "bool"},
+    "rmsprop": {"rho": "number", "momentum": "number", "epsilon": "number", "centered": "bool"},
+    "adagrad": {"initial_accumulator_value": "number", "epsilon": "number"},
+    "adadelta": {"rho": "number", "epsilon": "number"},
+    "adamax": {"beta_1": "number", "beta_2": "number", "epsilon": "number"},
+    "nadam": {"beta_1": "number", "beta_2": "number", "epsilon": "number"},
+    "ftrl": {"learning_rate_power": "number", "initial_accumulator_value": "number",
+             "l1_regularization_strength": "number", "l2_regularization_strength": "number",
+             "l2_shrinkage_regularization_strength": "number", "beta": "number"},
+    "lion": {"beta_1": "number", "beta_2": "number"},
+}
+#: Gradient clipping options; Keras accepts at most one of them.
+CLIP_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+class NotKeyed:
+    """Marks a field that cannot change a task's result (how often state is saved, where a hashed file lives):
+    it is left out of every cache key, so changing it keeps cached results."""
+
+    def __repr__(self) -> str:
+        return "NotKeyed"
+
+
+NOT_KEYED = NotKeyed()
 
 
 class CrossFieldError(ValueError):
@@ -89,7 +125,10 @@ class SineData(SyntheticData):
 
 
 class FileData(DataBase):
-    path: str = Field(min_length=1, description="Data file, relative to the spec file's folder.")
+    path: Annotated[str, NOT_KEYED] = Field(
+        min_length=1, description="Data file, relative to the spec file's folder. Cache keys hold the file's "
+        "sha256, not its path, so moving the file keeps cached results.",
+    )
 
 
 class CsvData(FileData):
@@ -157,9 +196,39 @@ class OptimizerSpec(Section):
         "sgd", description="Update rule. Plain 'sgd' is the guide's `w.assign_sub(lr·dw)`."
     )
     learning_rate: float = Field(0.1, gt=0.0, le=1e3, description="Step size. The guide uses 0.1.")
-    options: dict[str, Union[float, int, bool, str]] = Field(
-        {}, description="Further keyword arguments of the Keras optimizer, e.g. {momentum: 0.9}."
+    options: dict[str, Union[float, int, bool]] = Field(
+        {}, description="Further keyword arguments of the Keras optimizer, e.g. {momentum: 0.9} or "
+        "{clipnorm: 1.0}; every trainer honours them.",
     )
+
+    @model_validator(mode="after")
+    def _known_options(self) -> "OptimizerSpec":
+        known = {**COMMON_OPTIMIZER_OPTIONS, **OPTIMIZER_OPTIONS[self.kind]}
+        problems = []
+        for name, value in self.options.items():
+            if name not in known:
+                import difflib
+
+                close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                problems.append((f"options.{name}", f"'{self.kind}' has no option '{name}'{hint}; "
+                                                    f"it takes: {', '.join(sorted(known))}"))
+                continue
+            kind = known[name]
+            ok = (isinstance(value, bool) if kind == "bool" else
+                  isinstance(value, int) and not isinstance(value, bool) if kind == "int" else
+                  isinstance(value, (int, float)) and not isinstance(value, bool))
+            if not ok:
+                expected = {"bool": "true or false", "int": "an integer", "number": "a number"}[kind]
+                problems.append((f"options.{name}", f"expected {expected}, got {value!r}"))
+            elif name in CLIP_OPTIONS and value <= 0:
+                problems.append((f"options.{name}", f"must be > 0, got {value!r}"))
+        clips = [name for name in CLIP_OPTIONS if name in self.options]
+        if len(clips) > 1:
+            problems.append(("options", f"give at most one of {', '.join(CLIP_OPTIONS)}, got {clips}"))
+        if problems:
+            raise CrossFieldError(problems, relative=True)
+        return self
 
 
 class LossSpec(Section):
@@ -178,9 +247,13 @@ class TrainingSpec(Section):
         None, ge=1, description="Examples per step; null means the whole data set is one batch, as in the guide."
     )
     shuffle: bool = Field(False, description="Reshuffle minibatches every epoch (seeded by the spec's seed).")
-    checkpoint_every: int = Field(
+    checkpoint_every: Annotated[int, NOT_KEYED] = Field(
         1000, ge=1, le=10_000_000,
         description="Save resumable training state every this many epochs; a killed run resumes from the last one.",
+    )
+    progress_lines: Annotated[int, NOT_KEYED] = Field(
+        50, ge=2, le=1_000_000,
+        description="About how many evenly spaced epochs the run log shows (always the first and the last).",
     )
     divergence_factor: Optional[float] = Field(
         1e6, gt=1.0,
@@ -319,6 +392,10 @@ class SweepSpec(Section):
         True, description="Train trials that differ only in numeric manual-SGD settings as one compiled program."
     )
     runner: SweepRunner = Field(default_factory=SweepRunner, description="Task runner for separate trials.")
+    publish_trials: Literal["best", "all", "none"] = Field(
+        "best", description="Which trials get their own files (plots, checkpoint, history) inside the sweep's "
+        "version, whether they were fused or trained separately.",
+    )
 
     @model_validator(mode="after")
     def _has_trials(self) -> "SweepSpec":
@@ -374,21 +451,61 @@ class Spec(Section):
             raise CrossFieldError(problems)
         return self
 
-    @property
-    def checkpoint_formats(self) -> list[str]:
-        """The formats to write: the ones asked for, or every one the model supports."""
-        if self.checkpoint.formats is not None:
-            return list(self.checkpoint.formats)
-        if self.model.kind in KERAS_MODELS:
-            return list(CHECKPOINT_FORMATS)
-        return ["tf_checkpoint", "saved_model"]
-
     def resolved(self) -> dict[str, Any]:
         """The spec with every default filled in, as plain JSON data."""
         return self.model_dump(mode="json")
 
     def spec_hash(self) -> str:
         return canonical_hash(self.resolved())
+
+
+def keyed(annotation: Any, value: Any) -> Any:
+    """`value`, the resolved JSON of a field typed `annotation`, without the fields marked NOT_KEYED."""
+    models = _models_at(annotation)
+    if isinstance(value, dict) and models:
+        model = next((m for m in models if _kind_of(m) == value.get("kind")), models[0])
+        out = {}
+        for name, item in value.items():
+            field = model.model_fields.get(name)
+            if field is not None and any(isinstance(m, NotKeyed) for m in field.metadata):
+                continue
+            out[name] = keyed(field.annotation, item) if field is not None else item
+        return out
+    container = _unwrap(annotation)
+    if isinstance(value, list) and get_origin(container) is list:
+        return [keyed(get_args(container)[0], item) for item in value]
+    if isinstance(value, dict) and get_origin(container) is dict:
+        return {k: keyed(get_args(container)[1], item) for k, item in value.items()}
+    return value
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated and Optional, leaving the type underneath."""
+    while get_origin(annotation) is Annotated or (
+            get_origin(annotation) is Union and len([a for a in get_args(annotation) if a is not type(None)]) == 1):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _models_at(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a value of this type can be, through Annotated, Optional and unions."""
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) is Union:
+        return [m for arg in get_args(annotation) for m in _models_at(arg)]
+    return []
+
+
+def _kind_of(model: type[BaseModel]) -> Optional[str]:
+    field = model.model_fields.get("kind")
+    args = get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
+
+
+def keyed_section(name: str, resolved: dict[str, Any]) -> Any:
+    """The resolved spec section `name` as it enters cache keys: NOT_KEYED fields removed."""
+    return keyed(Spec.model_fields[name].annotation, resolved[name])
 
 
 def canonical_hash(data: Any) -> str:

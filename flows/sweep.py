@@ -1,186 +1,229 @@
-"""Sweeps: expand a spec's `sweep:` into trials, run them fused or separately, publish one comparison version.
+"""A sweep inside a flow run: train every trial (fused or separately), then publish one version comparing them.
 
-A trial is the base spec with some paths set; its identity is its plan fingerprint (the publish key of
-its experiment), so re-running an interrupted sweep finds finished trials Cached and growing the grid runs
-only the new points. Trials that differ only in numeric manual-SGD settings of a linear model are
-*fused*: trained at once as one compiled program (`tasks/fused.py`); anything else runs as separate
-experiment subflows, on a thread pool (at most `sweep.concurrency` at a time) or, with
-`runner: {kind: dask}`, as tasks on prefect-dask's DaskTaskRunner.
+A trial is the base spec with some paths set (`flows.trials`); its identity is its experiment's plan, so
+re-running an interrupted sweep finds finished trials Cached and growing the grid trains only the new
+points. `tasks.fastpath.choose_step` decides how trials train:
+
+- fused: trials of a linear model that differ only in numeric SGD settings train at once as one compiled
+  program with a trial axis (`tasks.trainers.train_linear_trials`), one cached task;
+- separate: each trial is a task running its own data → model → train nodes, submitted to a Prefect task
+  runner: a thread pool (`sweep.concurrency` at a time) or prefect-dask's DaskTaskRunner.
+
+Either way each trial ends as the same record (metrics, history, weights), and the trials that
+`sweep.publish_trials` names get the same files inside the sweep's version (`trials/<id>/`), made by the
+same graph runner with the trained result handed in: only the training step differs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-import json
 import time
-from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TagsContext
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.experiment import configured, experiment, task_run_tags
-from flows.plan import artifact_root
-from flows.spec import Spec, canonical_hash
-from flows.trials import Trial, expand, fusable, fused_key
+from flows.cache import cached
+from flows.experiment import GraphRunner, experiment_files, publish_and_record, task_run_tags
+from flows.graph import BY_NAME
+from flows.options import RunOptions
+from flows.plan import Plan, artifact_root
+from flows.spec import Spec, canonical_hash, keyed
+from flows.trials import Trial, expand, fused_key, trial_choice
 
 
-def _fused_inputs(trial: Trial):
-    from tasks.fused import FusedTrial
+# --------------------------------------------------------------------------- training the trials
 
-    s = trial.spec
-    return FusedTrial(s.training.optimizer.learning_rate, s.model.init.w, s.model.init.b, s.training.epochs)
+
+def _record(trial: Trial, state: str, error: Optional[str] = None, result=None, **extra) -> dict:
+    """A trial's line in the sweep: the same fields whichever way it trained."""
+    record = {"id": trial.id, "values": trial.values, "key": trial.key, "state": state, "error": error,
+              "metrics": result.metrics if result else {}, "history": result.columns if result else {},
+              "path": None, "tasks": {}}
+    if result is not None and "w" in result.initial:
+        record["weights"] = {"w": result.metrics["w"], "b": result.metrics["b"]}
+    return {**record, **extra}
 
 
 @task(name="fused-trials")
-def train_fused_trials(spec: Spec, trials: list[Trial], key: Optional[str]) -> list[dict]:
-    from tasks import data, fused
+def train_fused(trials: list[dict], dataset, key: Optional[str]) -> list:
+    """Every trial trained at once; `trials` holds each one's learning rate, initial w and b, and epochs."""
+    from tasks import trainers
 
-    first = trials[0].spec
-    dataset = data.load(first.data, first.seed)
-    outcomes = fused.train_fused(dataset, first.training.loss, [_fused_inputs(t) for t in trials],
-                                 first.training.divergence_factor)
-    return [{"id": t.id, "state": "Completed" if o.result else "Failed", "error": o.error,
-             "metrics": o.result.metrics if o.result else {}, "history": o.result.columns if o.result else {},
-             "path": None} for t, o in zip(trials, outcomes)]
+    first = trials[0]
+    settings = [trainers.LinearTrial(t["learning_rate"], t["w"], t["b"], t["epochs"]) for t in trials]
+    return trainers.train_linear_trials(dataset, first["loss"], settings, first["options"], first["divergence_factor"])
 
 
-def run_trial(trial: Trial, artifacts: str) -> dict:
-    """One trial as an experiment subflow, named after the trial, with its own cached tasks.
-
-    Not wrapped in a task: tasks nested in a task's transaction commit their cache records only when the
-    outer task ends, so a sweep killed mid-way would lose the records of trials that had finished."""
-    summary = experiment.with_options(flow_run_name=f"{trial.spec.name}-{trial.key[:8] if trial.key else 'nocache'}")(
-        trial.spec, artifacts=artifacts)
-    return {"id": trial.id, "state": "Completed", "error": None, "metrics": summary["metrics"],
-            "history": summary["history"], "path": summary["path"], "reused": summary["reused"],
-            "tasks": {t["name"]: t["state"] for t in summary["tasks"]},
-            "worker": f"{socket.gethostname()}:{os.getpid()}"}  # where it ran: shows the scale-out
-
-
-def _failed(trial: Trial, error, logger) -> dict:
-    """A failed trial is a result in the sweep's table, not the end of the sweep."""
-    logger.warning("Trial %s %s failed: %s", trial.id, trial.values, error)
-    return {"id": trial.id, "state": "Failed", "error": str(error), "metrics": {}, "history": {},
-            "path": None, "tasks": {}}
-
-
-@task(name="trial", cache_policy=NO_CACHE)
-def trial_task(trial: Trial, artifacts: str) -> dict:
-    """A trial as a task, for task runners that run work in other processes (Dask workers)."""
-    return run_trial(trial, artifacts)
+def _train_fused(spec: Spec, seed: int, trials: list[Trial], options: RunOptions, logger) -> tuple[list[dict], dict]:
+    first = GraphRunner(trials[0].spec, seed, trials[0].plan, options, logger)
+    dataset = first.run(BY_NAME["data"])
+    key = fused_key(trials) if options.use_cache else None
+    settings = [{"learning_rate": t.spec.training.optimizer.learning_rate, "w": t.spec.model.init.w,
+                 "b": t.spec.model.init.b, "epochs": t.spec.training.epochs, "loss": t.spec.training.loss,
+                 "options": dict(t.spec.training.optimizer.options),
+                 "divergence_factor": t.spec.training.divergence_factor} for t in trials]
+    with TagsContext(current_tags=first.tags):
+        state = cached(train_fused, key, first.root, options.refresh)(settings, dataset, key, return_state=True)
+    outcomes = state.result()
+    records = [_record(t, "Completed" if o.result else "Failed", o.error, o.result,
+                       tasks={"data": first.records[0]["state"], "train": state.name})
+               for t, o in zip(trials, outcomes)]
+    for record in records:
+        if record["state"] == "Failed":
+            logger.warning("Trial %s %s failed: %s", record["id"], record["values"], record["error"])
+    return records, {"dataset": dataset, "results": {t.id: o.result for t, o in zip(trials, outcomes)},
+                     "task": {"name": "fused-trials", "key": key, "state": state.name}}
 
 
-def run_on_task_runner(trials: list[Trial], artifacts: str, logger) -> list[dict]:
-    """Trials submitted to the flow's task runner (DaskTaskRunner): the scale-out path.
-
-    Their experiments' cache records commit when each trial task ends, so a sweep killed midway re-trains
-    only the trials that were running, plus those not started."""
-    futures = [trial_task.with_options(task_run_name=f"trial-{t.id}").submit(t, artifacts) for t in trials]
-    results = []
-    for trial, future in zip(trials, futures):
-        future.wait()
-        if future.state.is_completed():
-            results.append(future.result())
-            continue
-        results.append(_failed(trial, future.state.result(raise_on_failure=False), logger))
-    return results
+@task(name="trial", cache_policy=NO_CACHE, persist_result=False)
+def train_trial(trial: Trial, seed: int, options: RunOptions) -> dict:
+    """One trial's data → model → train nodes (each cached under the trial's own keys), as a task that a
+    thread pool or a Dask worker runs."""
+    runner = GraphRunner(trial.spec, seed, trial.plan, options, get_run_logger(), tags=set())
+    outputs = runner.run_all(until="train")
+    return _record(trial, "Completed", result=outputs["trained"].result, trained=outputs["trained"],
+                   tasks={r["name"]: r["state"] for r in runner.records},
+                   worker=f"{socket.gethostname()}:{os.getpid()}")  # where it ran: shows the scale-out
 
 
-def run_separately(trials: list[Trial], artifacts: str, concurrency: int, logger) -> list[dict]:
-    """Trial subflows on a pool of `concurrency` threads, each in a copy of this flow run's context."""
-    import contextvars
-    from concurrent.futures import ThreadPoolExecutor
+def task_runner(spec: Spec):
+    """Where separate trials run: prefect-dask's DaskTaskRunner for `runner: {kind: dask}`, else a thread pool."""
+    runner = spec.sweep.runner
+    if runner.kind != "dask":
+        from prefect.task_runners import ThreadPoolTaskRunner
 
-    def attempt(trial: Trial) -> dict:
-        try:
-            return run_trial(trial, artifacts)
-        except Exception as exc:
-            return _failed(trial, exc, logger)
+        return ThreadPoolTaskRunner(max_workers=spec.sweep.concurrency)
+    from prefect_dask import DaskTaskRunner
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="trial") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, attempt, trial) for trial in trials]
-        return [future.result() for future in futures]
-
-
-def _run_name() -> str:
-    spec = current_flow_run.parameters.get("spec")
-    name = spec.name if isinstance(spec, Spec) else (spec or {}).get("name", "sweep")
-    return f"{name}-sweep"
+    if runner.address:
+        return DaskTaskRunner(address=runner.address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
+        "n_workers": runner.workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
 
 
-@flow(name="trainflow-sweep", flow_run_name=_run_name, persist_result=False, validate_parameters=False)
-def sweep(spec: Spec, artifacts: Optional[str] = None, refresh: bool = False) -> dict:
-    """Run every trial of the spec's sweep and publish one version comparing them."""
-    logger = get_run_logger()
-    if not isinstance(spec, Spec):
-        from flows.loader import check_sweep, validate_data
-
-        spec = validate_data(spec, source="parameters")
-        check_sweep(spec)
-    root = artifact_root(artifacts)
-    trials = expand(spec)
-    fused, why = fusable(spec, trials)
-    logger.info("Sweep %s: %d trials, %s path (%s)", spec.name, len(trials), "fused" if fused else "separate", why)
+def _train_separately(spec: Spec, seed: int, trials: list[Trial], options: RunOptions, logger) -> list[dict]:
+    """Each trial as a task on the sweep's task runner. A trial's nodes commit their cache records when its
+    task ends, so a sweep killed midway re-trains only the trials that were running and those not started."""
     records = []
-    if fused:
-        key = fused_key(trials)
-        with TagsContext(current_tags=task_run_tags()):
-            state = configured(train_fused_trials, key, root, refresh)(spec=spec, trials=trials, key=key,
-                                                                       return_state=True)
-        results = state.result()
-        records.append({"name": "fused-trials", "key": key, "state": state.name})
-    else:
-        if spec.sweep.runner.kind == "dask":
-            results = run_on_task_runner(trials, str(root), logger)
-        else:
-            results = run_separately(trials, str(root), spec.sweep.concurrency, logger)
-        records += [{"name": f"trial-{r['id']}", "key": t.key, "state": r["state"]} for t, r in zip(trials, results)]
-    for trial, result in zip(trials, results):
-        result.update(values=trial.values, key=trial.key)
-    published = _publish(spec, root, trials, results, fused, why, records)
-    best = published["best"]
-    logger.info("Best trial %s %s: %s = %s", best and best["id"], best and best["values"], spec.sweep.metric,
-                best and best["metrics"].get(spec.sweep.metric))
-    return published
+    with task_runner(spec) as runner:
+        futures = [runner.submit(train_trial.with_options(task_run_name=f"trial-{t.id}"),
+                                 parameters={"trial": t, "seed": seed, "options": options}) for t in trials]
+        for trial, future in zip(trials, futures):
+            future.wait()
+            if future.state.is_completed():
+                records.append(future.result())
+                continue
+            error = future.state.result(raise_on_failure=False)
+            logger.warning("Trial %s %s failed: %s", trial.id, trial.values, error)
+            records.append(_record(trial, "Failed", str(error)))
+    return records
 
 
-def _publish(spec: Spec, root: Path, trials: list[Trial], results: list[dict], fused: bool, why: str,
-             records: list[dict]) -> dict:
-    from tasks import report, store
+# --------------------------------------------------------------------------- publishing
+
+
+@task(name="trial-outputs")
+def complete_trial(seed: int, model, dataset, initial, result):
+    """A fused trial's train output as the train task would have made it (predictions, TensorBoard events)."""
+    from tasks import models, trainers
+
+    net = models.restore(model, seed, result.weights)
+    return trainers.trained_outputs(net, dataset, result, initial.weights)
+
+
+def _trial_files(trial: Trial, seed: int, options: RunOptions, record: dict, fused: Optional[dict],
+                 logger) -> dict[str, bytes]:
+    """A published trial's folder: the experiment's files, made by the same graph runner with its training
+    handed in (fused) or cached (separate)."""
+    runner = GraphRunner(trial.spec, seed, trial.plan, options, logger)
+    injected: dict[str, Any] = {}
+    if fused is not None:
+        injected["data"] = fused["dataset"]
+        initial = runner.run(BY_NAME["model"])
+        injected["train"] = complete_trial(seed, trial.spec.model, fused["dataset"], initial,
+                                           fused["results"][trial.id])
+    elif "trained" in record:
+        injected["train"] = record["trained"]
+    outputs = runner.run_all(injected=injected)
+    files, manifest = experiment_files(trial.spec, seed, trial.plan, outputs, runner.records)
+    return {**files, "manifest.json": json.dumps({**manifest, "trial": trial.id, "values": trial.values},
+                                                 indent=2, sort_keys=True).encode()}
+
+
+def published_ids(records: list[dict], best: Optional[dict], rule: str) -> list[str]:
+    if rule == "all":
+        return [r["id"] for r in records if r["state"] == "Completed"]
+    return [best["id"]] if rule == "best" and best else []
+
+
+def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
+    """Run every trial of the spec's sweep and publish one version comparing them."""
+    from tasks import report
     from tasks.sweep_report import best_trial, comparison_plots, histories_csv, results_csv
 
+    logger = get_run_logger()
+    root = artifact_root(options.artifacts)
+    trials = expand(spec)
+    choice = trial_choice(spec, trials)
+    fused = choice.step == "trials"
+    logger.info("Sweep %s: %d trials, %s path (%s)", spec.name, len(trials), "fused" if fused else "separate",
+                choice.why)
+    if fused:
+        records, fused_state = _train_fused(spec, seed, trials, options, logger)
+        tasks = [fused_state["task"]]
+    else:
+        records, fused_state = _train_separately(spec, seed, trials, options, logger), None
+        tasks = [{"name": f"trial-{r['id']}", "key": r["key"], "state": r["state"]} for r in records]
     metric, mode = spec.sweep.metric, spec.sweep.mode
-    best = best_trial(results, metric, mode)
-    fingerprint = canonical_hash({"sweep": spec.resolved(), "trials": [t.key for t in trials]}) \
-        if all(t.key for t in trials) else None
-    archive = store.Store(root)
-    existing = archive.find(spec.name, fingerprint) if fingerprint else None
-    summary = {"name": spec.name, "kind": "sweep", "path_used": "fused" if fused else "separate", "why": why,
-               "metric": metric, "mode": mode,
-               "trials": [{k: v for k, v in r.items() if k != "history"} for r in results],
-               "best": {k: v for k, v in best.items() if k != "history"} if best else None}
-    if existing:
-        return {**summary, "version": existing.label, "path": str(existing.path), "reused": True}
-    with archive.staging() as stage:
-        store.write_files(stage, {
-            "spec.yaml": report.spec_yaml(spec.resolved()),
-            "results.csv": results_csv(results, sorted(trials[0].values)),
-            "histories.csv": histories_csv(results),
-            "best.json": report.json_bytes(summary["best"]),
-            **{f"plots/{name}": png for name, png in comparison_plots(results, sorted(trials[0].values), metric).items()},
-        })
-        manifest = {"spec": spec.resolved(), "spec_hash": spec.spec_hash(), "fingerprint": fingerprint,
-                    "kind": "sweep", "path_used": summary["path_used"], "why": why, "tasks": records,
-                    "trials": summary["trials"], "best": summary["best"], "metrics": (best or {}).get("metrics", {}),
-                    "libraries": report.library_versions(), "flow_run_id": str(current_flow_run.id),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        version = archive.publish(spec.name, stage, json.loads(json.dumps(manifest, default=float)))
-    _table_artifact(spec, summary)
-    return {**summary, "version": version.label, "path": str(version.path), "reused": False}
+    best = best_trial(records, metric, mode)
+    params = sorted(trials[0].values)
+    by_id = {t.id: t for t in trials}
+    files: dict[str, bytes] = {}
+    for trial_id in published_ids(records, best, spec.sweep.publish_trials):
+        record = next(r for r in records if r["id"] == trial_id)
+        trial_files = _trial_files(by_id[trial_id], seed, options, record, fused_state, logger)
+        files.update({f"trials/{trial_id}/{name}": data for name, data in trial_files.items()})
+        record["path"] = f"trials/{trial_id}"
+    plain = [{k: v for k, v in r.items() if k not in ("history", "trained")} for r in records]
+    best_plain = next((p for p in plain if best and p["id"] == best["id"]), None)
+    files.update({
+        "spec.yaml": report.spec_yaml(spec.resolved()),
+        "results.csv": results_csv(records, params),
+        "histories.csv": histories_csv(records),
+        "best.json": report.json_bytes(best_plain),
+        **{f"plots/{name}": png for name, png in comparison_plots(records, params, metric).items()},
+    })
+    plan = _sweep_plan(spec, trials)
+    manifest = {"kind": "sweep", "spec": spec.resolved(), "spec_hash": spec.spec_hash(), "seed": seed,
+                "path_used": "fused" if fused else "separate", "why": choice.why, "tasks": tasks,
+                "trials": plain, "best": best_plain, "metrics": (best or {}).get("metrics", {}),
+                "libraries": report.library_versions(), "git_commit": report.git_commit(root),
+                "flow_run_id": str(current_flow_run.id) if current_flow_run.id else None,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manifest = json.loads(json.dumps(manifest, default=float))
+    records_out: list[dict] = []
+    published = publish_and_record(spec, plan, root, files, manifest, records_out, task_run_tags())
+    result = {"name": spec.name, "kind": "sweep", "path_used": manifest["path_used"], "why": choice.why,
+              "metric": metric, "mode": mode, "trials": plain, "best": best_plain, **published}
+    _table_artifact(spec, result)
+    logger.info("Best trial %s %s: %s = %s", best and best["id"], best and best["values"], metric,
+                best and best["metrics"].get(metric))
+    return result
+
+
+def _sweep_plan(spec: Spec, trials: list[Trial]) -> Plan:
+    """The sweep's identity: its settings (minus NOT_KEYED fields) and every trial's; None when any trial
+    is not cacheable."""
+    from flows.plan import PlannedTask
+
+    keys = [t.key for t in trials]
+    inputs = {"sweep": keyed(Spec, spec.resolved()), "trials": keys}
+    return Plan(spec.spec_hash(), [PlannedTask("publish", canonical_hash(inputs) if all(keys) else None, inputs)])
 
 
 def _table_artifact(spec: Spec, summary: dict) -> None:

@@ -1,4 +1,4 @@
-"""Sweep trials without Prefect or TensorFlow: expansion of a `sweep:` into trial specs, and whether they fuse.
+"""Sweep trials without Prefect or TensorFlow: expansion of a `sweep:` into trial specs, and how they train.
 
 Kept light so `trainflow plan` can list a sweep's trials and their cache state instantly.
 """
@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from flows.loader import trial_spec
-from flows.plan import code_version, compile_plan
+from flows.plan import Plan, code_version, compile_plan
 from flows.spec import Spec, canonical_hash
-
-#: Paths fused trials may differ in; everything else must be identical across them.
-FUSABLE_PATHS = ("training.optimizer.learning_rate", "model.init.w", "model.init.b", "training.epochs")
+from tasks.fastpath import Choice, choose_step
 
 
 @dataclass
@@ -24,7 +22,12 @@ class Trial:
     id: str
     values: dict[str, Any]
     spec: Spec
-    key: Optional[str]  # the trial experiment's fingerprint; None when not cacheable
+    plan: Plan
+
+    @property
+    def key(self) -> Optional[str]:
+        """The trial experiment's fingerprint; None when not cacheable."""
+        return self.plan.fingerprint
 
 
 def expand(spec: Spec) -> list[Trial]:
@@ -41,7 +44,7 @@ def expand(spec: Spec) -> list[Trial]:
     for values in points:
         trial_id = "t" + canonical_hash(values)[:8]
         data = trial_spec(spec, {**values, "name": f"{spec.name[:53]}-{trial_id}"}, source=f"sweep trial {values}")
-        trials.append(Trial(trial_id, values, data, compile_plan(data).fingerprint))
+        trials.append(Trial(trial_id, values, data, compile_plan(data)))
     return trials
 
 
@@ -55,30 +58,19 @@ def _draw(rng: random.Random, param) -> Any:
     return rng.uniform(param.low, param.high)
 
 
-def fusable(spec: Spec, trials: list[Trial]) -> tuple[bool, str]:
-    """Whether the fused path applies, and why (or why not), in words for the report."""
-    if not spec.sweep.fuse:
-        return False, "sweep.fuse is false"
-    if spec.sweep.runner.kind == "dask":
-        return False, "runner is dask: trials are spread over its workers"
-    first = trials[0].spec
-    if first.model.kind not in ("linear", "keras_linear"):
-        return False, f"model.kind '{first.model.kind}' is not linear"
-    if first.training.trainer != "manual":
-        return False, "the keras trainer trains one model per fit"
-    if first.training.optimizer.kind != "sgd" or first.training.optimizer.options:
-        return False, "only plain SGD (the guide's assign_sub) is fused"
-    if first.training.batch_size is not None or first.training.shuffle:
-        return False, "minibatches are not fused"
-    swept = set(trials[0].values)
-    other = sorted(swept - set(FUSABLE_PATHS))
-    if other:
-        return False, f"trials differ in {other}, not only in {list(FUSABLE_PATHS)}"
-    return True, f"trials differ only in {sorted(swept)}: one compiled program with a trial axis"
+def trial_choice(spec: Spec, trials: list[Trial]) -> Choice:
+    """Fused or separate, and why: `tasks.fastpath.choose_step` over the trials."""
+    examples = getattr(spec.data, "num_examples", None)
+    if examples is not None:
+        examples = examples - int(examples * spec.data.validation_split)
+    return choose_step(spec.model.kind, spec.training, examples=examples,
+                       trials=[(t.values, t.spec.model.kind, t.spec.training) for t in trials],
+                       fuse=spec.sweep.fuse, runner=spec.sweep.runner.kind)
 
 
 def fused_key(trials: list[Trial]) -> Optional[str]:
-    """Cache key of a fused run: its trials' keys and the fused trainer's code version."""
-    if not all(t.key for t in trials):
+    """Cache key of fused training: the trials' train keys and the trainer's code version."""
+    keys = [t.plan.key("train") for t in trials]
+    if not all(keys):
         return None
-    return canonical_hash({"trials": [t.key for t in trials], "code": code_version(("tasks.fused",))})
+    return canonical_hash({"trials": keys, "code": code_version(("tasks.trainers",))})

@@ -19,7 +19,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from flows.spec import KERAS_MODELS, CHECKPOINT_FORMATS, CheckpointSpec, ModelSpec
 from tasks import models
+from tasks.results import Trained
 
 SERVING_SIGNATURE = tf.TensorSpec([None], tf.float32, name="x")
 
@@ -63,3 +65,17 @@ def as_files(model: models.Model, formats: list[str]) -> dict[str, bytes]:
         root = Path(tmp)
         write(model, formats, root)
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def formats_for(model: ModelSpec, checkpoint: CheckpointSpec) -> list[str]:
+    """The formats to write: the ones asked for, or every one the model supports."""
+    if checkpoint.formats is not None:
+        return list(checkpoint.formats)
+    if model.kind in KERAS_MODELS:
+        return list(CHECKPOINT_FORMATS)
+    return ["tf_checkpoint", "saved_model"]
+
+
+def files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trained) -> dict[str, bytes]:
+    """The checkpoint task: the trained model rebuilt from its weights, saved in every requested format."""
+    return as_files(models.restore(model, seed, trained.result.weights), formats_for(model, checkpoint))

@@ -60,13 +60,14 @@ def ground_truth(spec: DataSpec, x: np.ndarray) -> Optional[np.ndarray]:
     return None
 
 
-def load(spec: DataSpec, seed: int) -> Dataset:
-    """Generate or read the data set, then hold out `validation_split` of it by a seeded shuffle."""
-    if isinstance(spec, FileData):
-        x, y = read_file(spec)
+def load(data: DataSpec, seed: int) -> Dataset:
+    """The data task: generate or read the data set, then hold out `validation_split` of it by a seeded
+    shuffle."""
+    if isinstance(data, FileData):
+        x, y = read_file(data)
     else:
-        x, y = generate(spec, seed)
-    return split(x, y, spec.validation_split, seed)
+        x, y = generate(data, seed)
+    return split(x, y, data.validation_split, seed)
 
 
 def generate(spec: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -86,9 +86,10 @@ def build(spec: ModelSpec, seed: int) -> Model:
     return model
 
 
-def initial_state(spec: ModelSpec, seed: int) -> ModelState:
-    model = build(spec, seed)
-    return ModelState(get_weights(model), float(np.asarray(model(tf.constant([3.0])))[0]))
+def initial_state(model: ModelSpec, seed: int) -> ModelState:
+    """The model task: a freshly built model's weights, and its output at 3.0 (the guide asserts 15.0)."""
+    built = build(model, seed)
+    return ModelState(get_weights(built), float(np.asarray(built(tf.constant([3.0])))[0]))
 
 
 def restore(spec: ModelSpec, seed: int, weights: list[np.ndarray]) -> Model:
@@ -120,3 +121,8 @@ def set_weights(model: Model, weights: list[np.ndarray]) -> None:
 
 def is_linear(model: Model) -> bool:
     return isinstance(model, (LinearModule, KerasLinear))
+
+
+def kind(model: Model) -> str:
+    """The spec's `model.kind` this model was built from."""
+    return {LinearModule: "linear", KerasLinear: "keras_linear", MLP: "mlp"}[type(model)]

@@ -12,8 +12,9 @@ from typing import Optional
 
 import numpy as np
 
-from flows.spec import LinearData, PlotSpec
-from tasks.data import thin
+from flows.spec import DataSpec, LinearData, PlotSpec
+from tasks.data import Dataset, ground_truth, thin
+from tasks.results import Trained
 
 def pyplot():
     import matplotlib
@@ -98,7 +99,14 @@ def loss_plot(columns: dict, initial: dict, dpi: int) -> bytes:
     return png_bytes(fig, dpi)
 
 
-def draw(spec: PlotSpec, data_spec, x, y, truth, before, after, columns, initial) -> dict[str, bytes]:
+def draw(data: DataSpec, plots: PlotSpec, dataset: Dataset, trained: Trained) -> dict[str, bytes]:
+    """The plots task: every figure the spec asks for."""
+    truth = ground_truth(data, trained.x)
+    return figures(plots, data, trained.x, trained.y, truth, trained.before, trained.after, trained.result.columns,
+                   trained.result.initial)
+
+
+def figures(spec: PlotSpec, data_spec, x, y, truth, before, after, columns, initial) -> dict[str, bytes]:
     """Every figure the spec asks for, as `{file name: PNG bytes}`; x must be sorted for lines to read well."""
     true_w = data_spec.true_w if isinstance(data_spec, LinearData) else None
     true_b = data_spec.true_b if isinstance(data_spec, LinearData) else None

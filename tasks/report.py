@@ -30,6 +30,15 @@ def report_line(row: dict) -> str:
     return ", ".join(parts)
 
 
+def logged_epochs(total: int, lines: int) -> set[int]:
+    """About `lines` evenly spaced epochs of 1..total, always including the first and the last: what the run
+    log and the console show, so a 5,000-epoch run does not bury its outcome."""
+    if total <= lines:
+        return set(range(1, total + 1))
+    step = (total - 1) / (lines - 1)
+    return {1 + round(i * step) for i in range(lines)}
+
+
 def history_csv(columns: dict) -> bytes:
     """One row per epoch; floats are written with repr, so the CSV holds the exact float32 values."""
     buffer = io.StringIO()

@@ -23,7 +23,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 MANIFEST = "manifest.json"
@@ -153,26 +153,32 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def publish(self, name: str, staged: Path, manifest: dict) -> Version:
-        """Number, seal and rename `staged` into `<name>/vNNNN`, then move `latest` to it.
+    def publish(self, name: str, fingerprint: Optional[str], build: Callable[[Path, str], dict]) -> tuple[Version, bool]:
+        """The version of `name` whose fingerprint this is, or a new one; returns it and whether it was reused.
 
-        Under the series lock: the next number is one past the highest, the manifest (with the sha256 of
-        every staged file) is written, the folder is renamed into place and `latest` is replaced. If any
-        step fails the staged folder is left for the caller's cleanup and no version appears.
+        Under the series lock: an existing version with this run fingerprint is returned as is (an identical
+        run publishes nothing new). Otherwise the next number is one past the highest; `build(folder, label)`
+        writes the version's files into a staging folder and returns its manifest; the manifest (with the
+        sha256 of every file) is sealed, the folder is renamed into place and `latest` is replaced. If any
+        step fails the staging folder is removed and no version appears.
         """
         with self._locked(name):
-            existing = self.versions(name)
-            number = existing[-1].number + 1 if existing else 1
+            if fingerprint is not None and (existing := self.find(name, fingerprint)) is not None:
+                return existing, True
+            existing_versions = self.versions(name)
+            number = existing_versions[-1].number + 1 if existing_versions else 1
             version = Version(name, number, self.root / name / f"v{number:04d}")
-            manifest = {**manifest, "name": name, "version": version.label,
-                        "previous": existing[-1].label if existing else None,
-                        "files": file_hashes(staged), "sizes": file_sizes(staged)}
-            write_atomic(staged / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-            os.rename(staged, version.path)
+            with self.staging() as staged:
+                manifest = build(staged, version.label)
+                manifest = {**manifest, "name": name, "version": version.label, "fingerprint": fingerprint,
+                            "previous": existing_versions[-1].label if existing_versions else None,
+                            "files": file_hashes(staged), "sizes": file_sizes(staged)}
+                write_atomic(staged / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode())
+                os.rename(staged, version.path)
             link_tmp = self.root / name / f".latest.{uuid.uuid4().hex}"
             os.symlink(version.label, link_tmp)
             os.replace(link_tmp, self.root / name / "latest")
-        return version
+        return version, False
 
     def verify(self, version: Version) -> list[str]:
         """Problems with a version's files against its manifest: missing, altered or unexpected files."""
@@ -207,6 +213,7 @@ def process_alive(pid: int) -> bool:
 
 
 def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write `{relative path: bytes}` under `folder`, creating sub-folders."""
     for rel, data in files.items():
         target = folder / rel
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
-"""Shared fixtures: one real Prefect server for the whole session, and a fresh artifact root per test.
+"""Shared fixtures: a real Prefect server for the tests that need one, and a fresh artifact root per test.
 
-The server is started in `pytest_configure`, before any test module imports Prefect, and its URL is put
-in the environment so in-process flows and `trainflow` subprocesses all report to it (a temporary server
-per process would cost ~8 s each and, run concurrently, loses task states).
+The server starts lazily, the first time a test asks for `prefect_server` (directly or through a module's
+`pytestmark`), so `pytest tests/test_spec_loader.py` never pays for one. Its URL goes into the environment,
+so in-process flows and `trainflow` subprocesses all report to it (a temporary server per process would
+cost ~8 s each and, run concurrently, loses task states). The whole session uses its own PREFECT_HOME.
 """
 
 from __future__ import annotations
@@ -32,13 +33,18 @@ def _free_port() -> int:
 
 
 def pytest_configure(config):
-    if os.environ.get("PREFECT_API_URL"):
-        return  # the caller runs a server already
     home = Path(tempfile.mkdtemp(prefix="trainflow-prefect-"))
+    _server["home"] = home
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def _start_server() -> dict:
+    home = _server["home"]
     port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_ENABLED": "true",
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_ENABLED": "true",
            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
+    env.pop("PREFECT_API_URL", None)
     log = (home / "server.log").open("w")
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -56,35 +62,48 @@ def pytest_configure(config):
     else:
         proc.kill()
         raise RuntimeError("prefect server did not become healthy in 120 s")
-    os.environ.update({"PREFECT_API_URL": url, "PREFECT_HOME": str(home),
-                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"})
-    _server.update(proc=proc, home=home, url=url, ui=f"http://127.0.0.1:{port}")
+    os.environ["PREFECT_API_URL"] = url
+    if "prefect.context" in sys.modules:  # Prefect read its settings at import: make it see the server
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
+    return {"proc": proc, "url": url, "ui": f"http://127.0.0.1:{port}"}
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> dict:
+    """The session's Prefect server (started on first use), or the one the caller runs (PREFECT_API_URL)."""
+    if "url" not in _server:
+        if os.environ.get("PREFECT_API_URL"):
+            _server["url"] = os.environ["PREFECT_API_URL"]
+        else:
+            _server.update(_start_server())
+    return _server
 
 
 def pytest_unconfigure(config):
     proc = _server.get("proc")
-    if proc is None:
-        return
-    if "prefect" in sys.modules:  # flush in-process log and event workers while the server still listens
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
+    if proc is not None:
+        if "prefect" in sys.modules:  # flush in-process log and event workers while the server still listens
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
 
-        APILogWorker.drain_all(timeout=10)
-        EventsWorker.drain_all(timeout=10)
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     shutil.rmtree(_server["home"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def prefect_ui() -> str:
+def prefect_ui(prefect_server) -> str:
     """Base URL of the session server's UI (the server serves the UI on its API port)."""
-    if "ui" not in _server:
+    if "ui" not in prefect_server:
         pytest.fail("the UI test needs the session's own Prefect server (unset PREFECT_API_URL)")
-    return _server["ui"]
+    return prefect_server["ui"]
 
 
 @pytest.fixture

@@ -168,10 +168,10 @@ def test_diverging_run_names_the_epoch():
 
 
 def test_plots_are_deterministic_pngs():
-    spec, dataset, model, result = run_spec_directly("guide")
-    x = np.sort(dataset.x_all)
-    draw = lambda: plots.draw(spec.plots, spec.data, x, dataset.y_all, data.ground_truth(spec.data, x),  # noqa: E731
-                              x, np.asarray(model(x)), result.columns, result.initial)
+    spec = load_spec(SPECS / "guide.yaml")
+    dataset = data.load(spec.data, spec.seed)
+    trained = trainers.fit(spec.seed, spec.model, spec.training, dataset, models.initial_state(spec.model, spec.seed))
+    draw = lambda: plots.draw(spec.data, spec.plots, dataset, trained)  # noqa: E731
     first, second = draw(), draw()
     assert set(first) == {"data.png", "predictions.png", "weights.png", "loss.png"}
     assert all(png.startswith(b"\x89PNG") for png in first.values())
@@ -202,7 +202,7 @@ print(json.dumps(np.asarray(y).tolist()))
 @pytest.mark.slow
 def test_every_checkpoint_format_reloads_in_a_fresh_process(tmp_path):
     spec, _, model, _ = run_spec_directly("guide-keras-manual")
-    formats = spec.checkpoint_formats
+    formats = checkpoints.formats_for(spec.model, spec.checkpoint)
     assert set(formats) == {"tf_checkpoint", "keras_weights", "keras", "saved_model"}
     checkpoints.write(model, formats, tmp_path)
     expected = np.asarray(model(np.array([-1.0, 0.0, 2.5], np.float32)))
@@ -230,15 +230,17 @@ def test_large_linear_runs_train_from_moments_and_equal_an_eager_loop(n, validat
     import tensorflow as tf
 
     from flows.spec import LinearModel, LossSpec
-    from tasks import linear_moments, losses
+    from tasks import losses
+    from tasks.driver import Hooks
+    from tasks.fastpath import choose_step
 
     spec = TrainingSpec.model_validate({"epochs": epochs, "optimizer": {"learning_rate": 0.05}})
     dataset = data.load(LinearData(kind="linear", num_examples=n, noise_stddev=2.0, validation_split=validation), 5)
     model = models.build(LinearModel(kind="linear"), 0)
-    assert linear_moments.applies(model, spec, n, plain_sgd=True)
-    assert not linear_moments.applies(model, spec.model_copy(update={"loss": LossSpec(kind="mae")}), n, plain_sgd=True)
+    assert choose_step("linear", spec, len(dataset.x)).step == "moments"
+    assert choose_step("linear", spec.model_copy(update={"loss": LossSpec(kind="mae")}), len(dataset.x)).step == "tape"
     messages = []
-    result = trainers.train_manual(model, dataset, spec, 0, notify=messages.append)
+    result = trainers.train_manual(model, dataset, spec, 0, Hooks(notify=messages.append))
     assert any("data moments" in m for m in messages)
     w, b = tf.Variable(5.0), tf.Variable(0.0)
     x, y = tf.constant(dataset.x), tf.constant(dataset.y)
@@ -266,4 +268,69 @@ def test_moments_path_diverges_at_the_same_epoch_as_the_general_loop():
         with pytest.raises(trainers.TrainingDiverged) as failure:
             trainers.train_manual(models.build(LinearModel(kind="linear"), 0), dataset, spec, 0, use_moments=use_moments)
         messages.append(str(failure.value))
-    assert "diverged at epoch 3" in messages[0] and messages[0] == messages[1]
+    assert "diverged at epoch 3 " in messages[0] and messages[0] == messages[1]
+
+
+def test_chunks_compile_once_whatever_their_size():
+    """A chunk's epoch count is a runtime value: after the first call, a chunk of any size costs no compile."""
+    import time
+
+    import tensorflow as tf
+
+    from tasks.steps import TapeStep
+
+    spec = load_spec(SPECS / "guide.yaml")
+    dataset = data.load(spec.data, spec.seed)
+    step = TapeStep(models.build(spec.model, 0), dataset, spec.training, 0)
+    step.run(tf.constant(0), tf.constant(16))
+    seconds = []
+    for count in (7, 33, 250, 1000, 3):
+        started = time.perf_counter()
+        step.run(tf.constant(0), tf.constant(count)).numpy()
+        seconds.append(time.perf_counter() - started)
+    assert max(seconds) < 0.05, seconds  # a recompile costs ~0.13 s here; these take about a millisecond
+    long = spec.training.model_copy(update={"epochs": 9_000, "optimizer": spec.training.optimizer.model_copy(
+        update={"learning_rate": 0.001})})
+    result = trainers.train(models.build(spec.model, 0), dataset, long, 0)
+    assert result.columns["epoch"].tolist() == list(range(1, 9_001)), "every epoch ran once, across chunk limits"
+    assert np.all(np.diff(result.columns["loss"][:1000]) < 0) and result.columns["loss"][-1] < 1.0
+
+
+CLIP = {"clipnorm": 0.5}, {"global_clipnorm": 0.7}, {"clipvalue": 0.3}
+
+
+@pytest.mark.parametrize("options", CLIP, ids=lambda o: next(iter(o)))
+def test_clipping_options_change_the_trajectory_on_every_path_alike(options):
+    """Tape (Keras's SGD), moments, fused trials and the Keras trainer all honour the clipping option, and agree."""
+    from flows.spec import KerasLinearModel, LinearModel
+
+    dataset = data.load(LinearData(kind="linear", num_examples=70_000, noise_stddev=1.0), 3)
+    plain = TrainingSpec.model_validate({"epochs": 20, "optimizer": {"learning_rate": 0.1}})
+    clipped = TrainingSpec.model_validate({"epochs": 20, "optimizer": {"learning_rate": 0.1, "options": options}})
+    reference = trainers.train_manual(models.build(LinearModel(kind="linear"), 0), dataset, plain, 0)
+    paths = {
+        "tape": trainers.train_manual(models.build(LinearModel(kind="linear"), 0), dataset, clipped, 0, use_moments=False),
+        "moments": trainers.train_manual(models.build(LinearModel(kind="linear"), 0), dataset, clipped, 0),
+        "trials": trainers.train_linear_trials(dataset, clipped.loss, [trainers.LinearTrial(0.1, 5.0, 0.0, 20)],
+                                               options)[0].result,
+        "keras": trainers.train(models.build(KerasLinearModel(kind="keras_linear"), 0), dataset,
+                                clipped.model_copy(update={"trainer": "keras"}), 0),
+    }
+    assert abs(paths["tape"].metrics["w"] - reference.metrics["w"]) > 1e-3, "the gradients exceed the clip"
+    for name, result in paths.items():
+        np.testing.assert_allclose(result.columns["w"], paths["tape"].columns["w"], rtol=2e-6, err_msg=name)
+        np.testing.assert_allclose(result.columns["b"], paths["tape"].columns["b"], rtol=2e-6, atol=1e-6, err_msg=name)
+
+
+def test_optimizer_option_table_matches_keras():
+    """The spec's table of optimizer options (which validation reads) is what Keras's optimizers accept."""
+    import inspect
+
+    import keras
+
+    from flows.spec import COMMON_OPTIMIZER_OPTIONS, OPTIMIZER_OPTIONS
+
+    for kind, own in OPTIMIZER_OPTIONS.items():
+        cls = type(keras.optimizers.get(kind))
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs", "learning_rate", "name"}
+        assert accepted == set(own) | set(COMMON_OPTIMIZER_OPTIONS), kind

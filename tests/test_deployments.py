@@ -15,6 +15,8 @@ import pytest
 from tasks.store import Store
 from tests.conftest import BIN, GUIDE_SMALL, ROOT, trainflow, write_spec
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 
 def _client():
     from prefect.client.orchestration import get_client
@@ -53,9 +55,13 @@ def test_serve_registers_schedules_runs_deployments_and_stops_cleanly(tmp_path, 
     from prefect.deployments import run_deployment
 
     name = f"served-{uuid.uuid4().hex[:6]}"
-    spec = _scheduled_spec(tmp_path, name)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    _scheduled_spec(specs, name)
+    write_spec(specs, GUIDE_SMALL.replace("name: small", f"name: {name}-sweep") +
+               "sweep: {grid: {training.optimizer.learning_rate: [0.05, 0.2]}}\n", "sweep.yaml")
     log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([str(BIN / "trainflow"), "serve", str(spec), "--poll", "1"], stdout=log,
+    proc = subprocess.Popen([str(BIN / "trainflow"), "serve", str(specs), "--poll", "1"], stdout=log,
                             stderr=subprocess.STDOUT, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})
     try:
         deployment = _wait_for(lambda: _deployment(name), 120, "the served deployment")
@@ -72,7 +78,7 @@ def test_serve_registers_schedules_runs_deployments_and_stops_cleanly(tmp_path, 
 
         override = json.loads(json.dumps(deployment.parameters))
         override["spec"]["training"]["epochs"] = 3
-        run = run_deployment(f"trainflow-experiment/{name}", parameters=override, timeout=240)
+        run = run_deployment(f"trainflow-run/{name}", parameters=override, timeout=240)
         assert run.state.is_completed(), run.state
         versions = Store(artifacts).versions(name)
         assert [v.label for v in versions] == ["v0001"]
@@ -81,10 +87,16 @@ def test_serve_registers_schedules_runs_deployments_and_stops_cleanly(tmp_path, 
 
         bad = json.loads(json.dumps(deployment.parameters))
         bad["spec"]["training"]["epochs"] = 0
-        failed = run_deployment(f"trainflow-experiment/{name}", parameters=bad, timeout=240)
+        failed = run_deployment(f"trainflow-run/{name}", parameters=bad, timeout=240)
         assert failed.state.is_failed()
         assert "training.epochs: must be >= 1, got 0" in failed.state.message
         assert len(Store(artifacts).versions(name)) == 1
+
+        swept = run_deployment(f"trainflow-run/{name}-sweep", timeout=240)
+        assert swept.state.is_completed(), swept.state
+        (version,) = Store(artifacts).versions(f"{name}-sweep")
+        assert version.manifest()["kind"] == "sweep" and len(version.manifest()["trials"]) == 2
+        assert (version.path / "results.csv").read_text().count("\n") == 3, "a served sweep spec runs its sweep"
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
@@ -97,7 +109,7 @@ def _deployment(name: str):
 
     with _client() as client:
         try:
-            return client.read_deployment_by_name(f"trainflow-experiment/{name}")
+            return client.read_deployment_by_name(f"trainflow-run/{name}")
         except ObjectNotFound:
             return None
 
@@ -122,8 +134,8 @@ def test_a_process_worker_on_a_work_pool_runs_a_deployed_spec(tmp_path, artifact
     spec = write_spec(tmp_path, GUIDE_SMALL.replace("name: small", f"name: {name}"))
     out = trainflow("deploy", str(spec), "--pool", pool, "--artifacts", str(artifacts))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"trainflow-experiment/{name}" in out.stdout
-    run = run_deployment(f"trainflow-experiment/{name}", timeout=0)
+    assert f"trainflow-run/{name}" in out.stdout
+    run = run_deployment(f"trainflow-run/{name}", timeout=0)
     worker = subprocess.run([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--run-once"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     with _client() as client:

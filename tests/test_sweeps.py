@@ -5,16 +5,25 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from flows.api import run_spec
 from flows.loader import load_spec
-from flows.sweep import expand, fusable
-from tasks import data, fused, models, trainers
+from flows.trials import expand, trial_choice
+from tasks import data, models, trainers
 from tasks.store import Store
 from tests.conftest import GUIDE_SMALL, SPECS, run_and_kill, write_spec
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def fusable(spec, trials):
+    choice = trial_choice(spec, trials)
+    return choice.step == "trials", choice.why
 
 GRID = GUIDE_SMALL + """sweep:
   grid:
@@ -43,9 +52,9 @@ def test_a_3x2_grid_runs_6_trials_and_picks_the_best(tmp_path, artifacts, fuse):
     assert (version / "plots" / "loss_curves.png").is_file()
     assert (version / "plots" / "loss_by_training_optimizer_learning_rate.png").is_file()
     best = json.loads((version / "best.json").read_text())
-    assert best["id"] == result["best"]["id"]
-    if not fuse:
-        assert (artifacts / f"small-{best['id']}" / "v0001" / "checkpoint").is_dir(), "best links to its outputs"
+    assert best["id"] == result["best"]["id"] and best["path"] == f"trials/{best['id']}"
+    assert (version / best["path"] / "checkpoint" / "tf_checkpoint").is_dir(), "the best trial's checkpoint is kept"
+    assert Store(artifacts).names() == ["small"], "trials live inside their sweep's version"
 
 
 def test_the_report_says_why_trials_are_not_fused(tmp_path):
@@ -57,9 +66,11 @@ def test_the_report_says_why_trials_are_not_fused(tmp_path):
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_and_a_grown_grid_trains_only_new_points(tmp_path, artifacts):
     spec = write_spec(tmp_path, GRID + "  fuse: false\n")
-    published = []
-    run_and_kill(spec, until=lambda line: published.append("Published" in line) or sum(published) >= 2)
-    finished = {name.removeprefix("small-") for name in Store(artifacts).names() if name.startswith("small-")}
+    done = []
+    run_and_kill(spec, until=lambda line: done.append(bool(re.search(r"Task run 'trial-(t\w+)' - Finished in "
+                                                                       r"state Completed", line))) or sum(done) >= 2)
+    trials = {t.id: t.plan.key("train") for t in expand(load_spec(spec))}
+    finished = {tid for tid, key in trials.items() if (artifacts / ".cache" / "results" / key).is_file()}
     assert 2 <= len(finished) < 6 and Store(artifacts).versions("small") == []
 
     resumed = run_spec(spec)
@@ -84,9 +95,9 @@ def test_fused_trials_equal_separate_ones_on_a_16_trial_grid(tmp_path, artifacts
     trials = expand(spec)
     assert len(trials) == 16 and fusable(spec, trials)[0]
     dataset = data.load(spec.data, spec.seed)
-    outcomes = fused.train_fused(dataset, spec.training.loss, [fused.FusedTrial(
+    outcomes = trainers.train_linear_trials(dataset, spec.training.loss, [trainers.LinearTrial(
         t.spec.training.optimizer.learning_rate, t.spec.model.init.w, t.spec.model.init.b, t.spec.training.epochs)
-        for t in trials])
+        for t in trials], {})
     for trial, outcome in zip(trials, outcomes):
         alone = trainers.train(models.build(trial.spec.model, 0), dataset, trial.spec.training, spec.seed)
         assert outcome.result.epochs == alone.epochs
@@ -125,7 +136,49 @@ def test_a_sweep_runs_on_a_real_dask_local_cluster_of_processes(tmp_path, artifa
     result = run_spec(write_spec(tmp_path, text))
     assert result["path_used"] == "separate" and "dask" in result["why"]
     assert len(result["trials"]) == 4 and {t["state"] for t in result["trials"]} == {"Completed"}
-    assert all(Store(artifacts).versions(f"small-{t['id']}") for t in result["trials"])
     assert result["best"]["values"]["training.optimizer.learning_rate"] == 0.2
     pids = {int(t["worker"].rsplit(":", 1)[1]) for t in result["trials"]}
     assert os.getpid() not in pids, "trials ran in the cluster's worker processes, not in this one"
+
+
+def _files(folder) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_fused_and_separate_trials_publish_the_same_files_and_records(tmp_path, artifacts):
+    text = GRID.replace("[0.02, 0.1, 0.3]", "[0.05, 0.2]").replace("model.init.w: [5.0, -1.0]", "model.init.w: [5.0]") \
+        + "  publish_trials: all\n"
+    spec = write_spec(tmp_path, text)
+    fused_run = run_spec(spec, overrides=["sweep.fuse=true"])
+    separate_run = run_spec(spec, overrides=["sweep.fuse=false"])
+    assert (fused_run["path_used"], separate_run["path_used"]) == ("fused", "separate")
+    for fused_trial, separate_trial in zip(fused_run["trials"], separate_run["trials"], strict=True):
+        assert fused_trial["id"] == separate_trial["id"]
+        assert set(fused_trial) - {"worker"} == set(separate_trial) - {"worker"}, "the same record either way"
+        for name, value in fused_trial["metrics"].items():
+            assert value == pytest.approx(separate_trial["metrics"][name], rel=1e-5), name
+        a = Path(fused_run["path"]) / fused_trial["path"]
+        b = Path(separate_run["path"]) / separate_trial["path"]
+        assert _files(a) == _files(b) and "checkpoint/tf_checkpoint/ckpt.index" in _files(a)
+
+
+def test_a_fused_sweep_with_seed_null_runs_and_publishes(tmp_path, artifacts):
+    result = run_spec(write_spec(tmp_path, GRID.replace("seed: 3", "seed: null")))
+    assert result["path_used"] == "fused" and {t["state"] for t in result["trials"]} == {"Completed"}
+    assert Store(artifacts).versions("small")[0].manifest()["seed"] is not None
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_no_cache_leaves_nothing_cached_and_refresh_retrains_every_trial(tmp_path, artifacts, fuse):
+    spec = write_spec(tmp_path, GRID.replace("model.init.w: [5.0, -1.0]", "model.init.w: [5.0]")
+                      + f"  fuse: {str(fuse).lower()}\n")
+    run_spec(spec, use_cache=False)
+    results = artifacts / ".cache" / "results"
+    assert not results.exists() or not list(results.iterdir()), "--no-cache stores no task result"
+    first = run_spec(spec)
+    refreshed = run_spec(spec, refresh=True)
+    trained = (lambda r: {t["id"] for t in r["trials"] if t["tasks"]["train"] == "Completed"})
+    ids = {t["id"] for t in first["trials"]}
+    assert trained(first) == ids and trained(refreshed) == ids, "every trial trained again"
+    again = run_spec(spec)
+    assert trained(again) == set(), "and then the cache serves them"

@@ -1,0 +1,87 @@
+"""The Prefect task every node of `flows.graph.NODES` runs in, and the hooks that report its progress.
+
+This module is part of every node's code version (`flows.plan.RUNNER_MODULES`): it is the code that runs
+each task, so editing it re-runs them. It stays thin: it looks the node up, passes the arguments the flow
+prepared, and, for a node that takes hooks, logs training progress the way a person can read it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Optional
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from flows.graph import BY_NAME
+from tasks.report import logged_epochs, report_line
+
+#: Progress artifact updates at most this often (each is a call to the server).
+PROGRESS_UPDATE_SECONDS = 0.25
+#: On divergence, this many epochs before it are logged, so the losses leading up to it are visible.
+TAIL_ROWS = 5
+
+
+class ProgressLog:
+    """Training progress for the run log and the UI: evenly spaced epoch lines, a throttled progress
+    artifact, and on divergence the last few epochs before it."""
+
+    def __init__(self, label: str, total: int, lines: int):
+        self.logger = get_run_logger()
+        self.total = total
+        self.shown = logged_epochs(total, lines)
+        self.tail: deque[str] = deque(maxlen=TAIL_ROWS)
+        self.last_update = 0.0
+        self.artifact = create_progress_artifact(progress=0.0, description=f"{label}: epochs done, in percent")
+
+    def __call__(self, first_epoch: int, values: np.ndarray, names: list[str]) -> None:
+        for i in range(len(values)):
+            epoch = first_epoch + i
+            if values.shape[2] > 1:  # a trial axis: progress only
+                continue
+            line = f"Epoch {epoch:2d}: {report_line(dict(zip(names, values[i, :, 0].tolist())))}"
+            if epoch in self.shown:
+                self.logger.info(line)
+                self.tail.clear()
+            else:
+                self.tail.append(line)
+        done = first_epoch + len(values) - 1
+        now = time.monotonic()
+        if now - self.last_update >= PROGRESS_UPDATE_SECONDS or done >= self.total:
+            update_progress_artifact(self.artifact, progress=100.0 * done / self.total)
+            self.last_update = now
+
+    def diverged(self) -> None:
+        """Log the epochs just before a divergence that the even spacing skipped."""
+        for line in self.tail:
+            self.logger.info(line)
+
+
+@task(name="node")
+def run_node(name: str, key: Optional[str], arguments: dict[str, Any], context: Optional[dict] = None,
+             injected: Any = None) -> Any:
+    """Run node `name` with `arguments` (its spec sections and upstream outputs). `key` is what the cache
+    policy keys on; `context` holds runtime-only settings for hooks (a label, the epoch total, the resume
+    folder); `injected` is a result computed elsewhere for this key (a sweep's fused trials), returned as is
+    so that it is cached and recorded like any other."""
+    if injected is not None:
+        return injected
+    node = BY_NAME[name]
+    function = node.function()
+    if not node.hooks:
+        return function(**arguments)
+    from tasks.driver import Hooks, TrainingDiverged
+    from tasks.resume import ResumePoint
+
+    context = context or {}
+    logger = get_run_logger()
+    progress = ProgressLog(context.get("label", name), context.get("epochs", 1), context.get("lines", 50))
+    resume = ResumePoint(context["resume_dir"]) if context.get("resume_dir") else None
+    hooks = Hooks(progress=progress, notify=logger.info, resume=resume)
+    try:
+        return function(**arguments, hooks=hooks)
+    except TrainingDiverged:
+        progress.diverged()
+        raise
