@@ -1,20 +1,38 @@
 # Every target builds its own .venv from pyproject.toml, so a fresh machine needs only python3 and make.
+# VENV=/path/to/venv reuses an environment that already has trainflow's dependencies (the fresh-clone test
+# does, to time a first run rather than a download); its code still comes from this checkout (PYTHONPATH).
 PYTHON ?= python3
 VENV ?= .venv
 SPEC ?= specs/guide.yaml
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A migrated, empty Prefect database, made once with the venv: a new PREFECT_HOME starts from a copy of it
+# instead of migrating (13 s here), which is what made the first run's temporary server time out.
+TEMPLATE_DB := $(VENV)/prefect-template/prefect.db
+PREFECT_HOME ?= $(HOME)/.prefect
+PREFECT_DB := $(PREFECT_HOME)/prefect.db
+TRAINFLOW := PYTHONPATH=$(CURDIR) $(BIN)/python -m flows.cli
 
-.PHONY: run test test-fast bench schema clean
+.PHONY: run ui test test-fast bench schema clean
 
-$(STAMP): pyproject.toml
+# The local venv is rebuilt when pyproject.toml changes; one passed in as VENV= is taken as it is.
+$(STAMP): $(if $(filter .venv,$(VENV)),pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -rf $(VENV)/prefect-template
+	PREFECT_HOME=$(VENV)/prefect-template $(BIN)/prefect server database upgrade -y > /dev/null
 	touch $(STAMP)
 
-run: $(STAMP)  ## run the guide spec end to end
-	$(BIN)/trainflow run $(SPEC)
+$(PREFECT_DB): | $(STAMP)
+	mkdir -p $(PREFECT_HOME)
+	test -e $(PREFECT_DB) || cp $(TEMPLATE_DB) $(PREFECT_DB)
+
+run: $(STAMP) $(PREFECT_DB)  ## run the guide spec end to end
+	$(TRAINFLOW) run $(SPEC)
+
+ui: $(STAMP) $(PREFECT_DB)  ## the Prefect UI with every run so far, in the background (trainflow server stop ends it)
+	$(TRAINFLOW) server start
 
 # The browser test drives Debian's Chromium through playwright (never a downloaded browser).
 CHROMIUM := /usr/bin/chromium
@@ -31,7 +49,7 @@ bench: $(STAMP)  ## speed bars as side-by-side ratios; writes docs/benchmarks.md
 	$(BIN)/python benchmarks/run_all.py
 
 schema: $(STAMP)  ## regenerate the committed JSON Schema
-	$(BIN)/trainflow schema --output specs/spec.schema.json
+	$(TRAINFLOW) schema --output specs/spec.schema.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,6 +15,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 REPORT = ROOT / "docs" / "benchmarks.md"
+#: The `trainflow` command of this checkout (not whichever one the venv's console script points at), so a
+#: benchmark run from a copy of the repository measures that copy's code.
+TRAINFLOW = [sys.executable, "-m", "flows.cli"]
+os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
 
 
 def machine() -> str:

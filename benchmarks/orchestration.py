@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import ROOT, table, write_section
+from common import ROOT, TRAINFLOW, table, write_section
 
 BIN = Path(sys.executable).parent
 SPEC = ROOT / "specs" / "guide.yaml"
@@ -56,9 +56,9 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
 def measure(label: str, env: dict) -> list:
     with tempfile.TemporaryDirectory() as artifacts:
         env = {**env, "TRAINFLOW_ARTIFACTS": artifacts}
-        cold, out = timed([str(BIN / "trainflow"), "run", str(SPEC), "--json"], env)
+        cold, out = timed([*TRAINFLOW, "run", str(SPEC), "--json"], env)
         compute = sum(t["seconds"] for t in json.loads(out)["tasks"])
-        cached, out = timed([str(BIN / "trainflow"), "run", str(SPEC), "--json"], env)
+        cached, out = timed([*TRAINFLOW, "run", str(SPEC), "--json"], env)
         assert {t["state"] for t in json.loads(out)["tasks"]} == {"Cached"}
     prefect_import = timed([sys.executable, "-c", "import prefect"], env)[0] - timed([sys.executable, "-c", "pass"], env)[0]
     plain, _ = timed([sys.executable, str(ROOT / "benchmarks" / "plain_guide.py"), str(SPEC)], env)

@@ -126,6 +126,15 @@ def _print_report(result: dict, lines: int) -> None:
     typer.echo(f"Tasks: {states}")
     verb = "Reused identical" if result["reused"] else "Published"
     typer.echo(f"{verb} {result['name']} {result['version']}: {result['path']}")
+    _print_ui(result)
+
+
+def _print_ui(result: dict) -> None:
+    """Where this run is in the Prefect UI, or how to get there after a temporary server."""
+    if result.get("ui_url"):
+        typer.echo(f"Prefect UI: {result['ui_url']}")
+    else:
+        typer.echo("Prefect UI: `trainflow server start` (or `make ui`) serves every run so far, this one included")
 
 
 def _print_sweep(result: dict) -> None:
@@ -141,6 +150,7 @@ def _print_sweep(result: dict) -> None:
                    f"{metric}={best['metrics'][metric]:.6g}" + (f"  {best['path']}" if best.get("path") else ""))
     verb = "Reused identical" if result["reused"] else "Published"
     typer.echo(f"{verb} {result['name']} {result['version']}: {result['path']}")
+    _print_ui(result)
 
 
 @app.command()
@@ -318,8 +328,7 @@ def diff(a: str = typer.Argument(..., help="NAME@vA"), b: str = typer.Argument(.
 
 def _load_all(paths: List[Path], overrides: Optional[List[str]]):
     """Every spec under `paths`, validated before anything runs or is registered: all problems at once, exit 2."""
-    from flows.deploy import collect
-    from flows.loader import Problem, SpecError, load_spec
+    from flows.loader import Problem, SpecError, collect, load_spec
 
     specs, problems = [], []
     for path in collect(paths):
@@ -387,6 +396,50 @@ def verify(name: Optional[str] = typer.Argument(None, help="A spec name; every n
     typer.echo(f"verified {checked} version(s): {checked - bad} intact, {bad} damaged")
     if bad:
         raise typer.Exit(1)
+
+
+server_app = typer.Typer(no_args_is_help=True, help="A local Prefect server with the UI, in the background, on "
+                                                     "PREFECT_HOME's database; runs use it by themselves.")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(port: Optional[int] = typer.Option(None, "--port", help="Port of the API and UI (default 4200, or a "
+                                                                        "free one; 0 picks a free one).")) -> None:
+    """Start it (or report the one running), wait until it answers, and print the UI's address."""
+    from flows import server
+
+    try:
+        record, started = server.start(None if port is None else (port or server.free_port()))
+    except RuntimeError as exc:
+        _fail(f"server start failed: {exc}", 1)
+    verb = "Started" if started else "Already running:"
+    typer.echo(f"{verb} Prefect server (pid {record.pid}): UI {record.ui_url}, API {record.api_url}")
+    typer.echo("trainflow commands use it while it runs; `trainflow server stop` stops it.")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop it; runs then fall back to Prefect's temporary server."""
+    from flows import server
+
+    record = server.stop()
+    typer.echo(f"Stopped Prefect server (pid {record.pid})" if record else "no trainflow server was running")
+
+
+@server_app.command("status")
+def server_status(as_json: bool = typer.Option(False, "--json", help="Print a JSON object.")) -> None:
+    """Whether it runs, and where. A record left by a server that died is cleared."""
+    from flows import server
+
+    record = server.running()
+    if as_json:
+        typer.echo(json.dumps({"running": record is not None, "pid": record and record.pid,
+                               "api_url": record and record.api_url, "ui_url": record and record.ui_url,
+                               "prefect_home": str(server.prefect_home())}))
+        return
+    typer.echo(f"running (pid {record.pid}): UI {record.ui_url}" if record else
+               f"not running (PREFECT_HOME {server.prefect_home()}); `trainflow server start` starts it")
 
 
 def main() -> None:

@@ -86,11 +86,3 @@ def deploy_specs(specs: list[Spec], pool: str, artifacts: Optional[str] = None,
         ids.append(str(remote.deploy(**_common(spec, artifacts), work_pool_name=pool, build=False, push=False,
                                      print_next_steps=False)))
     return ids
-
-
-def collect(paths: list[Path]) -> list[Path]:
-    """Spec files named directly, plus every *.yaml in named folders (sorted)."""
-    files = []
-    for path in paths:
-        files.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
-    return files

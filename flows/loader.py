@@ -147,6 +147,7 @@ def parse_yaml(text: Union[str, bytes], source: str) -> Document:
         raise SpecError([Problem(Position(source, line, col), "",
                                  f"invalid YAML: character U+{exc.character:04X} is not allowed")]) from None
     try:
+        _check_depth(text, source)
         node = loader.get_single_node()
         if node is None:
             raise SpecError([Problem(Position(source, 1, 1), "", "the spec is empty; expected a mapping with name, data and model")])
@@ -163,6 +164,25 @@ def parse_yaml(text: Union[str, bytes], source: str) -> Document:
     if not isinstance(data, dict):
         raise SpecError([Problem(_position(source, node.start_mark), "", f"the spec must be a mapping of keys, got a {_kind(data)}")])
     return Document(data, converter.positions)
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before PyYAML composes it: its composer recurses once per level,
+    so thousands of `[` or indented levels end in a RecursionError. Events are read iteratively."""
+    depth = 0
+    events = yaml.SafeLoader(text)
+    try:
+        while events.check_event():
+            event = events.get_event()
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise SpecError([Problem(_position(source, event.start_mark), "",
+                                             f"nested deeper than {MAX_DEPTH} levels")])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    finally:
+        events.dispose()
 
 
 # --------------------------------------------------------------------------- extends and --set
@@ -239,6 +259,14 @@ def apply_overrides(doc: Document, overrides: Iterable[str]) -> Document:
 # --------------------------------------------------------------------------- validation
 
 
+def collect(paths: Iterable[Path]) -> list[Path]:
+    """Spec files named directly, plus every *.yaml in named folders (sorted)."""
+    files = []
+    for path in map(Path, paths):
+        files.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+    return files
+
+
 def load_spec(path: Union[str, Path], overrides: Iterable[str] = ()) -> Spec:
     """Read, merge, override and validate a spec file; a data file must exist (relative to the spec)."""
     doc = apply_overrides(read_document(Path(path)), overrides)
@@ -308,7 +336,23 @@ def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None) ->
 
 def validate_data(data: dict[str, Any], source: str = "<spec>") -> Spec:
     """Validate plain data (e.g. a Prefect UI parameter form) with the same messages as a file."""
+    if not isinstance(data, dict):
+        raise SpecError([Problem(None, "", f"{source}: the spec must be a mapping of keys, got a {_kind(data)}")])
+    _check_data_depth(data, source)
     return resolve_data_path(validate_document(Document(data, {}), source), Path.cwd())
+
+
+def _check_data_depth(data: Any, source: str) -> None:
+    """The depth limit of YAML files, for plain data (a deployment's JSON parameters), checked without recursion."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError([Problem(None, "", f"{source}: nested deeper than {MAX_DEPTH} levels")])
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def validate_document(doc: Document, source: str) -> Spec:

@@ -8,7 +8,6 @@ prepared, and, for a node that takes hooks, logs training progress the way a per
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any, Optional
 
 import numpy as np
@@ -20,43 +19,55 @@ from tasks.report import logged_epochs, report_line
 
 #: Progress artifact updates at most this often (each is a call to the server).
 PROGRESS_UPDATE_SECONDS = 0.25
+#: A run gets a progress artifact in the UI once it has trained this long.
+PROGRESS_AFTER_SECONDS = 1.0
 #: On divergence, this many epochs before it are logged, so the losses leading up to it are visible.
 TAIL_ROWS = 5
 
 
 class ProgressLog:
     """Training progress for the run log and the UI: evenly spaced epoch lines, a throttled progress
-    artifact, and on divergence the last few epochs before it."""
+    artifact, and on divergence the last few epochs before it. Only the rows it logs are formatted, so a
+    long run's cost does not grow with its epochs here."""
 
     def __init__(self, label: str, total: int, lines: int):
         self.logger = get_run_logger()
         self.total = total
-        self.shown = logged_epochs(total, lines)
-        self.tail: deque[str] = deque(maxlen=TAIL_ROWS)
-        self.last_update = 0.0
-        self.artifact = create_progress_artifact(progress=0.0, description=f"{label}: epochs done, in percent")
+        self.shown = np.array(sorted(logged_epochs(total, lines)))
+        self.tail: tuple[int, np.ndarray, list[str]] = (0, np.zeros((0, 0, 1)), [])
+        self.label = label
+        self.started = time.monotonic()
+        self.last_update = self.started
+        self.artifact = None  # made once the run has lasted PROGRESS_AFTER_SECONDS: a short run needs no bar
+
+    def _line(self, epoch: int, row: np.ndarray, names: list[str]) -> str:
+        return f"Epoch {epoch:2d}: {report_line(dict(zip(names, row.tolist())))}"
 
     def __call__(self, first_epoch: int, values: np.ndarray, names: list[str]) -> None:
-        for i in range(len(values)):
-            epoch = first_epoch + i
-            if values.shape[2] > 1:  # a trial axis: progress only
-                continue
-            line = f"Epoch {epoch:2d}: {report_line(dict(zip(names, values[i, :, 0].tolist())))}"
-            if epoch in self.shown:
-                self.logger.info(line)
-                self.tail.clear()
-            else:
-                self.tail.append(line)
-        done = first_epoch + len(values) - 1
+        count = len(values)
+        if values.shape[2] == 1:  # one model (a trial axis reports progress only)
+            epochs = np.arange(first_epoch, first_epoch + count)
+            for i in np.flatnonzero(np.isin(epochs, self.shown)):
+                self.logger.info(self._line(int(epochs[i]), values[i, :, 0], names))
+            start = max(0, count - TAIL_ROWS)
+            self.tail = (first_epoch + start, values[start:], names)
+        done = first_epoch + count - 1
         now = time.monotonic()
-        if now - self.last_update >= PROGRESS_UPDATE_SECONDS or done >= self.total:
+        if self.artifact is None:
+            if done >= self.total or now - self.started < PROGRESS_AFTER_SECONDS:
+                return
+            self.artifact = create_progress_artifact(progress=100.0 * done / self.total,
+                                                     description=f"{self.label}: epochs done, in percent")
+        elif now - self.last_update >= PROGRESS_UPDATE_SECONDS or done >= self.total:
             update_progress_artifact(self.artifact, progress=100.0 * done / self.total)
-            self.last_update = now
+        self.last_update = now
 
     def diverged(self) -> None:
         """Log the epochs just before a divergence that the even spacing skipped."""
-        for line in self.tail:
-            self.logger.info(line)
+        first, values, names = self.tail
+        for i in range(len(values)):
+            if first + i not in self.shown:
+                self.logger.info(self._line(first + i, values[i, :, 0], names))
 
 
 @task(name="node")

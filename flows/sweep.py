@@ -209,7 +209,8 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
     records_out: list[dict] = []
     published = publish_and_record(spec, plan, root, files, manifest, records_out, task_run_tags())
     result = {"name": spec.name, "kind": "sweep", "path_used": manifest["path_used"], "why": choice.why,
-              "metric": metric, "mode": mode, "trials": plain, "best": best_plain, **published}
+              "metric": metric, "mode": mode, "trials": plain, "best": best_plain, "spec_hash": spec.spec_hash(),
+              "seed": seed, "flow_run_id": manifest["flow_run_id"], **published}
     _table_artifact(spec, result)
     logger.info("Best trial %s %s: %s = %s", best and best["id"], best and best["values"], metric,
                 best and best["metrics"].get(metric))

@@ -49,14 +49,14 @@ def optimizer_variables(optimizer: Optional[keras.optimizers.Optimizer]) -> list
     return [] if optimizer is None else [v.value if hasattr(v, "value") else v for v in optimizer.variables]
 
 
-def _loop(body_fn, count, width: list[int]) -> tf.Tensor:
-    """Run `body_fn(i) -> state` for i < count inside a while loop of static bound CHUNK; returns the states."""
-    history = tf.TensorArray(tf.float32, size=CHUNK, element_shape=width)
+def _loop(body_fn, count, width: list[int], chunk: int) -> tf.Tensor:
+    """Run `body_fn(i) -> state` for i < count inside a while loop of static bound `chunk`; returns the states."""
+    history = tf.TensorArray(tf.float32, size=chunk, element_shape=width)
 
     def body(i, history):
         return i + 1, history.write(i, body_fn(i))
 
-    _, history = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), history), maximum_iterations=CHUNK)
+    _, history = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), history), maximum_iterations=chunk)
     return history.stack()
 
 
@@ -85,9 +85,9 @@ class TapeStep:
     """The general step: a GradientTape over minibatches (or the full batch), for any model and optimizer."""
 
     trials = 1
-    chunk = CHUNK
 
     def __init__(self, model: models.Model, data: Dataset, spec: TrainingSpec, seed: int):
+        self.chunk = chunk = min(CHUNK, spec.epochs)  # a smaller static history compiles faster
         loss_fn = losses.manual(spec.loss)
         self.evaluator = Evaluator(model, data, loss_fn)
         self.names = self.evaluator.names
@@ -122,19 +122,24 @@ class TapeStep:
             if spec.shuffle:  # keyed by (seed, epoch): a resumed run shuffles exactly as an uninterrupted one
                 order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed_t, tf.cast(epoch, tf.int64)]))
             xs, ys = tf.gather(x, order), tf.gather(y, order)
-            for i in tf.range(num_batches):
+
+            def batch_step(i):
                 lo = i * batch
                 hi = tf.minimum(lo + batch, n)
                 step(xs[lo:hi], ys[lo:hi])
+                return i + 1
+
+            tf.while_loop(lambda i: i < num_batches, batch_step, (tf.constant(0),))
 
         def run(start, count):
             def epoch(i):
                 one_epoch(start + i)
                 return self.evaluator.state()
 
-            return _loop(epoch, count, [len(self.names)])[..., None]
+            return _loop(epoch, count, [len(self.names)], chunk)[..., None]
 
-        self.run = tf.function(run, jit_compile=n % batch == 0, reduce_retracing=True)
+        # Written with explicit while loops, so autograph's source conversion (~0.4 s per run) is not needed.
+        self.run = tf.function(run, jit_compile=n % batch == 0, reduce_retracing=True, autograph=False)
 
     def initial(self) -> np.ndarray:
         return self.evaluator.state().numpy()[:, None]
@@ -186,10 +191,9 @@ class LinearStep:
     stops moving (its rate drops to 0). With mse and at least MIN_MOMENTS_EXAMPLES examples (or
     `use_moments=True`) the data term comes from float64 moments."""
 
-    chunk = CHUNK
-
     def __init__(self, data: Dataset, loss: LossSpec, learning_rates, w0, b0, epochs, options: dict,
                  use_moments: Optional[bool] = None):
+        self.chunk = chunk = min(CHUNK, int(max(epochs)))
         options = {k: v for k, v in options.items() if k in CLIP_OPTIONS}
         self.trials = len(learning_rates)
         self.has_val = len(data.x_val) > 0
@@ -233,7 +237,7 @@ class LinearStep:
 
         self._state = state
 
-        @tf.function(jit_compile=True)
+        @tf.function(jit_compile=True, autograph=False)
         def run(start, count):
             def epoch(i):
                 dw, db = clip_gradients(*gradients(), options)
@@ -242,7 +246,7 @@ class LinearStep:
                 b.assign_sub(rate * db)
                 return state()
 
-            return _loop(epoch, count, [len(self.names), self.trials])
+            return _loop(epoch, count, [len(self.names), self.trials], chunk)
 
         self.run = run
 

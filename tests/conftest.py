@@ -39,8 +39,14 @@ def pytest_configure(config):
     os.environ.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+#: The migrated empty database `make` builds with the venv; a copy saves the new server its migrations.
+TEMPLATE_DB = Path(sys.executable).parent.parent / "prefect-template" / "prefect.db"
+
+
 def _start_server() -> dict:
     home = _server["home"]
+    if TEMPLATE_DB.is_file() and not (home / "prefect.db").exists():
+        shutil.copyfile(TEMPLATE_DB, home / "prefect.db")
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_ENABLED": "true",
            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}

@@ -1,0 +1,123 @@
+"""The first command on a fresh machine, the background server, and runs started at the same moment.
+
+These use their own PREFECT_HOMEs and no PREFECT_API_URL, as a new user has, so they never touch the
+session's server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, GUIDE_SMALL, ROOT, write_spec
+
+
+def _env(home: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_URL")}
+    return {**env, "PREFECT_HOME": str(home), **extra}
+
+
+def _trainflow(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "trainflow"), *args], capture_output=True, text=True, env=env, timeout=timeout,
+                          cwd=ROOT)
+
+
+def _flow_runs(api_url: str) -> list[dict]:
+    import urllib.request
+
+    request = urllib.request.Request(f"{api_url}/flow_runs/filter", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_a_started_server_is_used_by_runs_and_a_stopped_or_killed_one_is_not(tmp_path):
+    """`server start`: two runs report to it (no temporary server). `server stop`: status says so. A server
+    killed with SIGKILL leaves a record that is noticed and cleared, and the next run uses the temporary
+    server and succeeds."""
+    home = tmp_path / "home"
+    env = _env(home, TRAINFLOW_ARTIFACTS=str(tmp_path / "artifacts"))
+    spec = write_spec(tmp_path, GUIDE_SMALL)
+    started = _trainflow("server", "start", "--port", "0", env=env)
+    try:
+        assert started.returncode == 0, started.stderr[-2000:]
+        status = json.loads(_trainflow("server", "status", "--json", env=env).stdout)
+        assert status["running"] and status["api_url"].endswith("/api")
+        runs = [_trainflow("run", str(spec), "--set", f"seed={seed}", env=env) for seed in (1, 2)]
+        for out in runs:
+            assert out.returncode == 0, out.stderr[-3000:]
+            assert "Starting temporary server" not in out.stderr, "the running server was used"
+        urls = [line.split("Prefect UI: ")[1] for out in runs for line in out.stdout.splitlines()
+                if line.startswith("Prefect UI: http")]
+        assert len(urls) == 2 and all(url.startswith(f"{status['ui_url']}/runs/flow-run/") for url in urls)
+        assert {url.rsplit("/", 1)[1] for url in urls} <= {run["id"] for run in _flow_runs(status["api_url"])}
+    finally:
+        stopped = _trainflow("server", "stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not json.loads(_trainflow("server", "status", "--json", env=env).stdout)["running"]
+
+    assert _trainflow("server", "start", "--port", "0", env=env).returncode == 0
+    record = json.loads((home / "trainflow-server.json").read_text())
+    os.killpg(record["pid"], signal.SIGKILL)
+    deadline = time.time() + 20
+    while time.time() < deadline and Path(f"/proc/{record['pid']}").exists():
+        time.sleep(0.1)
+    began = time.perf_counter()
+    status = json.loads(_trainflow("server", "status", "--json", env=env).stdout)
+    assert not status["running"] and time.perf_counter() - began < 10
+    assert not (home / "trainflow-server.json").exists(), "the stale record is removed"
+    after = _trainflow("run", str(spec), "--json", "--set", "seed=3", env=env)
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert "Starting temporary server" in after.stderr
+
+
+@pytest.mark.slow
+def test_four_runs_started_at_once_without_a_server_all_succeed(tmp_path):
+    """A fresh PREFECT_HOME, no server, four processes at the same moment: each temporary server gets the time
+    a new database needs, and their starts do not trip over each other."""
+    env = _env(tmp_path / "fresh-home", TRAINFLOW_ARTIFACTS=str(tmp_path / "artifacts"))
+    specs = [write_spec(tmp_path, GUIDE_SMALL.replace("name: small", f"name: run{i}"), f"s{i}.yaml") for i in range(4)]
+    procs = [subprocess.Popen([str(BIN / "trainflow"), "run", str(spec), "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for spec in specs]
+    outs = [proc.communicate(timeout=900) for proc in procs]
+    for proc, (stdout, stderr) in zip(procs, outs):
+        assert proc.returncode == 0, stderr[-3000:]
+        assert json.loads(stdout)["version"] == "v0001"
+
+
+@pytest.mark.slow
+def test_make_run_on_a_fresh_clone_publishes_the_guide(tmp_path):
+    """The README's first command in a fresh clone with a fresh PREFECT_HOME and no server. The venv is reused
+    through TRAINFLOW_VENV (documented in the Makefile) so this measures the first run, not the download."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    _sync_working_tree(clone)
+    env = _env(tmp_path / "fresh-home", VENV=str(Path(sys.executable).parent.parent))
+    env.pop("TRAINFLOW_ARTIFACTS", None)
+    began = time.perf_counter()
+    out = subprocess.run(["make", "run"], cwd=clone, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert (clone / "artifacts" / "guide" / "v0001" / "manifest.json").is_file()
+    assert "Published guide v0001" in out.stdout
+    print(f"make run on a fresh clone: {time.perf_counter() - began:.1f} s")
+
+
+def _sync_working_tree(clone: Path) -> None:
+    """Bring uncommitted changes of this checkout into the clone, so the test checks the code under test."""
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True, check=True).stdout
+    if diff:
+        subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=clone, input=diff, check=True)
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.split()
+    for name in untracked:
+        target = clone / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((ROOT / name).read_bytes())
