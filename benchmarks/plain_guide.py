@@ -23,7 +23,7 @@ def work(spec: Spec) -> np.ndarray:
     dataset = data.load(spec.data, spec.seed)
     initial = models.initial_state(spec.model, spec.seed)
     trained = trainers.fit(spec.seed, spec.model, spec.training, dataset, initial)
-    pngs = plots.draw(spec.data, spec.plots, dataset, trained)
+    pngs = plots.render_all(plots.draw(spec.data, spec.plots, dataset, trained), spec.name, spec.plots.dpi)
     model = models.restore(spec.model, spec.seed, trained.result.weights)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints.write(model, checkpoints.formats_for(spec.model, spec.checkpoint), Path(tmp) / "checkpoint")

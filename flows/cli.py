@@ -17,8 +17,22 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Run TensorFlow experiments from YAML specs as cached, versioned Prefect flows.")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        typer.echo(f"trainflow {metadata.version('trainflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                       help="Print trainflow's version and exit.")) -> None:
+    """Run TensorFlow experiments from YAML specs as cached, versioned Prefect flows."""
 
 SetOption = typer.Option(None, "--set", "-s", metavar="PATH=VALUE", help="Override a spec field, e.g. training.epochs=50.")
 ArtifactsOption = typer.Option(None, "--artifacts", "-a", envvar="TRAINFLOW_ARTIFACTS",
@@ -33,8 +47,9 @@ def _fail(message: str, code: int) -> None:
 
 
 @contextlib.contextmanager
-def _errors(debug: bool, label: str = "") -> Iterator[None]:
-    """Map exceptions to exit codes and one-screen messages, each prefixed with `label`."""
+def _errors(debug: bool, label: str = "", failure: str = "failed") -> Iterator[None]:
+    """Every command's error handler: exceptions to exit codes and one-screen messages prefixed with `label`;
+    a traceback only with --debug."""
     from flows.loader import SpecError
 
     try:
@@ -49,10 +64,12 @@ def _errors(debug: bool, label: str = "") -> Iterator[None]:
         os._exit(0)
     except KeyboardInterrupt:
         _fail("interrupted; nothing was published", 130)
-    except Exception as exc:  # a failed run: the task's own exception
+    except Exception as exc:  # a failed run (the task's own exception) or an unexpected error
         if debug:
             raise
-        _fail(f"{label}run failed: {exc}\n(nothing was published for it; --debug shows the traceback)", 1)
+        if failure == "run failed":
+            _fail(f"{label}run failed: {exc}\n(nothing was published for it; --debug shows the traceback)", 1)
+        _fail(f"{label}{failure}: {type(exc).__name__}: {exc} (--debug shows the traceback)", 1)
 
 
 @contextlib.contextmanager
@@ -95,7 +112,7 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
 
     for spec in specs:
         label = f"{spec.name}: " if len(specs) > 1 else ""
-        with _errors(debug, label):
+        with _errors(debug, label, failure="run failed"):
             if as_json:
                 with _stdout_to_stderr() as real_stdout:
                     result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache,
@@ -154,23 +171,27 @@ def _print_sweep(result: dict) -> None:
 
 
 @app.command()
-def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."),
+def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
              overrides: Optional[List[str]] = SetOption, debug: bool = DebugOption) -> None:
-    """Check specs; print every problem as file:line:col: path: message."""
-    from flows.loader import SpecError, load_spec
+    """Check specs, data files' columns included; print every problem as file:line:col: path: message."""
+    with _errors(debug):
+        from flows.loader import SpecError, collect, load_spec
 
-    failed = False
-    for path in specs:
-        try:
-            spec = load_spec(path, overrides or [])
-            typer.echo(f"{path}: ok ({spec.name}, spec hash {spec.spec_hash()[:8]})")
-        except SpecError as exc:
-            if debug:
-                raise
-            failed = True
-            typer.echo(str(exc), err=True)
-    if failed:
-        raise typer.Exit(2)
+        files = collect(paths)
+        if not files:
+            _fail(f"no spec files in {', '.join(map(str, paths))}", 2)
+        failed = False
+        for path in files:
+            try:
+                spec = load_spec(path, overrides or [])
+                typer.echo(f"{path}: ok ({spec.name}, spec hash {spec.spec_hash()[:8]})")
+            except SpecError as exc:
+                if debug:
+                    raise
+                failed = True
+                typer.echo(str(exc), err=True)
+        if failed:
+            raise typer.Exit(2)
 
 
 @app.command()
@@ -251,79 +272,138 @@ def _plan_trials(spec, root) -> tuple[bool, str, list[dict]]:
 
 @app.command("list")
 def list_versions(name: Optional[str] = typer.Argument(None, help="A spec name; all names when omitted."),
-                  artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption) -> None:
-    """List published versions with date, metrics and spec hash."""
-    from flows.plan import artifact_root
-    from tasks.store import Store
+                  artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption,
+                  debug: bool = DebugOption) -> None:
+    """List published versions with date, metrics and spec hash; sweeps are marked, their trials inside them."""
+    with _errors(debug):
+        from flows.plan import artifact_root
+        from tasks.store import Store
 
-    store = Store(artifact_root(artifacts))
-    rows = []
-    for series in [name] if name else store.names():
-        for version in store.versions(series):
-            manifest = version.manifest()
-            rows.append({"name": series, "version": version.label, "path": str(version.path),
-                         "created": manifest.get("created"), "spec_hash": manifest.get("spec_hash"),
-                         "metrics": manifest.get("metrics", {})})
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    if not rows:
-        typer.echo("no versions" + (f" of {name}" if name else ""))
-    for row in rows:
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items() if isinstance(v, float))
-        typer.echo(f"{row['name']}@{row['version']}  {row['created']}  spec {str(row['spec_hash'])[:8]}  {metrics}")
+        store = Store(artifact_root(artifacts))
+        if name and not store.versions(name):
+            _unknown_name(store, name)
+        rows = []
+        for series in [name] if name else store.names():
+            for version in store.versions(series):
+                manifest = _manifest(version)
+                rows.append({"name": series, "version": version.label, "path": str(version.path),
+                             "kind": manifest.get("kind", "experiment"), "created": manifest.get("created"),
+                             "spec_hash": manifest.get("spec_hash"), "metrics": manifest.get("metrics", {}),
+                             "trials": len(manifest.get("trials", [])) or None})
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        if not rows:
+            typer.echo("no versions" + (f" of {name}" if name else ""))
+        for row in rows:
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items()
+                                if isinstance(v, float) and not k.startswith("best_"))
+            kind = f"  sweep of {row['trials']} trials, best:" if row["kind"] == "sweep" else ""
+            typer.echo(f"{row['name']}@{row['version']}  {row['created']}  spec {str(row['spec_hash'])[:8]}{kind}  {metrics}")
+
+
+def _manifest(version) -> dict:
+    """A version's manifest, or an empty one when it cannot be read (`verify` says why)."""
+    try:
+        return version.manifest()
+    except (OSError, ValueError):
+        return {}
+
+
+def _unknown_name(store, name: str) -> None:
+    known = store.names()
+    from flows.loader import did_you_mean
+
+    _fail(f"{name}: no versions{did_you_mean(name, known)}; known: {', '.join(known) or 'none'}", 2)
 
 
 def _version(ref: str, artifacts: Optional[Path]):
     from flows.plan import artifact_root
     from tasks.store import Store
 
+    store = Store(artifact_root(artifacts))
     name, _, label = ref.partition("@")
-    version = Store(artifact_root(artifacts)).get(name, label or None)
+    if not store.versions(name):
+        _unknown_name(store, name)
+    version = store.get(name, label or None)
     if version is None:
-        _fail(f"{ref}: no such version", 2)
+        labels = ", ".join(v.label for v in store.versions(name))
+        _fail(f"{ref}: no such version of {name}; it has {labels}", 2)
     return version
+
+
+def _seconds(value) -> str:
+    return f"{value:.3f}s" if isinstance(value, (int, float)) else "-"
 
 
 @app.command()
 def show(ref: str = typer.Argument(..., help="NAME or NAME@vN."), artifacts: Optional[Path] = ArtifactsOption,
-         as_json: bool = JsonOption) -> None:
-    """Show a version's manifest."""
-    manifest = _version(ref, artifacts).manifest()
-    if as_json:
-        typer.echo(json.dumps(manifest))
-        return
-    typer.echo(f"{manifest['name']}@{manifest['version']}  created {manifest.get('created')}  "
-               f"previous {manifest.get('previous')}  git {manifest.get('git_commit')}")
-    typer.echo(f"spec hash {manifest['spec_hash']}")
-    for key, value in manifest.get("metrics", {}).items():
-        typer.echo(f"  {key:<14} {value}")
-    for task in manifest.get("tasks", []):
-        typer.echo(f"  task {task['name']:<11} {task['state']:<10} {task['seconds']:.3f}s  {str(task['key'])[:12]}")
+         as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
+    """Show a version's manifest: metrics, tasks, and a sweep's trials."""
+    with _errors(debug):
+        manifest = _version(ref, artifacts).manifest()
+        if as_json:
+            typer.echo(json.dumps(manifest))
+            return
+        kind = manifest.get("kind", "experiment")
+        typer.echo(f"{manifest['name']}@{manifest['version']}  ({kind})  created {manifest.get('created')}  "
+                   f"previous {manifest.get('previous') or '-'}  git {manifest.get('git_commit') or '-'}")
+        typer.echo(f"spec hash {manifest.get('spec_hash')}")
+        for key, value in manifest.get("metrics", {}).items():
+            typer.echo(f"  {key:<16} {value:.6g}" if isinstance(value, float) else f"  {key:<16} {value}")
+        for task in manifest.get("tasks", []):
+            key = str(task.get("key"))[:12] if task.get("key") else "-"
+            typer.echo(f"  task {task['name']:<14} {task.get('state', '-'):<10} {_seconds(task.get('seconds')):>9}  {key}")
+        if kind == "sweep":
+            best = (manifest.get("best") or {}).get("id")
+            typer.echo(f"trials ({manifest.get('path_used')} path: {manifest.get('why')}):")
+            metric = manifest["spec"]["sweep"]["metric"]
+            for trial in manifest.get("trials", []):
+                values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
+                score = trial["metrics"].get(metric)
+                typer.echo(f"  {'*' if trial['id'] == best else ' '} {trial['id']}  {values}  {trial['state']}  "
+                           f"{metric}={score if score is None else f'{score:.6g}'}"
+                           + (f"  {trial['path']}" if trial.get("path") else ""))
 
 
 @app.command()
-def diff(a: str = typer.Argument(..., help="NAME@vA"), b: str = typer.Argument(..., help="NAME@vB"),
-         artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption) -> None:
+def diff(a: str = typer.Argument(..., help="NAME@vA (alone: compared with the version before it)"),
+         b: Optional[str] = typer.Argument(None, help="NAME@vB"), artifacts: Optional[Path] = ArtifactsOption,
+         as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
     """Compare two versions: the spec paths that differ and the metric deltas."""
-    from flows.plan import changed_paths
+    with _errors(debug):
+        from flows.plan import changed_paths
 
-    ma, mb = _version(a, artifacts).manifest(), _version(b, artifacts).manifest()
-    changes = changed_paths(ma["spec"], mb["spec"])
-    metrics = {k: {"a": ma["metrics"].get(k), "b": mb["metrics"].get(k),
-                   "delta": (mb["metrics"][k] - ma["metrics"][k]) if isinstance(ma["metrics"].get(k), (int, float))
-                   and isinstance(mb["metrics"].get(k), (int, float)) else None}
-               for k in sorted(set(ma["metrics"]) | set(mb["metrics"]))}
-    if as_json:
-        typer.echo(json.dumps({"spec": changes, "metrics": metrics}))
-        return
-    typer.echo("spec:" if changes else "spec: identical")
-    for change in changes:
-        typer.echo(f"  {change}")
-    typer.echo("metrics:")
-    for key, m in metrics.items():
-        delta = f"{m['delta']:+.4g}" if m["delta"] is not None else ""
-        typer.echo(f"  {key:<14} {m['a']} -> {m['b']}  {delta}")
+        newer = _version(b or a, artifacts)
+        if b is None:
+            previous = newer.manifest().get("previous")
+            if previous is None:
+                _fail(f"{a}: is the first version of {newer.name}; nothing before it to compare with", 2)
+            older = _version(f"{newer.name}@{previous}", artifacts)
+        else:
+            older = _version(a, artifacts)
+        ma, mb = older.manifest(), newer.manifest()
+        changes = changed_paths(ma["spec"], mb["spec"])
+        metrics = {k: {"a": ma["metrics"].get(k), "b": mb["metrics"].get(k),
+                       "delta": (mb["metrics"][k] - ma["metrics"][k]) if isinstance(ma["metrics"].get(k), (int, float))
+                       and isinstance(mb["metrics"].get(k), (int, float)) else None}
+                   for k in sorted(set(ma["metrics"]) | set(mb["metrics"]))}
+        if as_json:
+            typer.echo(json.dumps({"a": f"{older.name}@{older.label}", "b": f"{newer.name}@{newer.label}",
+                                   "spec": changes, "metrics": metrics}))
+            return
+        typer.echo(f"{older.name}@{older.label} → {newer.name}@{newer.label}")
+        typer.echo("spec:" if changes else "spec: identical")
+        for change in changes:
+            typer.echo(f"  {change}")
+        typer.echo("metrics:")
+        for key, m in metrics.items():
+            delta = f"  ({m['delta']:+.4g})" if m["delta"] is not None else ""
+            typer.echo(f"  {key:<16} {_short_value(m['a'])} → {_short_value(m['b'])}{delta}")
+
+
+def _short_value(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _load_all(paths: List[Path], overrides: Optional[List[str]]):
@@ -378,24 +458,26 @@ def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders o
 
 @app.command()
 def verify(name: Optional[str] = typer.Argument(None, help="A spec name; every name when omitted."),
-           artifacts: Optional[Path] = ArtifactsOption) -> None:
+           artifacts: Optional[Path] = ArtifactsOption, debug: bool = DebugOption) -> None:
     """Check every version's files against the sha256 in its manifest; exit 1 if any is missing or altered."""
-    from flows.plan import artifact_root
-    from tasks.store import Store
+    with _errors(debug):
+        from flows.plan import artifact_root
+        from tasks.store import Store
 
-    store = Store(artifact_root(artifacts))
-    names = [name] if name else store.names()
-    checked, bad = 0, 0
-    for series in names:
-        for version in store.versions(series):
-            checked += 1
-            problems = store.verify(version)
-            bad += bool(problems)
-            for problem in problems:
-                typer.echo(f"{series}@{version.label}: {problem}", err=True)
-    typer.echo(f"verified {checked} version(s): {checked - bad} intact, {bad} damaged")
-    if bad:
-        raise typer.Exit(1)
+        store = Store(artifact_root(artifacts))
+        if name and not store.versions(name):
+            _unknown_name(store, name)
+        checked, bad = 0, 0
+        for series in [name] if name else store.names():
+            for version in store.versions(series):
+                checked += 1
+                problems = store.verify(version)
+                bad += bool(problems)
+                for problem in problems:
+                    typer.echo(f"{series}@{version.label}: {problem}", err=True)
+        typer.echo(f"verified {checked} version(s): {checked - bad} intact, {bad} damaged")
+        if bad:
+            raise typer.Exit(1)
 
 
 server_app = typer.Typer(no_args_is_help=True, help="A local Prefect server with the UI, in the background, on "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -123,8 +124,20 @@ class GraphRunner:
 # --------------------------------------------------------------------------- publish
 
 
-def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any], records: list[dict]) -> tuple[dict[str, bytes], dict]:
-    """The files of one experiment's version folder, and its manifest (without the store's own fields).
+@dataclass
+class FigureSet:
+    """Figures to render into `folder` of a version once its label is known; `heading` holds "{version}"."""
+
+    folder: str
+    figures: list
+    heading: str
+    dpi: int
+
+
+def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any], records: list[dict],
+                     folder: str = "", heading: Optional[str] = None) -> tuple[dict[str, bytes], dict, FigureSet]:
+    """The files of one experiment's version folder, its manifest (without the store's own fields), and its
+    figures (rendered when the version's label is known).
 
     Shared by experiments (the whole version) and sweeps (one folder per published trial)."""
     from tasks import report
@@ -136,7 +149,6 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
         "spec.yaml": report.spec_yaml(resolved),
         "history.csv": report.history_csv(result.columns),
         "metrics.json": report.json_bytes(result.metrics),
-        **{f"plots/{name}": png for name, png in outputs["plot_files"].items()},
         **{f"checkpoint/{name}": data for name, data in outputs["checkpoint_files"].items()},
         **{f"tensorboard/{name}": data for name, data in trained.events.items()},
     }
@@ -147,20 +159,26 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
         "metrics": result.metrics, "initial": result.initial,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return files, manifest
+    figures = FigureSet(f"{folder}plots", outputs["figures"], heading or f"{spec.name} {{version}}", spec.plots.dpi)
+    return {f"{folder}{name}": data for name, data in files.items()}, manifest, figures
 
 
 @task(name="publish", cache_policy=NO_CACHE, persist_result=False)
 def publish(name: str, fingerprint: Optional[str], root: str, files: dict[str, bytes], manifest: dict,
-            inputs: Optional[dict] = None) -> dict:
-    """The version with this fingerprint, or a new one with these files: the one place that publishes, for
-    experiments and sweeps alike. Staged and renamed into place by `tasks.store`; a failure publishes nothing."""
-    from tasks import store
+            inputs: Optional[dict] = None, figures: Optional[list[FigureSet]] = None) -> dict:
+    """The version with this fingerprint, or a new one with these files and figures: the one place that
+    publishes, for experiments and sweeps alike. Figures are rendered here, under the store's lock, once the
+    version's label is known, so each PNG's title names it. Staged and renamed into place by `tasks.store`;
+    a failure publishes nothing."""
+    from tasks import plots, store
 
     started = time.perf_counter()
 
     def build(stage: Path, label: str) -> dict:
         store.write_files(stage, files)
+        for figure_set in figures or []:
+            rendered = plots.render_all(figure_set.figures, figure_set.heading.format(version=label), figure_set.dpi)
+            store.write_files(stage, {f"{figure_set.folder}/{n}": data for n, data in rendered.items()})
         record = {"name": "publish", "key": fingerprint, "state": "Completed",
                   "seconds": round(time.perf_counter() - started, 4), "inputs": inputs or {}}
         return {**manifest, "tasks": [*manifest.get("tasks", []), record]}
@@ -171,12 +189,12 @@ def publish(name: str, fingerprint: Optional[str], root: str, files: dict[str, b
 
 
 def publish_and_record(spec: Spec, plan: Plan, root: Path, files: dict[str, bytes], manifest: dict,
-                       records: list[dict], tags: set[str]) -> dict:
+                       records: list[dict], tags: set[str], figures: list[FigureSet]) -> dict:
     """Run the publish task and add its record to `records`."""
     started = time.perf_counter()
     with TagsContext(current_tags=tags):
         state = publish(spec.name, plan.fingerprint if plan.cacheable else None, str(root), files, manifest,
-                        plan["publish"].inputs, return_state=True)
+                        plan["publish"].inputs, figures, return_state=True)
     published = state.result()
     records.append({"name": "publish", "key": plan.fingerprint, "state": state.name,
                     "seconds": round(time.perf_counter() - started, 4), "inputs": plan["publish"].inputs})
@@ -192,11 +210,11 @@ def run_experiment(spec: Spec, seed: int, options: RunOptions) -> dict:
     plan = compile_plan(spec)
     runner = GraphRunner(spec, seed, plan, options, logger)
     outputs = runner.run_all()
-    files, manifest = experiment_files(spec, seed, plan, outputs, runner.records)
-    published = publish_and_record(spec, plan, runner.root, files, manifest, runner.records, runner.tags)
+    files, manifest, figures = experiment_files(spec, seed, plan, outputs, runner.records)
+    published = publish_and_record(spec, plan, runner.root, files, manifest, runner.records, runner.tags, [figures])
     reused = published["reused"]
     result = summary(spec, seed, plan, outputs["trained"], published, runner.records, reused)
-    ui_artifacts(spec, result, outputs["plot_files"])
+    ui_artifacts(spec, result)
     return result
 
 
@@ -215,7 +233,12 @@ def summary(spec: Spec, seed: int, plan: Plan, trained, published: dict, records
     return out
 
 
-def ui_artifacts(spec: Spec, summary: dict, plot_files: dict[str, bytes]) -> None:
+def version_plots(path: str, folder: str = "plots") -> dict[str, bytes]:
+    """The PNGs a published version holds, by file name."""
+    return {p.name: p.read_bytes() for p in sorted((Path(path) / folder).glob("*.png"))}
+
+
+def ui_artifacts(spec: Spec, summary: dict) -> None:
     """The report (metrics, embedded plots, spec) and the history table, keyed by spec name in the Prefect UI."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -223,6 +246,7 @@ def ui_artifacts(spec: Spec, summary: dict, plot_files: dict[str, bytes]) -> Non
     from tasks.data import evenly_spaced
     from tasks.results import rows
 
+    plot_files = version_plots(summary["path"])
     key = spec.name.replace("_", "-")
     create_markdown_artifact(
         key=key, description=f"{spec.name} {summary['version']}",

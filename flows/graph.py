@@ -44,15 +44,16 @@ NODES: tuple[Node, ...] = (
     Node("model", "tasks.models:initial_state", reads=("seed", "model"), output="initial"),
     Node("train", "tasks.trainers:fit", reads=("seed", "model", "training"), inputs=("dataset", "initial"),
          output="trained", hooks=True),
-    Node("plots", "tasks.plots:draw", reads=("data", "plots"), inputs=("dataset", "trained"), output="plot_files"),
+    Node("plots", "tasks.plots:draw", reads=("data", "plots"), inputs=("dataset", "trained"), output="figures"),
     Node("checkpoint", "tasks.checkpoints:files", reads=("seed", "model", "checkpoint"), inputs=("trained",),
          output="checkpoint_files"),
 )
 
 #: Spec sections the publish step records besides the nodes' outputs.
 PUBLISH_READS = ("name", "description")
-#: Modules whose code makes a version's files (part of the version fingerprint, not of any task's key).
-PUBLISH_MODULES = ("tasks.store", "tasks.report")
+#: Modules whose code makes a version's files (part of the version fingerprint, not of any task's key): the
+#: store, the report and the renderer that draws the figures once the version's label is known.
+PUBLISH_MODULES = ("tasks.store", "tasks.report", "tasks.plots")
 
 BY_NAME = {node.name: node for node in NODES}
 BY_OUTPUT = {node.output: node for node in NODES}

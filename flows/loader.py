@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from flows.spec import CrossFieldError, FileData, Spec
+from flows.spec import CrossFieldError, FileData, NpzData, Spec
 
 MAX_FILE_BYTES = 1_000_000
 MAX_NODES = 20_000
@@ -331,7 +331,59 @@ def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None) ->
     if not path.is_file():
         where = _locate(doc, ("data", "path")) if doc else None
         raise SpecError([Problem(where, "data.path", f"no such data file '{spec.data.path}' (looked for {path})")])
-    return spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path)})})
+    resolved = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path)})})
+    check_columns(resolved, doc)
+    return resolved
+
+
+#: A header listing in an error shows at most this many names.
+MAX_LISTED_COLUMNS = 20
+
+
+def file_columns(data: FileData) -> list[str]:
+    """The column names of a data file, read cheaply: a CSV's header line, an NPZ archive's array names."""
+    path = Path(data.path)
+    if isinstance(data, NpzData):
+        import zipfile
+
+        with zipfile.ZipFile(path) as archive:
+            return [name.removesuffix(".npy") for name in archive.namelist()]
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle, delimiter=data.delimiter), None)
+    return [name.strip() for name in header or []]
+
+
+def _requested_columns(data: FileData) -> list[tuple[str, str]]:
+    """(spec field, column name) of every column the spec asks the file for."""
+    if isinstance(data, NpzData):
+        return [("x_key", data.x_key), ("y_key", data.y_key)]
+    return [("x_column", data.x_column), ("y_column", data.y_column)]
+
+
+def check_columns(spec: Spec, doc: Optional[Document] = None) -> None:
+    """Every column the spec names is in the file's header (or the NPZ archive), with positions and did-you-mean."""
+    if not isinstance(spec.data, FileData):
+        return
+    name = Path(spec.data.path).name
+    try:
+        columns = file_columns(spec.data)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        kind = "an .npz archive" if isinstance(spec.data, NpzData) else "a CSV file with a header row"
+        where = _locate(doc, ("data", "path")) if doc else None
+        raise SpecError([Problem(where, "data.path", f"{name} is not {kind} ({type(exc).__name__})")]) from None
+    problems = []
+    for field, wanted in _requested_columns(spec.data):
+        if wanted in columns:
+            continue
+        listed = ", ".join(columns[:MAX_LISTED_COLUMNS]) + (f", … ({len(columns)} in all)"
+                                                            if len(columns) > MAX_LISTED_COLUMNS else "")
+        problems.append(Problem(_locate(doc, ("data", field)) if doc else None, f"data.{field}",
+                                f"'{wanted}' is not a column of {name}{did_you_mean(wanted, columns)}; "
+                                f"it has: {listed or 'no columns'}"))
+    if problems:
+        raise SpecError(problems)
 
 
 def validate_data(data: dict[str, Any], source: str = "<spec>") -> Spec:
@@ -378,14 +430,14 @@ def _explain(err: dict[str, Any], doc: Document, source: str) -> list[Problem]:
     if kind == "extra_forbidden":
         key = str(loc[-1])
         known = _known_keys(loc[:-1])
-        hint = _did_you_mean(key, known)
+        hint = did_you_mean(key, known)
         msg = f"unknown key '{key}'{hint}; expected one of: {', '.join(known)}" if known else f"unknown key '{key}'"
     elif kind == "missing":
         msg = "required key is missing"
     elif kind in ("union_tag_invalid", "literal_error"):
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected_tags") or ctx.get("expected", "")))
         got = ctx.get("tag", value)
-        msg = f"unknown value {_show(got)}{_did_you_mean(str(got), expected)}; expected one of: {', '.join(expected)}"
+        msg = f"unknown value {_show(got)}{did_you_mean(str(got), expected)}; expected one of: {', '.join(expected)}"
         if kind == "union_tag_invalid":
             data_path = data_path + ("kind",)
     elif kind == "union_tag_not_found":
@@ -478,7 +530,7 @@ def _kinds_at(loc: tuple) -> list[str]:
     return [t for t in (_tag_of(m) for m in _models_at(loc)) if t]
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
+def did_you_mean(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

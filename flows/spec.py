@@ -246,7 +246,10 @@ class TrainingSpec(Section):
     batch_size: Optional[int] = Field(
         None, ge=1, description="Examples per step; null means the whole data set is one batch, as in the guide."
     )
-    shuffle: bool = Field(False, description="Reshuffle minibatches every epoch (seeded by the spec's seed).")
+    shuffle: Optional[bool] = Field(
+        None, description="Reshuffle minibatches every epoch (seeded by the spec's seed). Unset: on when batch_size "
+        "is set (as in Keras), off for the full batch (the guide's case).",
+    )
     checkpoint_every: Annotated[int, NOT_KEYED] = Field(
         1000, ge=1, le=10_000_000,
         description="Save resumable training state every this many epochs; a killed run resumes from the last one.",
@@ -260,6 +263,12 @@ class TrainingSpec(Section):
         description="Stop as diverged when the loss exceeds this multiple of the initial loss (or is not finite); "
         "null checks only for NaN/inf.",
     )
+
+    @model_validator(mode="after")
+    def _shuffle_minibatches(self) -> "TrainingSpec":
+        if self.shuffle is None:
+            self.shuffle = self.batch_size is not None
+        return self
 
 
 # --------------------------------------------------------------------------- outputs
@@ -346,7 +355,8 @@ class RandomParam(Section):
     )
     low: Optional[float] = Field(None, description="Lower bound (uniform, loguniform, int).")
     high: Optional[float] = Field(None, description="Upper bound (uniform, loguniform, int).")
-    values: Optional[list[Scalar]] = Field(None, min_length=1, description="The candidates of a 'choice'.")
+    values: Optional[list[Union[Scalar, list[Scalar]]]] = Field(None, min_length=1,
+                                                              description="The candidates of a 'choice'.")
 
     @model_validator(mode="after")
     def _bounds(self) -> "RandomParam":
@@ -381,8 +391,9 @@ class SweepRunner(Section):
 class SweepSpec(Section):
     """Many trials of one spec, each a full experiment with its own cache keys."""
 
-    grid: dict[str, Annotated[list[Scalar], Field(min_length=1)]] = Field(
-        {}, description="Dotted spec path → values; every combination is a trial."
+    grid: dict[str, Annotated[list[Union[Scalar, list[Scalar]]], Field(min_length=1)]] = Field(
+        {}, description="Dotted spec path → values; every combination is a trial. Values may be lists, for "
+        "list-valued fields such as model.hidden: [[8], [16, 16]].",
     )
     random: Optional[RandomSearch] = Field(None, description="Random search, combined with the grid if both are given.")
     metric: str = Field("loss", description="Metric the best trial is chosen by, e.g. loss or val_loss.")

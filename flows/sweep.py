@@ -28,12 +28,13 @@ from prefect.context import TagsContext
 from prefect.runtime import flow_run as current_flow_run
 
 from flows.cache import cached
-from flows.experiment import GraphRunner, experiment_files, publish_and_record, task_run_tags
+from flows.experiment import FigureSet, GraphRunner, experiment_files, publish_and_record, task_run_tags
 from flows.graph import BY_NAME
 from flows.options import RunOptions
 from flows.plan import Plan, artifact_root
 from flows.spec import Spec, canonical_hash, keyed
 from flows.trials import Trial, expand, fused_key, trial_choice
+from tasks.sweep_report import label
 
 
 # --------------------------------------------------------------------------- training the trials
@@ -43,7 +44,7 @@ def _record(trial: Trial, state: str, error: Optional[str] = None, result=None, 
     """A trial's line in the sweep: the same fields whichever way it trained."""
     record = {"id": trial.id, "values": trial.values, "key": trial.key, "state": state, "error": error,
               "metrics": result.metrics if result else {}, "history": result.columns if result else {},
-              "path": None, "tasks": {}}
+              "initial": result.initial if result else {}, "path": None, "tasks": {}}
     if result is not None and "w" in result.initial:
         record["weights"] = {"w": result.metrics["w"], "b": result.metrics["b"]}
     return {**record, **extra}
@@ -136,8 +137,8 @@ def complete_trial(seed: int, model, dataset, initial, result):
     return trainers.trained_outputs(net, dataset, result, initial.weights)
 
 
-def _trial_files(trial: Trial, seed: int, options: RunOptions, record: dict, fused: Optional[dict],
-                 logger) -> dict[str, bytes]:
+def _trial_files(spec: Spec, trial: Trial, seed: int, options: RunOptions, record: dict, fused: Optional[dict],
+                 logger) -> tuple[dict[str, bytes], FigureSet]:
     """A published trial's folder: the experiment's files, made by the same graph runner with its training
     handed in (fused) or cached (separate)."""
     runner = GraphRunner(trial.spec, seed, trial.plan, options, logger)
@@ -150,9 +151,13 @@ def _trial_files(trial: Trial, seed: int, options: RunOptions, record: dict, fus
     elif "trained" in record:
         injected["train"] = record["trained"]
     outputs = runner.run_all(injected=injected)
-    files, manifest = experiment_files(trial.spec, seed, trial.plan, outputs, runner.records)
-    return {**files, "manifest.json": json.dumps({**manifest, "trial": trial.id, "values": trial.values},
-                                                 indent=2, sort_keys=True).encode()}
+    params = sorted(trial.values)
+    heading = f"{spec.name} {{version}} trial {trial.id} ({label(trial.values, params)})"
+    files, manifest, figures = experiment_files(trial.spec, seed, trial.plan, outputs, runner.records,
+                                                folder=f"trials/{trial.id}/", heading=heading)
+    manifest = {**manifest, "trial": trial.id, "values": trial.values}
+    files[f"trials/{trial.id}/manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True, default=float).encode()
+    return files, figures
 
 
 def published_ids(records: list[dict], best: Optional[dict], rule: str) -> list[str]:
@@ -164,7 +169,7 @@ def published_ids(records: list[dict], best: Optional[dict], rule: str) -> list[
 def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
     """Run every trial of the spec's sweep and publish one version comparing them."""
     from tasks import report
-    from tasks.sweep_report import best_trial, comparison_plots, histories_csv, results_csv
+    from tasks.sweep_report import best_trial, comparison_figures, histories_csv, results_csv
 
     logger = get_run_logger()
     root = artifact_root(options.artifacts)
@@ -184,10 +189,13 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
     params = sorted(trials[0].values)
     by_id = {t.id: t for t in trials}
     files: dict[str, bytes] = {}
+    figure_sets = [FigureSet("plots", comparison_figures(records, params, metric, mode), f"{spec.name} {{version}}",
+                             spec.plots.dpi)]
     for trial_id in published_ids(records, best, spec.sweep.publish_trials):
         record = next(r for r in records if r["id"] == trial_id)
-        trial_files = _trial_files(by_id[trial_id], seed, options, record, fused_state, logger)
-        files.update({f"trials/{trial_id}/{name}": data for name, data in trial_files.items()})
+        trial_files, trial_figures = _trial_files(spec, by_id[trial_id], seed, options, record, fused_state, logger)
+        files.update(trial_files)
+        figure_sets.append(trial_figures)
         record["path"] = f"trials/{trial_id}"
     plain = [{k: v for k, v in r.items() if k not in ("history", "trained")} for r in records]
     best_plain = next((p for p in plain if best and p["id"] == best["id"]), None)
@@ -196,7 +204,6 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
         "results.csv": results_csv(records, params),
         "histories.csv": histories_csv(records),
         "best.json": report.json_bytes(best_plain),
-        **{f"plots/{name}": png for name, png in comparison_plots(records, params, metric).items()},
     })
     plan = _sweep_plan(spec, trials)
     manifest = {"kind": "sweep", "spec": spec.resolved(), "spec_hash": spec.spec_hash(), "seed": seed,
@@ -207,11 +214,11 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     manifest = json.loads(json.dumps(manifest, default=float))
     records_out: list[dict] = []
-    published = publish_and_record(spec, plan, root, files, manifest, records_out, task_run_tags())
+    published = publish_and_record(spec, plan, root, files, manifest, records_out, task_run_tags(), figure_sets)
     result = {"name": spec.name, "kind": "sweep", "path_used": manifest["path_used"], "why": choice.why,
               "metric": metric, "mode": mode, "trials": plain, "best": best_plain, "spec_hash": spec.spec_hash(),
               "seed": seed, "flow_run_id": manifest["flow_run_id"], **published}
-    _table_artifact(spec, result)
+    _ui_artifacts(spec, result, records, params, choice.why)
     logger.info("Best trial %s %s: %s = %s", best and best["id"], best and best["values"], metric,
                 best and best["metrics"].get(metric))
     return result
@@ -227,10 +234,21 @@ def _sweep_plan(spec: Spec, trials: list[Trial]) -> Plan:
     return Plan(spec.spec_hash(), [PlannedTask("publish", canonical_hash(inputs) if all(keys) else None, inputs)])
 
 
-def _table_artifact(spec: Spec, summary: dict) -> None:
-    from prefect.artifacts import create_table_artifact
+def _ui_artifacts(spec: Spec, summary: dict, records: list[dict], params: list[str], why: str) -> None:
+    """The sweep's markdown report (trials sorted by the metric, the best marked, the comparison plots) and its
+    results table, keyed by the spec's name in the Prefect UI like an experiment's."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    rows = [{"trial": t["id"], **{p: v for p, v in t["values"].items()}, "state": t["state"],
-             summary["metric"]: t["metrics"].get(summary["metric"])} for t in summary["trials"]]
-    create_table_artifact(key=f"{spec.name.replace('_', '-')}-sweep", table=rows,
+    from flows.experiment import version_plots
+    from tasks.sweep_report import fmt, markdown
+
+    key = spec.name.replace("_", "-")
+    create_markdown_artifact(key=key, description=f"{spec.name} {summary['version']} (sweep)", markdown=markdown(
+        spec.name, summary["version"], summary["path"], spec.description, records, params, summary["metric"],
+        summary["mode"], why, version_plots(summary["path"])))
+    best = summary["best"]["id"] if summary["best"] else None
+    rows = [{"best": "★" if t["id"] == best else "", "trial": t["id"],
+             **{p: fmt(v) for p, v in t["values"].items()}, "state": t["state"],
+             summary["metric"]: fmt(t["metrics"].get(summary["metric"], ""))} for t in summary["trials"]]
+    create_table_artifact(key=f"{key}-sweep", table=rows,
                           description=f"{spec.name}: {len(rows)} trials, {summary['path_used']} path")

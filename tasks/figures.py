@@ -15,15 +15,10 @@ from typing import Optional
 
 import numpy as np
 
-#: Roles name what a series is; `tasks/plots.py` gives each role one fixed look in every figure.
-ROLES = ("data", "validation", "truth", "prediction", "before", "train", "val", "w", "b", "true_w", "true_b",
-         "trial", "best", "diagonal", "residual")
-
-
 @dataclass
 class Series:
     label: str
-    role: str
+    role: str  # what the series is; `tasks/plots.py` gives each role one fixed look in every figure
     x: list
     y: list
     color_key: Optional[str] = None  # for "trial" series: the value the colour encodes

@@ -1,8 +1,14 @@
-"""The guide's matplotlib figures, rendered with Agg to PNG bytes.
+"""The plots task (`draw`: which figures, as data) and the one renderer every figure goes through.
 
-Figures are returned as bytes rather than written, so the plot task's cached result *is* its output and
-publishing copies it into a version folder. With Agg and no timestamp metadata the bytes are identical
-from run to run, so a re-drawn plot does not look like a change.
+`draw` builds `tasks.figures.Figure`s: cheap plain data the task cache keeps. `render` draws one with
+matplotlib's Agg backend when the version is published, so its title names the spec and the version.
+The conventions live here, once, for every figure trainflow makes (the guide's, tables', sweeps'):
+
+- constrained layout, so no label is ever clipped, and legends outside the axes, so none covers data;
+- a title "<spec> <version>: <what>", axes named after the data's columns where they have names;
+- one fixed look per role: training points, validation points (apart from training), truth, prediction,
+  train and validation curves; the same colours in every spec;
+- deterministic PNG bytes (no timestamp or software metadata).
 """
 
 from __future__ import annotations
@@ -12,9 +18,35 @@ from typing import Optional
 
 import numpy as np
 
-from flows.spec import DataSpec, LinearData, PlotSpec
+from flows.spec import CsvData, DataSpec, LinearData, NpzData, PlotSpec
 from tasks.data import Dataset, ground_truth, thin
+from tasks.figures import Figure, Panel, Series, curve, positive, values
 from tasks.results import Trained
+
+#: One look per role, the same in every figure.
+STYLE = {
+    "data": dict(linestyle="none", marker=".", markersize=4, color="#1f77b4", alpha=0.7),
+    "validation": dict(linestyle="none", marker="x", markersize=4, color="#ff7f0e", alpha=0.9),
+    "truth": dict(linestyle="--", color="#2b2b2b", linewidth=1.2),
+    "prediction": dict(linestyle="-", color="#d62728", linewidth=2.0),
+    "before": dict(linestyle=":", color="#7f7f7f", linewidth=1.5),
+    "train": dict(linestyle="-", color="#1f77b4", linewidth=1.6),
+    "val": dict(linestyle="-", color="#ff7f0e", linewidth=1.6),
+    "w": dict(linestyle="-", color="#1f77b4", linewidth=1.6),
+    "true_w": dict(linestyle="--", color="#1f77b4", linewidth=1.0),
+    "b": dict(linestyle="-", color="#2ca02c", linewidth=1.6),
+    "true_b": dict(linestyle="--", color="#2ca02c", linewidth=1.0),
+    "trial": dict(linestyle="-", linewidth=1.0, alpha=0.85),
+    "trial_points": dict(linestyle="-", marker="o", markersize=5, linewidth=1.0),
+    "best": dict(linestyle="-", color="#000000", linewidth=2.4),
+    "best_point": dict(linestyle="none", marker="*", markersize=15, color="#000000"),
+    "diagonal": dict(linestyle="--", color="#2b2b2b", linewidth=1.0),
+    "residual": dict(linestyle="none", marker=".", markersize=4, color="#1f77b4", alpha=0.7),
+}
+TRIAL_COLORMAP = "viridis"
+#: Roles whose colour comes from the colour map, one colour per `color_key` (a sweep's other parameters).
+COLOURED = ("trial", "trial_points")
+
 
 def pyplot():
     import matplotlib
@@ -25,95 +57,144 @@ def pyplot():
     return plt
 
 
+# --------------------------------------------------------------------------- the plots task
+
+
+def axis_names(data: DataSpec) -> tuple[str, str]:
+    """The input and target axes' names: the file's column (or array) names, else x and y."""
+    if isinstance(data, CsvData):
+        return data.x_column, data.y_column
+    if isinstance(data, NpzData):
+        return data.x_key, data.y_key
+    return "x", "y"
+
+
+def draw(data: DataSpec, plots: PlotSpec, dataset: Dataset, trained: Trained) -> list[Figure]:
+    """The plots task: every figure the spec asks for, as data."""
+    makers = {"data": data_figure, "predictions": predictions_figure, "weights": weights_figure, "loss": loss_figure}
+    return [makers[kind](data, dataset, trained) for kind in plots.include]
+
+
+def _points(data: DataSpec, dataset: Dataset) -> list[Series]:
+    xt, yt = thin(dataset.x, dataset.y)
+    series = [Series("training data", "data", values(xt), values(yt))]
+    if len(dataset.x_val):
+        xv, yv = thin(dataset.x_val, dataset.y_val)
+        series.append(Series("validation data", "validation", values(xv), values(yv)))
+    return series
+
+
+def _truth(data: DataSpec, trained: Trained) -> list[Series]:
+    truth = ground_truth(data, trained.x)
+    return [] if truth is None else [Series("ground truth", "truth", values(trained.x), values(truth))]
+
+
+def data_figure(data: DataSpec, dataset: Dataset, trained: Trained) -> Figure:
+    x_name, y_name = axis_names(data)
+    panel = Panel("", x_name, y_name, _points(data, dataset) + _truth(data, trained))
+    return Figure("data", "data", [panel])
+
+
+def predictions_figure(data: DataSpec, dataset: Dataset, trained: Trained) -> Figure:
+    x_name, y_name = axis_names(data)
+    panels = []
+    for title, predicted in (("before training", trained.before), ("after training", trained.after)):
+        series = _points(data, dataset) + _truth(data, trained) + [
+            Series("prediction", "prediction", values(trained.x), values(predicted))]
+        panels.append(Panel(title, x_name, y_name, series))
+    return Figure("predictions", "predictions before and after training", panels, width=11, height=4.2)
+
+
+def weights_figure(data: DataSpec, dataset: Dataset, trained: Trained) -> Figure:
+    columns, initial = trained.result.columns, trained.result.initial
+    truths = {"w": data.true_w, "b": data.true_b} if isinstance(data, LinearData) else {}
+    series = []
+    for name in ("w", "b"):
+        epochs, ys = curve(columns, initial, name)
+        series.append(Series(name, name, epochs, ys))
+        if name in truths:
+            series.append(Series(f"true {name}", f"true_{name}", [epochs[0], epochs[-1]], [truths[name]] * 2))
+    return Figure("weights", "weight w and bias b per epoch", [Panel("", "epoch", "value", series)])
+
+
+def loss_figure(data: DataSpec, dataset: Dataset, trained: Trained) -> Figure:
+    columns, initial = trained.result.columns, trained.result.initial
+    series = [Series("training loss", "train", *curve(columns, initial, "loss"))]
+    if "val_loss" in columns:
+        series.append(Series("validation loss", "val", *curve(columns, initial, "val_loss")))
+    return Figure("loss", "loss per epoch", [Panel("", "epoch", "loss", series, log_y=positive(*series))])
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def build(figure: Figure, heading: str):
+    """The matplotlib figure for `figure`, titled "<heading>: <title>" (tests inspect its text boxes)."""
+    plt = pyplot()
+    fig = plt.figure(figsize=(figure.width, figure.height), layout="constrained")
+    axes = fig.subplots(1, len(figure.panels), squeeze=False)[0]
+    fig.suptitle(f"{heading}: {figure.title}" if heading else figure.title, fontsize=12)
+    for ax, panel in zip(axes, figure.panels):
+        _draw_panel(ax, panel)
+    return fig
+
+
+def _draw_panel(ax, panel: Panel) -> None:
+    if panel.matrix is not None:
+        _heatmap(ax, panel)
+        return
+    trials = [s for s in panel.series if s.role in COLOURED]
+    keys = list(dict.fromkeys(s.color_key for s in trials))
+    cmap = pyplot().get_cmap(TRIAL_COLORMAP)
+    for series in panel.series:
+        style = dict(STYLE.get(series.role, {}))
+        if series.role in COLOURED:
+            style["color"] = cmap(keys.index(series.color_key) / max(1, len(keys) - 1) * 0.9)
+        ax.plot(series.x, series.y, label=series.label, **style)
+    if panel.categorical_x is not None:
+        ax.set_xticks(range(len(panel.categorical_x)), panel.categorical_x)
+    if panel.log_x:
+        ax.set_xscale("log")
+    if panel.log_y:
+        ax.set_yscale("log")
+    ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
+    ax.grid(True, alpha=0.25)
+    labelled = [s for s in panel.series if s.label]
+    if labelled:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
+
+
+def _heatmap(ax, panel: Panel) -> None:
+    matrix = np.asarray(panel.matrix, dtype=float)
+    ax.imshow(matrix, cmap="Blues")
+    labels = panel.matrix_labels or [str(i) for i in range(len(matrix))]
+    ax.set_xticks(range(len(labels)), labels, rotation=45 if max(map(len, labels)) > 4 else 0, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    top = matrix.max() if matrix.size else 0
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, f"{count:g}", ha="center", va="center", fontsize=9,
+                color="white" if top and count > top / 2 else "black")
+    ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
+
+
 def png_bytes(fig, dpi: int) -> bytes:
+    """Agg PNG bytes without timestamp or software metadata: the same figure gives the same bytes."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     pyplot().close(fig)
     return buffer.getvalue()
 
 
-def data_plot(x, y, truth: Optional[np.ndarray], dpi: int) -> bytes:
-    """The guide's first figure: the noisy samples (and the ground truth when it is known)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    x, y, *t = thin(x, y, *([truth] if truth is not None else []))
-    ax.plot(x, y, ".", label="Data")
-    if t:
-        ax.plot(x, t[0], label="Ground truth")
-    ax.set(xlabel="x", ylabel="y", title="Training data")
-    ax.legend()
-    return png_bytes(fig, dpi)
+def render(figure: Figure, heading: str, dpi: int = 100) -> bytes:
+    return png_bytes(build(figure, heading), dpi)
 
 
-def predictions_plot(x, y, truth, before, after, dpi: int) -> bytes:
-    """Data, ground truth and the model's predictions before and after training, side by side."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    x, y, before, after, *t = thin(x, y, before, after, *([truth] if truth is not None else []))
-    for ax, predicted, title in ((axes[0], before, "Before training"), (axes[1], after, "After training")):
-        ax.plot(x, y, ".", label="Data")
-        if t:
-            ax.plot(x, t[0], label="Ground truth")
-        ax.plot(x, predicted, label="Predictions")
-        ax.set(xlabel="x", title=title)
-        ax.legend()
-    axes[0].set_ylabel("y")
-    return png_bytes(fig, dpi)
+def render_all(figures: list[Figure], heading: str, dpi: int = 100) -> dict[str, bytes]:
+    """`plots/<name>.png` and `plots/<name>.json` (the figure's data) for each figure."""
+    import json
 
-
-def _with_initial(columns: dict, initial: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch 0 (the initial state) followed by every epoch, thinned for drawing."""
-    epochs = np.concatenate([[0], columns["epoch"]])
-    values = np.concatenate([[initial[name]], columns[name]])
-    return tuple(thin(epochs, values))
-
-
-def weights_plot(columns: dict, initial: dict, true_w: Optional[float], true_b: Optional[float], dpi: int) -> bytes:
-    """The guide's W and b per epoch, each against its true value (dashed) when the data is the guide's line."""
-    plt = pyplot()
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, label, truth, color in (("w", "Weights", true_w, colors[0]), ("b", "bias", true_b, colors[1])):
-        epochs, values = _with_initial(columns, initial, name)
-        ax.plot(epochs, values, label=label, color=color)
-        if truth is not None:
-            ax.plot(epochs, [truth] * len(epochs), "--", label=f"True {'weight' if name == 'w' else 'bias'}", color=color)
-    ax.set(xlabel="epoch", title="Weights per epoch")
-    ax.legend()
-    return png_bytes(fig, dpi)
-
-
-def loss_plot(columns: dict, initial: dict, dpi: int) -> bytes:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    positive = True
-    for key, label in (("loss", "training loss"), ("val_loss", "validation loss")):
-        if key in columns:
-            epochs, values = _with_initial(columns, initial, key)
-            ax.plot(epochs, values, label=label)
-            positive = positive and bool(np.all(values > 0))
-    ax.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
-    if positive:
-        ax.set_yscale("log")
-    ax.legend()
-    return png_bytes(fig, dpi)
-
-
-def draw(data: DataSpec, plots: PlotSpec, dataset: Dataset, trained: Trained) -> dict[str, bytes]:
-    """The plots task: every figure the spec asks for."""
-    truth = ground_truth(data, trained.x)
-    return figures(plots, data, trained.x, trained.y, truth, trained.before, trained.after, trained.result.columns,
-                   trained.result.initial)
-
-
-def figures(spec: PlotSpec, data_spec, x, y, truth, before, after, columns, initial) -> dict[str, bytes]:
-    """Every figure the spec asks for, as `{file name: PNG bytes}`; x must be sorted for lines to read well."""
-    true_w = data_spec.true_w if isinstance(data_spec, LinearData) else None
-    true_b = data_spec.true_b if isinstance(data_spec, LinearData) else None
-    makers = {
-        "data": lambda: data_plot(x, y, truth, spec.dpi),
-        "predictions": lambda: predictions_plot(x, y, truth, before, after, spec.dpi),
-        "weights": lambda: weights_plot(columns, initial, true_w, true_b, spec.dpi),
-        "loss": lambda: loss_plot(columns, initial, spec.dpi),
-    }
-    return {f"{kind}.png": makers[kind]() for kind in spec.include}
+    files = {}
+    for figure in figures:
+        files[f"{figure.name}.png"] = render(figure, heading, dpi)
+        files[f"{figure.name}.json"] = (json.dumps(figure.as_json(), sort_keys=True) + "\n").encode()
+    return files

@@ -49,7 +49,8 @@ def history_csv(columns: dict) -> bytes:
 
 
 def spec_yaml(resolved: dict) -> bytes:
-    return yaml.safe_dump(resolved, sort_keys=False).encode()
+    """The resolved spec as YAML, in the spec's own key order, with non-ASCII text kept as written."""
+    return yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).encode()
 
 
 def json_bytes(data: Any) -> bytes:

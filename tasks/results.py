@@ -54,9 +54,19 @@ class TrainResult:
 
     @property
     def metrics(self) -> dict:
+        """The last epoch's values, the epoch count, the initial loss, and the best epoch (by val_loss when
+        there is a validation split, else by loss) with its losses."""
         out = {k: v for k, v in self.row(-1).items() if k != "epoch"}
         out["epochs"] = self.epochs
         out["initial_loss"] = self.initial["loss"]
+        monitor = "val_loss" if "val_loss" in self.columns else "loss"
+        values = np.asarray(self.columns[monitor], dtype=np.float64)
+        if len(values) and np.isfinite(values).any():
+            best = int(np.nanargmin(values))
+            out["best_epoch"] = int(self.columns["epoch"][best])
+            for name in ("loss", "val_loss"):
+                if name in self.columns:
+                    out[f"best_{name}"] = float(self.columns[name][best])
         return out
 
 

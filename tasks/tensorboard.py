@@ -21,8 +21,8 @@ from tensorflow.core.util import event_pb2
 
 from tasks.data import evenly_spaced
 
-#: Steps written per scalar at most; TensorBoard itself keeps 1000 per tag by default.
-MAX_STEPS = 2000
+#: Steps written per scalar at most: TensorBoard keeps 1,000 scalars per tag by default, so more are not shown.
+MAX_STEPS = 1000
 _SCALARS = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
 
 

@@ -165,7 +165,7 @@ def test_keys_follow_the_code_that_runs_and_nothing_else(artifacts, tmp_path):
         path.write_text(text.replace(old, new, 1))
 
     edit("flows/spec.py", "How many (x, y) pairs to generate.", "How many pairs to make.")
-    edit("tasks/plots.py", '"""The guide\'s matplotlib figures', '# a comment\n"""The guide\'s matplotlib figures')
+    edit("tasks/plots.py", '"""The plots task', '# a comment\n"""The plots task')
     assert to_run(spec) == set(), "descriptions and comments are not code"
     assert to_run(spec, "--set", "training.checkpoint_every=7") == set(), "checkpoint_every changes no result"
 

@@ -179,5 +179,17 @@ def test_the_prefect_ui_shows_the_run_its_report_and_a_plot(tmp_path, artifacts,
         image.wait_for(timeout=30_000)
         assert image.evaluate("img => img.naturalWidth") > 100, "a plot image is rendered"
         page.screenshot(path=str(shot), full_page=False)
+
+        sweep = run_spec(write_spec(tmp_path, GUIDE_SMALL.replace("name: small", "name: small-sweep") +
+                                    "sweep: {grid: {training.optimizer.learning_rate: [0.05, 0.2]}}\n", "sweep.yaml"))
+        with _client() as client:
+            (report,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["small-sweep"]), flow_run_id=ArtifactFilterFlowRunId(any_=[sweep["flow_run_id"]])))
+        page.goto(f"{prefect_ui}/artifacts/artifact/{report.id}", wait_until="networkidle")
+        page.get_by_text(f"Best trial {sweep['best']['id']}").first.wait_for(timeout=60_000)
+        images = page.locator("img[src^='data:image/png']")
+        images.first.wait_for(timeout=30_000)
+        assert images.count() >= 2 and images.first.evaluate("img => img.naturalWidth") > 100, "comparison plots"
+        page.screenshot(path=str(shot.with_name("prefect-ui-sweep-report.png")), full_page=False)
         browser.close()
     assert shot.stat().st_size > 10_000

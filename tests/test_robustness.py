@@ -259,12 +259,15 @@ def test_a_file_that_stays_unreadable_fails_naming_it(tmp_path, artifacts):
 
 
 @pytest.mark.usefixtures("prefect_server")
-@pytest.mark.parametrize("content, fragment", [
-    ("inp,out\n1,2\n2,two\n", "data.csv:3: column 'out' holds 'two', not a number"),
-    ("input,out\n1,2\n", "x_column 'inp' is not a column"),
-])
-def test_bad_csv_content_fails_naming_the_row_or_column(tmp_path, artifacts, content, fragment):
-    (tmp_path / "data.csv").write_text(content)
+def test_a_bad_csv_cell_fails_the_run_naming_file_row_and_column(tmp_path, artifacts):
+    (tmp_path / "data.csv").write_text("inp,out\n1,2\n2,two\n")
+    with pytest.raises(Exception, match=r"data.csv:3: column 'out' holds 'two', not a number"):
+        run_spec(write_spec(tmp_path, CSV_SPEC))
+    assert Store(artifacts).versions("fromcsv") == []
+
+
+def test_a_column_that_is_not_in_the_file_is_a_spec_error_before_anything_runs(tmp_path, artifacts):
+    (tmp_path / "data.csv").write_text("input,out\n1,2\n")
     out = trainflow("run", str(write_spec(tmp_path, CSV_SPEC)))
-    assert out.returncode == 1 and fragment in out.stderr
-    assert "Traceback" not in out.stderr
+    assert out.returncode == 2 and "data.x_column: 'inp' is not a column of data.csv (did you mean 'input'?)" in out.stderr
+    assert "Traceback" not in out.stderr and not artifacts.exists()
