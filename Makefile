@@ -48,8 +48,9 @@ test-fast: $(STAMP)
 bench: $(STAMP)  ## speed bars as side-by-side ratios; writes docs/benchmarks.md
 	$(BIN)/python benchmarks/run_all.py
 
-schema: $(STAMP)  ## regenerate the committed JSON Schema
+schema: $(STAMP)  ## regenerate the committed JSON Schemas
 	$(TRAINFLOW) schema --output specs/spec.schema.json
+	$(TRAINFLOW) schema --kind scoring --output specs/scoring.schema.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -142,3 +142,30 @@ def run_tags(spec: Spec) -> list[str]:
     """Tags of a spec's flow runs (and deployments): filter by them in the Prefect UI."""
     kind = ["sweep"] if spec.sweep is not None else [f"trainer:{spec.training.trainer}"]
     return ["trainflow", f"spec:{spec.name}", *kind]
+
+
+def predict(model: str, input: Union[str, Path], output: Union[str, Path], artifacts: Optional[str] = None,
+            tracebacks: bool = False) -> dict:
+    """Score `input` (CSV or Parquet) with the version `model` names (NAME, NAME@vN, NAME@ALIAS) into `output`,
+    as a `trainflow-predict` flow run; the same as `trainflow predict`. Raises `ModelRefError` or
+    `tasks.scoring.InputError` before anything is scored."""
+    quiet_defaults()
+    if not tracebacks:
+        hide_expected_tracebacks()
+    from flows.plan import artifact_root
+    from flows.predict import resolve, trainflow_predict
+    from tasks import scoring
+
+    root = str(artifact_root(artifacts))
+    version = resolve(model, Path(root))
+    scoring.check_input(version.path, Path(input))
+    start_api()
+    from prefect import tags
+
+    with tags("trainflow", f"spec:{version.name}", "predict"), in_process_settings():
+        result = trainflow_predict(model, str(Path(input).absolute()), str(Path(output).absolute()), root)
+    from flows.server import ui_url
+
+    base = ui_url()
+    result["ui_url"] = f"{base}/runs/flow-run/{result['flow_run_id']}" if base and result.get("flow_run_id") else None
+    return result

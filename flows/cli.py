@@ -109,9 +109,13 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
     with _errors(debug):
         specs = _load_all(paths, overrides)
     from flows.api import run_spec
+    from flows.spec import ScoringSpec
 
     for spec in specs:
         label = f"{spec.name}: " if len(specs) > 1 else ""
+        if isinstance(spec, ScoringSpec):
+            _predict(spec.predict.model, spec.predict.input, spec.predict.output, artifacts, as_json, debug, label)
+            continue
         with _errors(debug, label, failure="run failed"):
             if as_json:
                 with _stdout_to_stderr() as real_stdout:
@@ -139,6 +143,12 @@ def _print_report(result: dict, lines: int) -> None:
     for row in history:
         if row["epoch"] in shown:
             typer.echo(f"Epoch {row['epoch']:2d}: {report_line(row)}")
+    metrics = result["metrics"]
+    if any(name.startswith("test_") for name in metrics):
+        typer.echo("Test: " + ", ".join(f"{name.removeprefix('test_')}={value:.5g}" for name, value in metrics.items()
+                                        if name.startswith("test_")))
+    if "stopped_epoch" in metrics:
+        typer.echo(f"Early stopping: stopped at epoch {metrics['stopped_epoch']}, best epoch {metrics['best_epoch']}")
     states = ", ".join(f"{t['name']}={t['state']}" for t in result["tasks"])
     typer.echo(f"Tasks: {states}")
     verb = "Reused identical" if result["reused"] else "Published"
@@ -175,7 +185,7 @@ def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders
              overrides: Optional[List[str]] = SetOption, debug: bool = DebugOption) -> None:
     """Check specs, data files' columns included; print every problem as file:line:col: path: message."""
     with _errors(debug):
-        from flows.loader import SpecError, collect, load_spec
+        from flows.loader import SpecError, collect, load_any
 
         files = collect(paths)
         if not files:
@@ -183,7 +193,7 @@ def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders
         failed = False
         for path in files:
             try:
-                spec = load_spec(path, overrides or [])
+                spec = load_any(path, overrides or [])
                 typer.echo(f"{path}: ok ({spec.name}, spec hash {spec.spec_hash()[:8]})")
             except SpecError as exc:
                 if debug:
@@ -195,11 +205,15 @@ def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders
 
 
 @app.command()
-def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout.")) -> None:
-    """Print the spec's JSON Schema (committed as specs/spec.schema.json for editors)."""
+def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+           kind: str = typer.Option("experiment", "--kind", help="experiment (specs/spec.schema.json) or scoring "
+                                                                 "(specs/scoring.schema.json).")) -> None:
+    """Print the JSON Schema editors complete specs from (committed in specs/)."""
     from flows.spec import json_schema
 
-    text = json.dumps(json_schema(), indent=2) + "\n"
+    if kind not in ("experiment", "scoring"):
+        _fail(f"--kind: expected experiment or scoring, got {kind!r}", 2)
+    text = json.dumps(json_schema(kind), indent=2) + "\n"
     if output:
         output.write_text(text)
     else:
@@ -224,7 +238,10 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
         cached = cached_tasks(the_plan, root)
         cached["publish"] = bool(the_plan.fingerprint) and store.find(resolved.name, the_plan.fingerprint) is not None
         rows = explain(the_plan, previous, cached)
-        step = choose_step(resolved.model.kind, resolved.training, examples=_examples(resolved))
+        from flows.spec import is_table
+
+        step = choose_step("table" if is_table(resolved.data) else resolved.model.kind, resolved.training,
+                           examples=_examples(resolved))
         fused, why, trials = _plan_trials(resolved, root) if resolved.sweep else (False, "", None)
         if as_json:
             typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
@@ -279,14 +296,18 @@ def list_versions(name: Optional[str] = typer.Argument(None, help="A spec name; 
         from flows.plan import artifact_root
         from tasks.store import Store
 
+        from tasks.aliases import Aliases
+
         store = Store(artifact_root(artifacts))
         if name and not store.versions(name):
             _unknown_name(store, name)
         rows = []
         for series in [name] if name else store.names():
+            aliases = Aliases(store, series)
             for version in store.versions(series):
                 manifest = _manifest(version)
                 rows.append({"name": series, "version": version.label, "path": str(version.path),
+                             "aliases": aliases.of(version.label),
                              "kind": manifest.get("kind", "experiment"), "created": manifest.get("created"),
                              "spec_hash": manifest.get("spec_hash"), "metrics": manifest.get("metrics", {}),
                              "trials": len(manifest.get("trials", [])) or None})
@@ -299,7 +320,9 @@ def list_versions(name: Optional[str] = typer.Argument(None, help="A spec name; 
             metrics = ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items()
                                 if isinstance(v, float) and not k.startswith("best_"))
             kind = f"  sweep of {row['trials']} trials, best:" if row["kind"] == "sweep" else ""
-            typer.echo(f"{row['name']}@{row['version']}  {row['created']}  spec {str(row['spec_hash'])[:8]}{kind}  {metrics}")
+            held = f"  [{', '.join(row['aliases'])}]" if row["aliases"] else ""
+            typer.echo(f"{row['name']}@{row['version']}{held}  {row['created']}  spec {str(row['spec_hash'])[:8]}"
+                       f"{kind}  {metrics}")
 
 
 def _manifest(version) -> dict:
@@ -408,12 +431,12 @@ def _short_value(value) -> str:
 
 def _load_all(paths: List[Path], overrides: Optional[List[str]]):
     """Every spec under `paths`, validated before anything runs or is registered: all problems at once, exit 2."""
-    from flows.loader import Problem, SpecError, collect, load_spec
+    from flows.loader import Problem, SpecError, collect, load_any
 
     specs, problems = [], []
     for path in collect(paths):
         try:
-            specs.append(load_spec(path, overrides or []))
+            specs.append(load_any(path, overrides or []))
         except SpecError as exc:
             problems.extend(exc.problems)
     if not specs and not problems:
@@ -478,6 +501,113 @@ def verify(name: Optional[str] = typer.Argument(None, help="A spec name; every n
         typer.echo(f"verified {checked} version(s): {checked - bad} intact, {bad} damaged")
         if bad:
             raise typer.Exit(1)
+
+
+def _predict(model: str, input_path, output, artifacts, as_json: bool, debug: bool, label: str = "") -> None:
+    """Score a file with a version; a bad reference or input is exit 2 before anything is scored."""
+    from flows.plan import artifact_root
+    from flows.predict import ModelRefError, resolve
+
+    with _errors(debug, label):
+        from tasks.scoring import InputError, check_input
+
+        try:
+            check_input(resolve(model, artifact_root(artifacts)).path, Path(input_path))
+        except (ModelRefError, InputError) as exc:
+            if debug:
+                raise
+            _fail(f"{label}{exc}", 2)
+    with _errors(debug, label, failure="prediction failed"):
+        from flows.api import predict
+
+        if as_json:
+            with _stdout_to_stderr() as real_stdout:
+                result = predict(model, input_path, output, artifacts, tracebacks=debug)
+            real_stdout.write(json.dumps(result, default=str) + "\n")
+            real_stdout.flush()
+            return
+        result = predict(model, input_path, output, artifacts, tracebacks=debug)
+    typer.echo(f"Scored {result['rows']} rows with {result['model']}: {result['output']}")
+    summary = result["summary"]
+    typer.echo("Classes: " + ", ".join(f"{k}: {v}" for k, v in summary["class_counts"].items()) if "class_counts"
+               in summary else "Predictions: " + ", ".join(f"{k} {v:.5g}" for k, v in summary.items()
+                                                          if isinstance(v, float)))
+    _print_ui(result)
+
+
+@app.command()
+def predict(model: str = typer.Argument(..., help="NAME, NAME@vN or NAME@ALIAS (e.g. churn@production)."),
+            input_path: Path = typer.Argument(..., metavar="INPUT", help="A CSV or Parquet file to score."),
+            output: Path = typer.Option(..., "--output", "-o", help="Where to write the scored rows (.csv or .parquet)."),
+            artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
+    """Score a file with a published version's saved model, as a Prefect flow run: the input's columns plus
+    prediction (and one probability_<class> column per class)."""
+    _predict(model, input_path, output, artifacts, as_json, debug)
+
+
+@app.command()
+def alias(ref: str = typer.Argument(..., help="NAME@vN to point the alias at (with --rollback: NAME)."),
+          name: str = typer.Argument(..., metavar="ALIAS", help="The alias, e.g. production."),
+          rollback: bool = typer.Option(False, "--rollback", help="Move the alias back to its previous holder."),
+          artifacts: Optional[Path] = ArtifactsOption, debug: bool = DebugOption) -> None:
+    """Set an alias by hand (recorded in the alias history as a person's move), or roll it back."""
+    with _errors(debug):
+        from flows.plan import artifact_root
+        from tasks.aliases import AliasError, Aliases
+        from tasks.store import Store
+
+        store = Store(artifact_root(artifacts))
+        series, _, label = ref.partition("@")
+        if not store.versions(series):
+            _unknown_name(store, series)
+        if rollback == bool(label):
+            _fail("give NAME@vN ALIAS to set an alias, or NAME ALIAS --rollback to move it back", 2)
+        try:
+            moved = Aliases(store, series).rollback(name) if rollback else Aliases(store, series).set(name, label)
+        except AliasError as exc:
+            _fail(str(exc), 2)
+        from flows.events import alias_decision
+
+        _quietly(alias_decision, series, moved)
+        typer.echo(f"{series}@{name}: {moved['from'] or 'none'} → {moved['to']} ({moved['decision']})")
+
+
+def _quietly(fn, *args) -> None:
+    """Emit an event when a Prefect server is configured; a hand-made move must not wait for a temporary one."""
+    import os
+
+    from flows.server import use_running_server
+
+    use_running_server()
+    if os.environ.get("PREFECT_API_URL"):
+        fn(*args)
+
+
+@app.command()
+def compare(name: str = typer.Argument(..., help="A spec name."), artifacts: Optional[Path] = ArtifactsOption,
+            as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
+    """One row per version: aliases, the settings that differ between versions, and every metric."""
+    with _errors(debug):
+        from flows.plan import artifact_root
+        from tasks.compare import comparison
+        from tasks.store import Store
+
+        store = Store(artifact_root(artifacts))
+        if not store.versions(name):
+            _unknown_name(store, name)
+        settings, rows = comparison(store, name)
+        if as_json:
+            typer.echo(json.dumps({"name": name, "settings": settings, "rows": rows}))
+            return
+        columns = list(rows[0])
+        widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in columns}
+        typer.echo("  ".join(c.ljust(widths[c]) for c in columns))
+        for row in rows:
+            typer.echo("  ".join(_cell(row.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _cell(value) -> str:
+    return "" if value is None else (f"{value:.5g}" if isinstance(value, float) else str(value))
 
 
 server_app = typer.Typer(no_args_is_help=True, help="A local Prefect server with the UI, in the background, on "

@@ -17,14 +17,24 @@ from typing import Optional
 from flows.api import as_spec, quiet_defaults, run_tags
 from flows.entry import ENTRYPOINT, FLOW_NAME
 from flows.plan import PROJECT_ROOT
-from flows.spec import Spec
+from flows.spec import ScoringSpec, Spec
 
 
-def deployment_name(spec: Spec) -> str:
-    return f"{FLOW_NAME}/{spec.name}"
+def _flow(spec) -> tuple[str, str]:
+    """(flow name, entrypoint) a spec deploys as: trainflow-run for experiments, trainflow-predict for scoring."""
+    from flows import predict
+
+    return (predict.FLOW_NAME, predict.ENTRYPOINT) if isinstance(spec, ScoringSpec) else (FLOW_NAME, ENTRYPOINT)
 
 
-def parameters(spec: Spec, artifacts: Optional[str]) -> dict:
+def deployment_name(spec) -> str:
+    return f"{_flow(spec)[0]}/{spec.name}"
+
+
+def parameters(spec, artifacts: Optional[str]) -> dict:
+    if isinstance(spec, ScoringSpec):
+        return {"model": spec.predict.model, "input": spec.predict.input, "output": spec.predict.output,
+                "artifacts": artifacts}
     return {"spec": spec.resolved(), "options": {"artifacts": artifacts}}
 
 
@@ -35,15 +45,27 @@ def schedules(spec: Spec, artifacts: Optional[str]) -> list:
     for entry in spec.schedule:
         rule = {"cron": entry.cron} if entry.cron else (
             {"interval": timedelta(seconds=entry.interval)} if entry.interval else {"rrule": entry.rrule})
-        own = parameters(as_spec(spec, entry.overrides), artifacts) if entry.overrides else {}
+        own = parameters(as_spec(spec, entry.overrides), artifacts) if entry.overrides and isinstance(spec, Spec) else {}
         out.append(Schedule(**rule, timezone=entry.timezone, active=entry.active, parameters=own))
     return out
 
 
-def _common(spec: Spec, artifacts: Optional[str]) -> dict:
+def _common(spec, artifacts: Optional[str]) -> dict:
+    tags = ["trainflow", f"spec:{spec.predict.model.partition('@')[0]}", "predict"] if isinstance(spec, ScoringSpec) \
+        else run_tags(spec)
     return dict(name=spec.name, parameters=parameters(spec, artifacts), schedules=schedules(spec, artifacts),
-                tags=run_tags(spec), description=spec.description or f"trainflow spec {spec.name}",
+                tags=tags, description=spec.description or f"trainflow spec {spec.name}",
                 enforce_parameter_schema=False)
+
+
+def _flow_object(spec):
+    if isinstance(spec, ScoringSpec):
+        from flows.predict import trainflow_predict
+
+        return trainflow_predict
+    from flows.entry import trainflow_run
+
+    return trainflow_run
 
 
 def serve_specs(specs: list[Spec], artifacts: Optional[str] = None, poll_seconds: Optional[int] = None) -> None:
@@ -56,13 +78,11 @@ def serve_specs(specs: list[Spec], artifacts: Optional[str] = None, poll_seconds
     quiet_defaults()
     from prefect import serve
 
-    from flows.entry import trainflow_run
-
     def stop(signum, frame):  # make SIGTERM take Prefect's clean Ctrl-C path
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    deployments = [trainflow_run.to_deployment(**_common(spec, artifacts)) for spec in specs]
+    deployments = [_flow_object(spec).to_deployment(**_common(spec, artifacts)) for spec in specs]
     extra = {"query_seconds": poll_seconds} if poll_seconds else {}
     try:
         serve(*deployments, pause_on_shutdown=True, **extra)
@@ -78,11 +98,9 @@ def deploy_specs(specs: list[Spec], pool: str, artifacts: Optional[str] = None,
     the project installed at the same path or a source it can reach, and a shared artifact root.
     """
     quiet_defaults()
-    from flows.entry import trainflow_run
-
-    remote = trainflow_run.from_source(source=str(source or PROJECT_ROOT), entrypoint=ENTRYPOINT)
     ids = []
     for spec in specs:
+        remote = _flow_object(spec).from_source(source=str(source or PROJECT_ROOT), entrypoint=_flow(spec)[1])
         ids.append(str(remote.deploy(**_common(spec, artifacts), work_pool_name=pool, build=False, push=False,
                                      print_next_steps=False)))
     return ids

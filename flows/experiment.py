@@ -149,6 +149,10 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
         "spec.yaml": report.spec_yaml(resolved),
         "history.csv": report.history_csv(result.columns),
         "metrics.json": report.json_bytes(result.metrics),
+        **({"schema.json": report.json_bytes(trained.schema.as_json()),
+            "classes.json": report.json_bytes(trained.schema.classes)} if trained.schema is not None else {}),
+        **({"test_predictions.csv": report.test_predictions_csv(trained.schema, trained.test)}
+           if trained.test is not None else {}),
         **{f"checkpoint/{name}": data for name, data in outputs["checkpoint_files"].items()},
         **{f"tensorboard/{name}": data for name, data in trained.events.items()},
     }
@@ -214,8 +218,58 @@ def run_experiment(spec: Spec, seed: int, options: RunOptions) -> dict:
     published = publish_and_record(spec, plan, runner.root, files, manifest, runner.records, runner.tags, [figures])
     reused = published["reused"]
     result = summary(spec, seed, plan, outputs["trained"], published, runner.records, reused)
+    result["promotion"] = after_publish(spec, runner.root, published, result["metrics"], runner.records, runner.tags)
     ui_artifacts(spec, result)
     return result
+
+
+@task(name="promote", cache_policy=NO_CACHE, persist_result=False)
+def promote(name: str, root: str, version: str, alias: str, metric: str, mode: str, min_delta: float) -> dict:
+    """The promotion gate: move `alias` to `version` only if it is better (`tasks.aliases.Aliases.gate`)."""
+    from flows import events
+    from tasks.aliases import Aliases
+    from tasks.store import Store
+
+    decision = Aliases(Store(root), name).gate(alias, version, metric, mode, min_delta,
+                                               str(current_flow_run.id) if current_flow_run.id else None)
+    events.alias_decision(name, decision)
+    holder = "no holder" if decision["holder"] is None else f"{decision['from']} has {decision['holder']:.6g}"
+    candidate = "none" if decision["candidate"] is None else f"{decision['candidate']:.6g}"
+    get_run_logger().info("Promotion to '%s': %s (%s: %s %s, %s)", alias, decision["decision"], metric, version,
+                          candidate, holder)
+    return decision
+
+
+def after_publish(spec, root: Path, published: dict, metrics: dict, records: list[dict], tags: set[str]) -> Optional[dict]:
+    """Announce the version (a Prefect event), run the promotion gate if the spec has one, and refresh the
+    table comparing every version; returns the gate's decision."""
+    from flows import events
+
+    events.version_published(spec.name, published["version"], published["path"], metrics, published["reused"])
+    decision = None
+    if spec.promote is not None:
+        gate = spec.promote
+        started = time.perf_counter()
+        with TagsContext(current_tags=tags):
+            decision = promote(spec.name, str(root), published["version"], gate.alias, gate.metric, gate.mode,
+                               gate.min_delta)
+        records.append({"name": "promote", "key": None, "state": "Completed",
+                        "seconds": round(time.perf_counter() - started, 4), "inputs": {}})
+    comparison_artifact(spec.name, root)
+    return decision
+
+
+def comparison_artifact(name: str, root: Path) -> None:
+    """Every version of the spec, one row each (aliases, differing settings, metrics), as a table in the UI."""
+    from prefect.artifacts import create_table_artifact
+
+    from tasks.compare import comparison
+    from tasks.store import Store
+
+    settings, rows = comparison(Store(root), name)
+    create_table_artifact(key=f"{name.replace('_', '-')}-versions", table=rows,
+                          description=f"{name}: {len(rows)} version(s) compared"
+                                      + (f" (settings that differ: {', '.join(settings)})" if settings else ""))
 
 
 def summary(spec: Spec, seed: int, plan: Plan, trained, published: dict, records: list[dict], reused: bool) -> dict:
@@ -230,6 +284,21 @@ def summary(spec: Spec, seed: int, plan: Plan, trained, published: dict, records
     }
     if "w" in result.initial:
         out["weights"] = {"w": result.metrics["w"], "b": result.metrics["b"]}
+    out.update(task_description(spec, trained))
+    return out
+
+
+def task_description(spec: Spec, trained) -> dict:
+    """`task`, `features` (the input columns, in order) and, for classification, `classes` (the original labels
+    in the order of the model's outputs)."""
+    schema = trained.schema
+    if schema is None:
+        data = spec.data
+        inputs = getattr(data, "x_column", None) or getattr(data, "x_key", None) or "x"
+        return {"task": "regression", "features": [inputs]}
+    out = {"task": schema.task, "features": [f.name for f in schema.features]}
+    if schema.task == "classification":
+        out["classes"] = schema.classes
     return out
 
 
@@ -251,7 +320,8 @@ def ui_artifacts(spec: Spec, summary: dict) -> None:
     create_markdown_artifact(
         key=key, description=f"{spec.name} {summary['version']}",
         markdown=report.markdown(spec.name, summary["version"], summary["path"], spec.description,
-                                 summary["metrics"], summary["initial"], plot_files, spec.resolved(), embed_images=True),
+                                 summary["metrics"], summary["initial"], plot_files, spec.resolved(), embed_images=True,
+                                 promotion=summary.get("promotion")),
     )
     columns = summary["history"]
     total = len(columns["epoch"])

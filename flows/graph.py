@@ -41,7 +41,7 @@ class Node:
 
 NODES: tuple[Node, ...] = (
     Node("data", "tasks.data:load", reads=("seed", "data"), output="dataset", reads_file=True, retry_transient=True),
-    Node("model", "tasks.models:initial_state", reads=("seed", "model"), output="initial"),
+    Node("model", "tasks.models:initial_state", reads=("seed", "model"), inputs=("dataset",), output="initial"),
     Node("train", "tasks.trainers:fit", reads=("seed", "model", "training"), inputs=("dataset", "initial"),
          output="trained", hooks=True),
     Node("plots", "tasks.plots:draw", reads=("data", "plots"), inputs=("dataset", "trained"), output="figures"),

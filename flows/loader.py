@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from flows.spec import CrossFieldError, FileData, NpzData, Spec
+from flows.spec import CrossFieldError, FileData, ScoringSpec, Spec
 
 MAX_FILE_BYTES = 1_000_000
 MAX_NODES = 20_000
@@ -259,6 +259,29 @@ def apply_overrides(doc: Document, overrides: Iterable[str]) -> Document:
 # --------------------------------------------------------------------------- validation
 
 
+def is_scoring(doc: Document) -> bool:
+    """A document with a `predict:` section is a scoring job (`ScoringSpec`), not an experiment."""
+    return isinstance(doc.data, dict) and "predict" in doc.data
+
+
+def load_scoring(path: Union[str, Path], overrides: Iterable[str] = (), doc: Optional[Document] = None) -> ScoringSpec:
+    """A scoring job: validated, with its input and output made absolute (relative to the spec's folder)."""
+    doc = doc or apply_overrides(read_document(Path(path)), overrides)
+    spec = validate_document(doc, str(path), ScoringSpec)
+    base = Path(path).parent
+    predict = spec.predict.model_copy(update={"input": str((base / spec.predict.input).resolve()),
+                                              "output": str((base / spec.predict.output).resolve())})
+    return spec.model_copy(update={"predict": predict})
+
+
+def load_any(path: Union[str, Path], overrides: Iterable[str] = ()) -> Union[Spec, ScoringSpec]:
+    """An experiment spec or a scoring job, by what the file holds."""
+    doc = apply_overrides(read_document(Path(path)), overrides)
+    if is_scoring(doc):
+        return load_scoring(path, overrides, doc)
+    return load_spec(path, overrides, doc)
+
+
 def collect(paths: Iterable[Path]) -> list[Path]:
     """Spec files named directly, plus every *.yaml in named folders (sorted)."""
     files = []
@@ -267,9 +290,9 @@ def collect(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_spec(path: Union[str, Path], overrides: Iterable[str] = ()) -> Spec:
+def load_spec(path: Union[str, Path], overrides: Iterable[str] = (), doc: Optional[Document] = None) -> Spec:
     """Read, merge, override and validate a spec file; a data file must exist (relative to the spec)."""
-    doc = apply_overrides(read_document(Path(path)), overrides)
+    doc = doc or apply_overrides(read_document(Path(path)), overrides)
     spec = resolve_data_path(validate_document(doc, str(path)), Path(path).parent, doc)
     check_sweep(spec, doc)
     return spec
@@ -284,7 +307,9 @@ def with_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         node = out
         *parents, last = dotted_path.split(".")
         for key in parents:
-            node = node.setdefault(key, {}) if isinstance(node, dict) else node
+            if isinstance(node, dict) and node.get(key) is None:
+                node[key] = {}  # an optional section left out (null) is created by setting one of its fields
+            node = node[key] if isinstance(node, dict) else node
             if not isinstance(node, dict):
                 raise SpecError([Problem(None, dotted_path, f"'{key}' is not a mapping, cannot set {dotted_path}")])
         node[last] = value
@@ -336,54 +361,18 @@ def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None) ->
     return resolved
 
 
-#: A header listing in an error shows at most this many names.
-MAX_LISTED_COLUMNS = 20
+def check_columns(spec: Spec, doc: Optional[Document] = None, list_header: bool = True) -> None:
+    """The spec against its data (`flows.datacheck`): columns, target, classes; problems get positions."""
+    from flows.datacheck import check_data
 
-
-def file_columns(data: FileData) -> list[str]:
-    """The column names of a data file, read cheaply: a CSV's header line, an NPZ archive's array names."""
-    path = Path(data.path)
-    if isinstance(data, NpzData):
-        import zipfile
-
-        with zipfile.ZipFile(path) as archive:
-            return [name.removesuffix(".npy") for name in archive.namelist()]
-    import csv
-
-    with path.open(newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle, delimiter=data.delimiter), None)
-    return [name.strip() for name in header or []]
-
-
-def _requested_columns(data: FileData) -> list[tuple[str, str]]:
-    """(spec field, column name) of every column the spec asks the file for."""
-    if isinstance(data, NpzData):
-        return [("x_key", data.x_key), ("y_key", data.y_key)]
-    return [("x_column", data.x_column), ("y_column", data.y_column)]
-
-
-def check_columns(spec: Spec, doc: Optional[Document] = None) -> None:
-    """Every column the spec names is in the file's header (or the NPZ archive), with positions and did-you-mean."""
-    if not isinstance(spec.data, FileData):
-        return
-    name = Path(spec.data.path).name
-    try:
-        columns = file_columns(spec.data)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        kind = "an .npz archive" if isinstance(spec.data, NpzData) else "a CSV file with a header row"
-        where = _locate(doc, ("data", "path")) if doc else None
-        raise SpecError([Problem(where, "data.path", f"{name} is not {kind} ({type(exc).__name__})")]) from None
-    problems = []
-    for field, wanted in _requested_columns(spec.data):
-        if wanted in columns:
-            continue
-        listed = ", ".join(columns[:MAX_LISTED_COLUMNS]) + (f", … ({len(columns)} in all)"
-                                                            if len(columns) > MAX_LISTED_COLUMNS else "")
-        problems.append(Problem(_locate(doc, ("data", field)) if doc else None, f"data.{field}",
-                                f"'{wanted}' is not a column of {name}{did_you_mean(wanted, columns)}; "
-                                f"it has: {listed or 'no columns'}"))
+    problems = check_data(spec, list_header)
     if problems:
-        raise SpecError(problems)
+        raise SpecError([Problem(_locate(doc, tuple(_path_parts(p.path))) if doc else None, p.path, p.message)
+                         for p in problems])
+
+
+def _path_parts(dotted_path: str) -> list:
+    return [int(part) if part.isdigit() else part for part in dotted_path.split(".")]
 
 
 def validate_data(data: dict[str, Any], source: str = "<spec>") -> Spec:
@@ -407,17 +396,17 @@ def _check_data_depth(data: Any, source: str) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
-def validate_document(doc: Document, source: str) -> Spec:
+def validate_document(doc: Document, source: str, model: type[BaseModel] = Spec):
     try:
-        return Spec.model_validate(doc.data)
+        return model.model_validate(doc.data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
-            problems.extend(_explain(err, doc, source))
+            problems.extend(_explain(err, doc, source, model))
         raise SpecError(_unique(problems)) from None
 
 
-def _explain(err: dict[str, Any], doc: Document, source: str) -> list[Problem]:
+def _explain(err: dict[str, Any], doc: Document, source: str, root: type[BaseModel] = Spec) -> list[Problem]:
     loc = err["loc"]
     data_path = _data_path(doc.data, loc)
     ctx_error = (err.get("ctx") or {}).get("error")
@@ -429,7 +418,7 @@ def _explain(err: dict[str, Any], doc: Document, source: str) -> list[Problem]:
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        known = _known_keys(loc[:-1])
+        known = _known_keys(loc[:-1], root)
         hint = did_you_mean(key, known)
         msg = f"unknown key '{key}'{hint}; expected one of: {', '.join(known)}" if known else f"unknown key '{key}'"
     elif kind == "missing":
@@ -441,7 +430,7 @@ def _explain(err: dict[str, Any], doc: Document, source: str) -> list[Problem]:
         if kind == "union_tag_invalid":
             data_path = data_path + ("kind",)
     elif kind == "union_tag_not_found":
-        msg = f"missing 'kind' (one of: {', '.join(_kinds_at(loc))})"
+        msg = f"missing 'kind' (one of: {', '.join(_kinds_at(loc, root))})"
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()))
@@ -505,8 +494,8 @@ def _tag_of(model: type[BaseModel]) -> Optional[str]:
     return None
 
 
-def _models_at(loc: tuple) -> list[type[BaseModel]]:
-    models: list[type[BaseModel]] = [Spec]
+def _models_at(loc: tuple, root: type[BaseModel] = Spec) -> list[type[BaseModel]]:
+    models: list[type[BaseModel]] = [root]
     for part in loc:
         tagged = [m for m in models if _tag_of(m) == part]
         if tagged:
@@ -521,13 +510,13 @@ def _models_at(loc: tuple) -> list[type[BaseModel]]:
     return models
 
 
-def _known_keys(loc: tuple) -> list[str]:
-    models = _models_at(loc)
+def _known_keys(loc: tuple, root: type[BaseModel] = Spec) -> list[str]:
+    models = _models_at(loc, root)
     return list(models[0].model_fields) if len(models) == 1 else []
 
 
-def _kinds_at(loc: tuple) -> list[str]:
-    return [t for t in (_tag_of(m) for m in _models_at(loc)) if t]
+def _kinds_at(loc: tuple, root: type[BaseModel] = Spec) -> list[str]:
+    return [t for t in (_tag_of(m) for m in _models_at(loc, root)) if t]
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:

@@ -17,7 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_EXAMPLES = 100_000_000
 #: Optimizers the manual and Keras trainers accept, by their `keras.optimizers.get` name.
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "ftrl", "lion")
-PLOT_KINDS = ("data", "predictions", "weights", "loss")
+#: Plots of one input against one target (the guide's).
+LINE_PLOTS = ("data", "predictions", "weights")
+#: Plots of a table's test split, by task; "loss" and "metrics" (train against validation) fit every run.
+REGRESSION_PLOTS = ("predicted_vs_actual", "residuals")
+CLASSIFICATION_PLOTS = ("confusion_matrix", "roc")
+PLOT_KINDS = (*LINE_PLOTS, "loss", "metrics", *REGRESSION_PLOTS, *CLASSIFICATION_PLOTS)
+#: Metric names per task (a contract): the plain name is the training split's, val_ the validation split's
+#: per epoch, test_ the test split's once after training.
+TASK_METRICS = {"regression": ("loss", "rmse", "mae", "r2"), "classification": ("loss", "accuracy", "auc")}
+#: Metrics where larger is better; every other one is minimised.
+MAXIMISED = ("accuracy", "auc", "r2")
 CHECKPOINT_FORMATS = ("tf_checkpoint", "keras_weights", "keras", "saved_model")
 KERAS_MODELS = ("keras_linear", "mlp")
 LINEAR_MODELS = ("linear", "keras_linear")
@@ -80,7 +90,25 @@ class Section(BaseModel):
 class DataBase(Section):
     validation_split: float = Field(
         0.0, ge=0.0, lt=1.0,
-        description="Fraction of examples held out (by a seeded shuffle) for validation metrics; 0 disables it.",
+        description="Fraction of examples held out (by a seeded shuffle, stratified for classification) for "
+        "per-epoch validation metrics; 0 disables it.",
+    )
+    test_split: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Tables: fraction held out once (stratified for classification) and evaluated only after "
+        "training, as test_ metrics.",
+    )
+    task: Literal["auto", "regression", "classification"] = Field(
+        "auto", description="Tables: what the target is. auto: a numeric target is regression, any other "
+        "(text, booleans) classification.",
+    )
+    normalize: bool = Field(
+        True, description="Tables: standardise numeric features with the training split's mean and variance, "
+        "inside the model (a Normalization layer), so the saved model takes raw values.",
+    )
+    impute: bool = Field(
+        False, description="Tables: fill empty cells (numbers with the training split's mean, text with a "
+        "'missing' category) instead of failing on the first one.",
     )
 
 
@@ -131,26 +159,71 @@ class FileData(DataBase):
     )
 
 
-class CsvData(FileData):
+class TableFile(FileData):
+    target: Optional[str] = Field(
+        None, description="The column to predict; with it the file is a table of features. Without it, "
+        "x_column (or x_key) and y_column (or y_key) are the 1-D shorthand of the guide.",
+    )
+    features: Optional[list[str]] = Field(
+        None, min_length=1, description="The input columns, in order; default every column except the target.",
+    )
+
+
+class CsvData(TableFile):
     """Columns of a CSV file with a header row."""
 
-    kind: Literal["csv"] = Field(description="A CSV file with a header row.")
-    x_column: str = Field("x", description="Header of the input column.")
-    y_column: str = Field("y", description="Header of the target column.")
+    kind: Literal["csv"] = Field(description="A CSV file with a header row, read with pyarrow.")
+    x_column: str = Field("x", description="1-D shorthand: header of the input column.")
+    y_column: str = Field("y", description="1-D shorthand: header of the target column.")
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
 
 
-class NpzData(FileData):
-    """Arrays of a NumPy `.npz` archive."""
+class ParquetData(TableFile):
+    """Columns of a Parquet file."""
+
+    kind: Literal["parquet"] = Field(description="A Parquet file, read with pyarrow.")
+    x_column: str = Field("x", description="1-D shorthand: the input column.")
+    y_column: str = Field("y", description="1-D shorthand: the target column.")
+
+
+class NpzData(TableFile):
+    """Arrays of a NumPy `.npz` archive (with `target`, one 1-D array per column)."""
 
     kind: Literal["npz"] = Field(description="A NumPy .npz archive.")
-    x_key: str = Field("x", description="Name of the input array in the archive.")
-    y_key: str = Field("y", description="Name of the target array in the archive.")
+    x_key: str = Field("x", description="1-D shorthand: name of the input array in the archive.")
+    y_key: str = Field("y", description="1-D shorthand: name of the target array in the archive.")
+
+
+class BlobsData(DataBase):
+    """Gaussian blobs, one per class: a table of numeric features and a text label, for classification."""
+
+    kind: Literal["blobs"] = Field(description="Seeded Gaussian clusters, one per class (classification).")
+    num_examples: int = Field(600, ge=4, le=MAX_EXAMPLES, description="Rows to generate, spread evenly over classes.")
+    classes: int = Field(3, ge=2, le=100, description="Number of classes (labels class_0, class_1, …).")
+    num_features: int = Field(2, ge=1, le=1000, description="Numeric feature columns f0, f1, ….")
+    spread: float = Field(1.0, gt=0.0, description="Std-dev of each cluster; the centres are about 4 apart.")
+
+
+class MoonsData(DataBase):
+    """Two interleaved half circles: a table of x0, x1 and a 0/1 label, for binary classification."""
+
+    kind: Literal["moons"] = Field(description="Seeded two moons (binary classification, not linearly separable).")
+    num_examples: int = Field(400, ge=4, le=MAX_EXAMPLES, description="Rows to generate, half per moon.")
+    noise: float = Field(0.1, ge=0.0, description="Std-dev of the Gaussian noise added to both coordinates.")
 
 
 DataSpec = Annotated[
-    Union[LinearData, PolynomialData, SineData, CsvData, NpzData], Field(discriminator="kind")
+    Union[LinearData, PolynomialData, SineData, CsvData, ParquetData, NpzData, BlobsData, MoonsData],
+    Field(discriminator="kind"),
 ]
+#: Data kinds that are always tables (generated with named features and a class label).
+TABLE_GENERATORS = ("blobs", "moons")
+
+
+def is_table(data: Any) -> bool:
+    """Whether the data is a table of features (a target is named, or a generator makes one), as opposed to the
+    guide's one input and one target."""
+    return getattr(data, "kind", None) in TABLE_GENERATORS or getattr(data, "target", None) is not None
 
 # --------------------------------------------------------------------------- model
 
@@ -184,6 +257,7 @@ class MlpModel(Section):
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "silu", "elu"] = Field(
         "tanh", description="Activation of the hidden layers."
     )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate after each hidden layer (tables).")
 
 
 ModelSpec = Annotated[Union[LinearModel, KerasLinearModel, MlpModel], Field(discriminator="kind")]
@@ -231,9 +305,40 @@ class OptimizerSpec(Section):
         return self
 
 
+REGRESSION_LOSSES = ("mse", "mae", "huber")
+
+
 class LossSpec(Section):
-    kind: Literal["mse", "mae", "huber"] = Field("mse", description="The guide's loss is mse.")
+    kind: Literal["auto", "mse", "mae", "huber", "cross_entropy"] = Field(
+        "auto", description="auto: mse for regression (the guide's), cross-entropy (binary or categorical, by the "
+        "number of classes) for classification.",
+    )
     delta: float = Field(1.0, gt=0.0, description="Huber's switch point between quadratic and linear.")
+
+
+class EarlyStoppingSpec(Section):
+    """Stop when the monitored metric has not improved for `patience` epochs."""
+
+    monitor: str = Field("val_loss", description="A history metric, e.g. val_loss, val_accuracy, loss.")
+    patience: int = Field(10, ge=1, le=10_000_000, description="Epochs without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
+    restore_best: bool = Field(True, description="Keep the best epoch's weights (not the last epoch's).")
+
+
+class LrScheduleSpec(Section):
+    """The learning rate over training, from `optimizer.learning_rate`; all parameters in one place, so a sweep
+    can vary `kind` alone."""
+
+    kind: Literal["cosine", "exponential", "step"] = Field(
+        description="cosine: down to alpha × the rate over decay_epochs; exponential: × decay_rate every "
+        "decay_epochs, smoothly; step: × decay_rate every decay_epochs, in steps.",
+    )
+    decay_epochs: Optional[int] = Field(
+        None, ge=1, description="Epochs of the decay (cosine: default all of training; exponential and step: "
+        "default a tenth of training).",
+    )
+    decay_rate: float = Field(0.5, gt=0.0, le=1.0, description="exponential and step: factor per decay_epochs.")
+    alpha: float = Field(0.0, ge=0.0, le=1.0, description="cosine: the final rate as a fraction of the first.")
 
 
 class TrainingSpec(Section):
@@ -242,7 +347,8 @@ class TrainingSpec(Section):
     )
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="How weights are updated.")
     loss: LossSpec = Field(default_factory=LossSpec, description="What training minimises.")
-    epochs: int = Field(10, ge=1, le=10_000_000, description="Passes over the training data.")
+    epochs: int = Field(10, ge=1, le=10_000_000, description="Passes over the training data (at most, with early "
+                        "stopping).")
     batch_size: Optional[int] = Field(
         None, ge=1, description="Examples per step; null means the whole data set is one batch, as in the guide."
     )
@@ -254,6 +360,8 @@ class TrainingSpec(Section):
         1000, ge=1, le=10_000_000,
         description="Save resumable training state every this many epochs; a killed run resumes from the last one.",
     )
+    early_stopping: Optional[EarlyStoppingSpec] = Field(None, description="Stop when a metric stops improving.")
+    lr_schedule: Optional[LrScheduleSpec] = Field(None, description="Change the learning rate over training.")
     progress_lines: Annotated[int, NOT_KEYED] = Field(
         50, ge=2, le=1_000_000,
         description="About how many evenly spaced epochs the run log shows (always the first and the last).",
@@ -275,8 +383,11 @@ class TrainingSpec(Section):
 
 
 class PlotSpec(Section):
-    include: list[Literal[PLOT_KINDS]] = Field(  # type: ignore[valid-type]
-        list(PLOT_KINDS), description="Which plots to draw. 'weights' needs a linear model."
+    include: Optional[list[Literal[PLOT_KINDS]]] = Field(  # type: ignore[valid-type]
+        None, description="Which plots to draw; null means every one that applies: the guide's data, "
+        "predictions, weights (linear models) and loss for one input; for tables, loss and metrics curves and, "
+        "on the test split, predicted_vs_actual and residuals (regression) or confusion_matrix and roc "
+        "(classification; roc for two classes).",
     )
     dpi: int = Field(100, ge=20, le=600, description="Resolution of the PNG files.")
 
@@ -418,6 +529,57 @@ class SweepSpec(Section):
         return self
 
 
+# --------------------------------------------------------------------------- promotion and scoring
+
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class PromoteSpec(Section):
+    """After each successful publish, move an alias to the new version only if it is better."""
+
+    alias: str = Field(pattern=ALIAS_PATTERN, description="The alias to move, e.g. production (a slug, not 'latest').")
+    metric: str = Field(description="The metric compared, e.g. test_accuracy, val_loss, test_rmse.")
+    mode: Literal["min", "max"] = Field("min", description="Whether a smaller or a larger metric is better.")
+    min_delta: float = Field(
+        0.0, ge=0.0, description="How much better the new version must be to take the alias; a tie never moves it.",
+    )
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> "PromoteSpec":
+        import re
+
+        if self.alias == "latest" or re.fullmatch(r"v\d+", self.alias):
+            raise ValueError(f"'{self.alias}' cannot be an alias: it reads as a version label")
+        return self
+
+
+class PredictSpec(Section):
+    model: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}(@[A-Za-z0-9_-]{1,64})?$",
+        description="The version to score with: NAME (its latest), NAME@vN or NAME@ALIAS (e.g. churn@production).",
+    )
+    input: str = Field(min_length=1, description="A CSV or Parquet file to score, relative to this spec's folder.")
+    output: str = Field(min_length=1, description="Where to write the scored rows (.csv or .parquet), relative to "
+                        "this spec's folder.")
+
+
+class ScoringSpec(Section):
+    """A batch prediction job: score a file with a published version, on demand or on a schedule."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="trainflow scoring spec")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Slug naming the job and its deployment.")
+    description: str = Field("", max_length=2000, description="Free text shown in the deployment.")
+    predict: PredictSpec = Field(description="What to score, with which version, and where the results go.")
+    schedule: list[ScheduleSpec] = Field([], description="Schedules for `trainflow serve` / `deploy`.")
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        return canonical_hash(self.resolved())
+
+
 # --------------------------------------------------------------------------- the spec
 
 
@@ -444,20 +606,57 @@ class Spec(Section):
     schedule: list[ScheduleSpec] = Field(
         [], description="Schedules for `trainflow serve` / `deploy`; empty means runs only when asked."
     )
+    promote: Optional[PromoteSpec] = Field(None, description="Move an alias to each new version that beats its holder.")
 
     @model_validator(mode="after")
     def _parts_fit_together(self) -> "Spec":
         problems = []
-        if self.training.trainer == "keras" and self.model.kind not in KERAS_MODELS:
-            problems.append(("training.trainer", f"'keras' needs a Keras model (one of {list(KERAS_MODELS)}), "
+        table = is_table(self.data)
+        keras_models = ("linear", "mlp") if table else KERAS_MODELS
+        if table and self.model.kind == "keras_linear":
+            problems.append(("model.kind", "'keras_linear' is the guide's one-input model; for a table use "
+                                           "'linear' (one weight per input) or 'mlp'"))
+        if self.training.trainer == "keras" and self.model.kind not in keras_models:
+            problems.append(("training.trainer", f"'keras' needs a Keras model (one of {list(keras_models)}), "
                                                  f"got model.kind '{self.model.kind}'"))
-        if "weights" in self.plots.include and self.model.kind not in LINEAR_MODELS:
-            problems.append(("plots.include", f"'weights' plots w and b, so it needs a linear model, "
-                                              f"got model.kind '{self.model.kind}'"))
         for fmt in self.checkpoint.formats or ():
-            if fmt in ("keras_weights", "keras") and self.model.kind not in KERAS_MODELS:
+            if fmt in ("keras_weights", "keras") and self.model.kind not in keras_models:
                 problems.append(("checkpoint.formats", f"'{fmt}' needs a Keras model (one of "
-                                                       f"{list(KERAS_MODELS)}), got model.kind '{self.model.kind}'"))
+                                                       f"{list(keras_models)}), got model.kind '{self.model.kind}'"))
+        data = self.data
+        if data.test_split + data.validation_split >= 1:
+            problems.append(("data.test_split", f"test_split + validation_split must be < 1 (some rows must be left "
+                                                f"to train on), got {data.test_split} + {data.validation_split}"))
+        if not table:
+            for field, value, default in (("test_split", data.test_split, 0.0), ("task", data.task, "auto")):
+                if value not in (default, "regression"):
+                    problems.append((f"data.{field}", f"needs a table: name a target column (data.target), got "
+                                                      f"{field} {value!r} for one input and one target"))
+            if self.training.loss.kind == "cross_entropy":
+                problems.append(("training.loss.kind", "'cross_entropy' needs a classification table "
+                                                       "(data.target), the guide's data is regression"))
+        if isinstance(getattr(data, "features", None), list) and data.target in data.features:
+            problems.append(("data.features", f"the target '{data.target}' cannot also be a feature"))
+        for kind in self.plots.include or ():
+            if kind in LINE_PLOTS and table:
+                problems.append(("plots.include", f"'{kind}' plots one input against the target; this data is a "
+                                                  f"table (use loss, metrics, {', '.join(REGRESSION_PLOTS)} or "
+                                                  f"{', '.join(CLASSIFICATION_PLOTS)})"))
+            elif kind == "weights" and self.model.kind not in LINEAR_MODELS:
+                problems.append(("plots.include", f"'weights' plots w and b, so it needs a linear model, "
+                                                  f"got model.kind '{self.model.kind}'"))
+            elif kind in REGRESSION_PLOTS + CLASSIFICATION_PLOTS and (not table or data.test_split == 0):
+                problems.append(("plots.include", f"'{kind}' shows the test split: it needs a table with "
+                                                  f"data.test_split > 0"))
+        stopping = self.training.early_stopping
+        if stopping is not None:
+            known = metric_names(self, task=None)
+            if stopping.monitor not in known:
+                problems.append(("training.early_stopping.monitor", f"this spec's history has no metric "
+                                 f"'{stopping.monitor}'; it has: {', '.join(known)}"))
+        if self.promote is not None and self.promote.metric not in published_metrics(self, task=None):
+            problems.append(("promote.metric", f"this spec publishes no metric '{self.promote.metric}'; it has: "
+                                               f"{', '.join(published_metrics(self, task=None))}"))
         if problems:
             raise CrossFieldError(problems)
         return self
@@ -468,6 +667,30 @@ class Spec(Section):
 
     def spec_hash(self) -> str:
         return canonical_hash(self.resolved())
+
+
+def metric_names(spec: "Spec", task: Optional[str]) -> list[str]:
+    """The per-epoch history metrics a spec produces: loss (and w, b for a linear model on one input) or a
+    table task's metrics, each with its val_ twin when there is a validation split. `task` None with
+    `data.task: auto` answers for either task."""
+    if is_table(spec.data):
+        task = task or (None if spec.data.task == "auto" else spec.data.task)
+        tasks = [task] if task else list(TASK_METRICS)
+        plain = list(dict.fromkeys(m for t in tasks for m in TASK_METRICS[t]))
+    else:
+        plain = ["loss"]
+    names = plain + ([f"val_{m}" for m in plain] if spec.data.validation_split > 0 else [])
+    return names + (["w", "b"] if not is_table(spec.data) and spec.model.kind in LINEAR_MODELS else [])
+
+
+def published_metrics(spec: "Spec", task: Optional[str]) -> list[str]:
+    """The metrics a version of this spec records in metrics.json that a gate may compare: the final values of
+    the history's metrics, their test_ twins for a table with a test split, and the best epoch's losses."""
+    history = metric_names(spec, task)
+    test = [f"test_{m}" for m in history if not m.startswith("val_") and m not in ("w", "b")] \
+        if is_table(spec.data) and spec.data.test_split > 0 else []
+    best = ["best_loss"] + (["best_val_loss"] if spec.data.validation_split > 0 else [])
+    return history + test + best
 
 
 def keyed(annotation: Any, value: Any) -> Any:
@@ -525,8 +748,13 @@ def canonical_hash(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema editors use for completion; `specs/spec.schema.json` is this, committed."""
+def json_schema(kind: str = "experiment") -> dict[str, Any]:
+    """The JSON Schema editors use for completion; `specs/spec.schema.json` (experiments) and
+    `specs/scoring.schema.json` (scoring jobs) are these, committed."""
+    if kind == "scoring":
+        schema = ScoringSpec.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        return schema
     schema = Spec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["properties"]["extends"] = {

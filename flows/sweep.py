@@ -145,6 +145,7 @@ def _trial_files(spec: Spec, trial: Trial, seed: int, options: RunOptions, recor
     injected: dict[str, Any] = {}
     if fused is not None:
         injected["data"] = fused["dataset"]
+        runner.run(BY_NAME["data"], injected=fused["dataset"])
         initial = runner.run(BY_NAME["model"])
         injected["train"] = complete_trial(seed, trial.spec.model, fused["dataset"], initial,
                                            fused["results"][trial.id])
@@ -218,6 +219,9 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
     result = {"name": spec.name, "kind": "sweep", "path_used": manifest["path_used"], "why": choice.why,
               "metric": metric, "mode": mode, "trials": plain, "best": best_plain, "spec_hash": spec.spec_hash(),
               "seed": seed, "flow_run_id": manifest["flow_run_id"], **published}
+    from flows.experiment import after_publish
+
+    result["promotion"] = after_publish(spec, root, published, manifest["metrics"], records_out, task_run_tags())
     _ui_artifacts(spec, result, records, params, choice.why)
     logger.info("Best trial %s %s: %s = %s", best and best["id"], best and best["values"], metric,
                 best and best["metrics"].get(metric))

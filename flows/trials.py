@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from flows.loader import trial_spec
 from flows.plan import Plan, code_version, compile_plan
-from flows.spec import Spec, canonical_hash
+from flows.spec import Spec, canonical_hash, is_table
 from tasks.fastpath import Choice, choose_step
 
 
@@ -63,8 +63,9 @@ def trial_choice(spec: Spec, trials: list[Trial]) -> Choice:
     examples = getattr(spec.data, "num_examples", None)
     if examples is not None:
         examples = examples - int(examples * spec.data.validation_split)
-    return choose_step(spec.model.kind, spec.training, examples=examples,
-                       trials=[(t.values, t.spec.model.kind, t.spec.training) for t in trials],
+    kind = lambda s: "table" if is_table(s.data) else s.model.kind  # noqa: E731
+    return choose_step(kind(spec), spec.training, examples=examples,
+                       trials=[(t.values, kind(t.spec), t.spec.training) for t in trials],
                        fuse=spec.sweep.fuse, runner=spec.sweep.runner.kind)
 
 

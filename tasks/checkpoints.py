@@ -67,15 +67,56 @@ def as_files(model: models.Model, formats: list[str]) -> dict[str, bytes]:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def formats_for(model: ModelSpec, checkpoint: CheckpointSpec) -> list[str]:
-    """The formats to write: the ones asked for, or every one the model supports."""
+def formats_for(model: ModelSpec, checkpoint: CheckpointSpec, table: bool = False) -> list[str]:
+    """The formats to write: the ones asked for, or every one the model supports (every one, for a table)."""
     if checkpoint.formats is not None:
         return list(checkpoint.formats)
-    if model.kind in KERAS_MODELS:
+    if table or model.kind in KERAS_MODELS:
         return list(CHECKPOINT_FORMATS)
     return ["tf_checkpoint", "saved_model"]
 
 
 def files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trained) -> dict[str, bytes]:
     """The checkpoint task: the trained model rebuilt from its weights, saved in every requested format."""
+    if trained.schema is not None:
+        return table_files(seed, model, checkpoint, trained)
     return as_files(models.restore(model, seed, trained.result.weights), formats_for(model, checkpoint))
+
+
+def table_files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trained) -> dict[str, bytes]:
+    """A table model, preprocessing included, so every format takes raw columns by name:
+
+    - `model.keras`: `keras.saving.load_model` (built-in layers only, no trainflow class needed);
+    - `model.weights.h5` and `tf_checkpoint/` with `model.json` (`keras.models.model_from_json`) to rebuild into;
+    - `saved_model/`: `serving_default` takes one named input per feature column (float32 numbers, strings)
+      and returns `prediction`, or `probabilities` and `class_index` (classes.json in the version maps an
+      index to its label)."""
+    from tasks import tabular
+
+    schema = trained.schema
+    full, _, core = tabular.build(model, seed, schema)
+    models.set_weights(core, trained.result.weights)
+    formats = formats_for(model, checkpoint, table=True)
+    with tempfile.TemporaryDirectory(prefix="trainflow-ckpt-") as tmp:
+        root = Path(tmp)
+        for fmt in formats:
+            if fmt == "keras":
+                full.save(root / "model.keras")
+            elif fmt == "keras_weights":
+                full.save_weights(root / "model.weights.h5")
+            elif fmt == "tf_checkpoint":
+                tf.train.Checkpoint(model=full).write(str(root / "tf_checkpoint" / "ckpt"))
+            elif fmt == "saved_model":
+                names = [f.input_name for f in schema.features]
+                archive = keras.export.ExportArchive()
+                archive.track(full)
+
+                def serve(*columns):
+                    fed = {name: tf.reshape(column, [-1, 1]) for name, column in zip(names, columns)}
+                    return tabular.serving_outputs(schema, full(fed))
+
+                archive.add_endpoint(name="serving_default", fn=serve, input_signature=tabular.serving_signature(schema))
+                archive.write_out(str(root / "saved_model"), verbose=False)
+        if {"keras_weights", "tf_checkpoint"} & set(formats):
+            (root / "model.json").write_text(full.to_json())
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -7,17 +7,18 @@ returned is NumPy, so results pickle into the task cache and downstream tasks ne
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 
 from tasks.results import RunError
 
-from flows.spec import CsvData, DataSpec, FileData, LinearData, NpzData, PolynomialData, SineData
+from flows.spec import (BlobsData, CsvData, DataSpec, FileData, LinearData, MoonsData, NpzData, ParquetData, PolynomialData,
+                        SineData, is_table)
+from tasks.results import Feature, Schema, Split, TableDataset
 
 
 #: Plots draw at most this many points; a 10M-example run would otherwise make an unreadable 100 MB figure.
@@ -60,9 +61,11 @@ def ground_truth(spec: DataSpec, x: np.ndarray) -> Optional[np.ndarray]:
     return None
 
 
-def load(data: DataSpec, seed: int) -> Dataset:
-    """The data task: generate or read the data set, then hold out `validation_split` of it by a seeded
-    shuffle."""
+def load(data: DataSpec, seed: int) -> Union[Dataset, TableDataset]:
+    """The data task: generate or read the data, then hold out its validation (and, for a table, test) split by
+    a seeded shuffle (stratified for classification)."""
+    if is_table(data):
+        return load_table(data, seed)
     if isinstance(data, FileData):
         x, y = read_file(data)
     else:
@@ -98,69 +101,62 @@ def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> Dataset:
 
 
 def read_file(spec: FileData) -> tuple[np.ndarray, np.ndarray]:
+    """The 1-D shorthand: one input column and one target column, as float32."""
     path = Path(spec.path)
-    try:
-        if isinstance(spec, CsvData):
-            x, y = _read_csv(path, spec)
-        elif isinstance(spec, NpzData):
-            x, y = _read_npz(path, spec)
-        else:  # pragma: no cover - the spec's discriminated union has no other file kinds
-            raise DataError(f"{path}: unsupported data kind {spec.kind}")
-    except FileNotFoundError:
-        raise TransientDataError(f"{path}: no such data file") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise TransientDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if isinstance(spec, NpzData):
+        x, y = _read_npz(path, spec)
+    else:
+        from tasks import tables
+
+        names = [spec.x_column, spec.y_column]
+        table = tables.read_table(path, spec.kind, names, getattr(spec, "delimiter", ","))
+        tables.require_no_empty(table)
+        for name in names:
+            if table.kinds[name] != "number":
+                raise DataError(_not_a_number(table, name))
+        x, y = (table.columns[name].astype(np.float32) for name in names)
     if len(x) < 2:
-        raise DataError(f"{path}: needs at least 2 examples, found {len(x)}")
+        raise DataError(f"{path.name}: needs at least 2 examples, found {len(x)}")
     return x, y
 
 
-def _read_csv(path: Path, spec: CsvData) -> tuple[np.ndarray, np.ndarray]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter=spec.delimiter)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: empty file, expected a header row")
-        header = [h.strip() for h in header]
-        columns = []
-        for wanted, role in ((spec.x_column, "x_column"), (spec.y_column, "y_column")):
-            if wanted not in header:
-                raise DataError(f"{path}: {role} '{wanted}' is not a column; the header has {header}")
-            columns.append(header.index(wanted))
-        xs, ys = [], []
-        for row_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            values = []
-            for index, name in zip(columns, (spec.x_column, spec.y_column)):
-                cell = row[index].strip() if index < len(row) else ""
-                try:
-                    values.append(float(cell))
-                except ValueError:
-                    raise DataError(f"{path}:{row_number}: column '{name}' holds {cell!r}, not a number") from None
-            xs.append(values[0])
-            ys.append(values[1])
-    return np.asarray(xs, np.float32), np.asarray(ys, np.float32)
+def _not_a_number(table, name: str) -> str:
+    """The message for a column the 1-D shorthand needs as numbers: its first cell that is not one."""
+    from tasks import tables
+
+    for index, value in enumerate(table.columns[name].tolist()):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return f"{table.path.name}:{tables.row_label(table, index)}: column '{name}' holds " \
+                   f"{tables.excerpt(value)}, not a number"
+    return f"{table.path.name}: column '{name}' is not numeric"
+
+
+def _open_npz(path: Path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise TransientDataError(f"{path.name}: no such data file") from None
+    except OSError as exc:
+        raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
+    except ValueError:
+        raise DataError(f"{path.name}: not a readable .npz archive") from None
 
 
 def _read_npz(path: Path, spec: NpzData) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
+    archive = _open_npz(path)
     with archive:
         arrays = []
         for key, role in ((spec.x_key, "x_key"), (spec.y_key, "y_key")):
             if key not in archive.files:
-                raise DataError(f"{path}: {role} '{key}' is not in the archive; it holds {archive.files}")
+                raise DataError(f"{path.name}: {role} '{key}' is not in the archive")
             arr = archive[key]
             if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
-                raise DataError(f"{path}: array '{key}' must be 1-D numeric, got shape {arr.shape} {arr.dtype}")
+                raise DataError(f"{path.name}: array '{key}' must be 1-D numeric, got shape {arr.shape} {arr.dtype}")
             arrays.append(arr.astype(np.float32))
     if len(arrays[0]) != len(arrays[1]):
-        raise DataError(f"{path}: '{spec.x_key}' has {len(arrays[0])} values but '{spec.y_key}' has {len(arrays[1])}")
+        raise DataError(f"{path.name}: '{spec.x_key}' has {len(arrays[0])} values but '{spec.y_key}' has {len(arrays[1])}")
     return arrays[0], arrays[1]
 
 
@@ -173,3 +169,136 @@ def thin(*arrays: np.ndarray, limit: int = MAX_POINTS) -> list[np.ndarray]:
     """Evenly spaced subsample of parallel arrays, so figures stay light at any data size."""
     index = evenly_spaced(len(arrays[0]), limit)
     return [a[index] for a in arrays]
+
+
+# --------------------------------------------------------------------------- tables
+
+#: The category an empty text cell becomes with `data.impute: true`.
+MISSING = "missing"
+
+
+def generate_table(spec: Union[BlobsData, MoonsData], seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A seeded synthetic table: feature columns and a text label (NumPy's PCG64, the same on every machine)."""
+    rng = np.random.default_rng([seed, 7])
+    if isinstance(spec, BlobsData):
+        labels = np.arange(spec.num_examples) % spec.classes
+        centres = rng.normal(0.0, 4.0, size=(spec.classes, spec.num_features))
+        points = centres[labels] + rng.normal(0.0, spec.spread, size=(spec.num_examples, spec.num_features))
+        return {f"f{j}": points[:, j] for j in range(spec.num_features)}, np.array([f"class_{k}" for k in labels])
+    half = spec.num_examples // 2
+    upper = np.linspace(0.0, np.pi, spec.num_examples - half)
+    lower = np.linspace(0.0, np.pi, half)
+    x0 = np.r_[np.cos(upper), 1.0 - np.cos(lower)] + rng.normal(0.0, spec.noise, spec.num_examples)
+    x1 = np.r_[np.sin(upper), 0.5 - np.sin(lower)] + rng.normal(0.0, spec.noise, spec.num_examples)
+    return {"x0": x0, "x1": x1}, np.array(["upper"] * (spec.num_examples - half) + ["lower"] * half)
+
+
+def _read_table_columns(spec: FileData) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, np.ndarray], Callable]:
+    """(columns, kinds, empty masks, how a row is named in messages) of the file's features and then its target."""
+    path = Path(spec.path)
+    if isinstance(spec, NpzData):
+        with _open_npz(path) as archive:
+            names = spec.features or [n for n in archive.files if n != spec.target]
+            columns, kinds, empty = {}, {}, {}
+            for name in [*names, spec.target]:
+                if name not in archive.files:
+                    raise DataError(f"{path.name}: no array '{name}'")
+                values = archive[name]
+                if values.ndim != 1:
+                    raise DataError(f"{path.name}: array '{name}' must be 1-D, got shape {values.shape}")
+                number = values.dtype.kind in "iuf"
+                columns[name] = values.astype(np.float64) if number else values.astype(str)
+                kinds[name] = "number" if number else ("bool" if values.dtype.kind == "b" else "text")
+                empty[name] = np.isnan(columns[name]) if number else columns[name] == ""
+        return columns, kinds, empty, lambda row: f"{path.name}: row {row + 1}"
+    from tasks import tables
+
+    wanted = None if spec.features is None else [*spec.features, spec.target]
+    table = tables.read_table(path, spec.kind, wanted, getattr(spec, "delimiter", ","))
+    names = [n for n in table.names if n != spec.target] + [spec.target]
+    separator = ":" if spec.kind == "csv" else ": "  # data.csv:42 (a line), data.parquet: row 41
+
+    def label(row: int) -> str:
+        return f"{path.name}{separator}{tables.row_label(table, row)}"
+
+    return ({n: table.columns[n] for n in names}, {n: table.kinds[n] for n in names},
+            {n: table.empty[n] for n in names}, label)
+
+
+def split_indices(n: int, labels: Optional[np.ndarray], validation: float, test: float, seed: int) -> dict[str, np.ndarray]:
+    """Row indices of train, validation and test by a seeded shuffle; per class when `labels` are given
+    (stratified: each class keeps its share, at least one row in each held-out split, which
+    `flows.datacheck.needed_per_class` checks every class can give)."""
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == k) for k in np.unique(labels)]
+    parts: dict[str, list] = {"train": [], "validation": [], "test": []}
+    for group in groups:
+        order = group[rng.permutation(len(group))]
+        sizes = [0 if f <= 0 else (max(1, round(len(group) * f)) if labels is not None else int(len(group) * f))
+                 for f in (test, validation)]
+        parts["test"].append(order[:sizes[0]])
+        parts["validation"].append(order[sizes[0]:sizes[0] + sizes[1]])
+        parts["train"].append(order[sizes[0] + sizes[1]:])
+    return {name: np.sort(np.concatenate(chunks)).astype(np.int64) for name, chunks in parts.items()}
+
+
+def load_table(spec: DataSpec, seed: int) -> TableDataset:
+    """Read or generate a table, split it, fill empty cells if asked, and describe its features from the
+    training split only (vocabularies, means and variances: nothing from held-out rows)."""
+    from flows.datacheck import resolved_task
+    from tasks.tabular import input_name
+
+    if isinstance(spec, (BlobsData, MoonsData)):
+        columns, labels = generate_table(spec, seed)
+        target, source = "label", spec.kind
+        where = lambda row: f"{source}: row {row + 1}"  # noqa: E731
+        kinds = {name: "number" for name in columns}
+        empty = {name: np.zeros(len(labels), bool) for name in columns}
+        columns[target], kinds[target], empty[target] = labels, "text", np.zeros(len(labels), bool)
+    else:
+        columns, kinds, empty, where = _read_table_columns(spec)
+        target, source = spec.target, Path(spec.path).name
+    features = [name for name in columns if name != target]
+    if empty[target].any():
+        row = int(np.flatnonzero(empty[target])[0])
+        raise DataError(f"{where(row)}: the target '{target}' is empty; a target cannot be imputed")
+    if not spec.impute:
+        first = min(((int(np.flatnonzero(empty[n])[0]), n) for n in features if empty[n].any()), default=None)
+        if first:
+            raise DataError(f"{where(first[0])}: column '{first[1]}' is empty "
+                            "(set data.impute: true to fill it)")
+    task = resolved_task(spec, "number" if kinds[target] == "number" else "text")
+    if task == "classification":
+        values = columns[target].astype(str) if kinds[target] == "bool" else columns[target]
+        classes, y = np.unique(values, return_inverse=True)
+        class_labels = [v.item() if hasattr(v, "item") else v for v in classes]
+        if kinds[target] == "bool":
+            class_labels = [label == "True" for label in class_labels]
+        y = y.astype(np.int32)
+    else:
+        class_labels, y = [], columns[target].astype(np.float32)
+    if len(y) < 2:
+        raise DataError(f"{source}: needs at least 2 rows, found {len(y)}")
+    index = split_indices(len(y), y if task == "classification" else None, spec.validation_split, spec.test_split, seed)
+    train = index["train"]
+    described, prepared = [], {}
+    for name in features:
+        values, missing = columns[name], empty[name]
+        if kinds[name] == "number":
+            observed = values[train][~missing[train]]
+            mean = float(observed.mean()) if observed.size else 0.0
+            variance = float(observed.var()) if observed.size else 1.0
+            prepared[name] = np.where(missing, mean, values).astype(np.float64)
+            described.append(Feature(name, input_name(name), "number", mean=mean, variance=variance))
+        else:
+            text = values.astype(str)
+            prepared[name] = np.where(missing, MISSING, text) if spec.impute else text
+            kept, counts = np.unique(prepared[name][train], return_counts=True)
+            vocabulary = [str(v) for v, _ in sorted(zip(kept, counts), key=lambda item: (-item[1], item[0]))]
+            described.append(Feature(name, input_name(name), "text", vocabulary=vocabulary))
+    schema = Schema(task, target, described, class_labels, spec.normalize)
+
+    def part(rows: np.ndarray) -> Split:
+        return Split({name: prepared[name][rows] for name in features}, y[rows], rows)
+
+    return TableDataset(schema, part(index["train"]), part(index["validation"]), part(index["test"]))

@@ -92,6 +92,8 @@ class Drive:
     failures: dict[int, TrainingDiverged] = field(default_factory=dict)
     seconds: float = 0.0
     resumed_from: int = 0
+    restored_epoch: Optional[int] = None  # early stopping put this epoch's weights back
+    stopped_early: bool = False
 
 
 def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates, hooks: Optional[Hooks] = None) -> Drive:
@@ -112,6 +114,7 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
         hooks.say(f"Resuming from epoch {done} (saved training state)")
     resumed_from = done
     failures: dict[int, TrainingDiverged] = {}
+    stopped_early = False
     count = FIRST_CHUNK
     every = hooks.checkpoint_every if hooks.resume else epochs  # chunks end where a snapshot is due
     started = time.perf_counter()
@@ -119,7 +122,9 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
         next_save = (done // every + 1) * every
         count = max(1, min(count, step.chunk, epochs - done, next_save - done))
         t0 = time.perf_counter()
-        values = step.run(tf.constant(done, tf.int32), tf.constant(count, tf.int32)).numpy()[:count]
+        history, ran = step.run(tf.constant(done, tf.int32), tf.constant(count, tf.int32))
+        ran = int(ran)
+        values = history.numpy()[:ran]
         elapsed = time.perf_counter() - t0
         for trial in range(step.trials):
             if trial in failures:
@@ -133,9 +138,12 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
                 raise failure
             failures[trial] = failure
         chunks.append(values)
-        if hooks.progress:
+        if hooks.progress and ran:
             hooks.progress(done + 1, values, step.names)
-        done += count
+        done += ran
+        if ran < count:  # early stopping ended training inside the chunk
+            stopped_early = True
+            break
         if hooks.resume and done == next_save and done < epochs:
             history = np.concatenate(chunks)
             hooks.resume.save(Snapshot(done, [np.asarray(v.numpy()) for v in step.variables()], [],
@@ -144,5 +152,10 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
         count = int(max(1, count * CHUNK_SECONDS / max(elapsed, 1e-6)))
     if hooks.resume:
         hooks.resume.clear()
+    stopping = getattr(step, "stopping", None)
+    restored = stopping.finish() if stopping is not None else None
+    if stopping is not None and bool(stopping.stopped.numpy()):
+        stopped_early = True
     values = np.concatenate(chunks) if chunks else np.zeros((0, len(step.names), step.trials), np.float32)
-    return Drive(step.names, initial, values, failures, time.perf_counter() - started, resumed_from)
+    return Drive(step.names, initial, values, failures, time.perf_counter() - started, resumed_from,
+                 restored, stopped_early)

@@ -38,6 +38,8 @@ class Choice:
 def plain_sgd(model_kind: str, training: Any) -> Optional[str]:
     """None when the model is linear and trained by the guide's SGD (optionally clipped) on one full batch,
     else the reason it is not."""
+    if model_kind == "table":
+        return "a table's model (Keras layers on encoded features)"
     if model_kind not in LINEAR_MODELS:
         return f"model.kind '{model_kind}' is not linear"
     if training.trainer != "manual":
@@ -47,6 +49,10 @@ def plain_sgd(model_kind: str, training: Any) -> Optional[str]:
     other = sorted(set(training.optimizer.options) - set(CLIP_OPTIONS))
     if other:
         return f"optimizer options {other} need Keras's optimizer (only {', '.join(CLIP_OPTIONS)} are fused)"
+    if training.lr_schedule is not None:
+        return "lr_schedule needs Keras's optimizer"
+    if training.early_stopping is not None:
+        return "early stopping runs in the general step"
     if training.batch_size is not None:
         return "minibatches (batch_size is set)"
     if training.shuffle:
@@ -64,7 +70,7 @@ def choose_step(model_kind: str, training: Any, examples: Optional[int] = None,
     None answers for any size and says where the size matters."""
     if trials is not None:
         return _for_trials(trials, examples, fuse, runner)
-    reason = plain_sgd(model_kind, training) or (None if training.loss.kind == "mse" else
+    reason = plain_sgd(model_kind, training) or (None if training.loss.kind in ("mse", "auto") else
                                             f"loss '{training.loss.kind}' is not mse")
     if reason:
         return Choice("tape", f"general GradientTape step: {reason}")
@@ -90,6 +96,6 @@ def _for_trials(trials: Sequence[tuple[dict, str, Any]], examples: Optional[int]
     other = [path for path in swept if path not in FUSABLE_PATHS]
     if other:
         return Choice("tape", f"separate trials: they differ in {other}, not only in {list(FUSABLE_PATHS)}")
-    scale = "" if examples is None or examples < MIN_MOMENTS_EXAMPLES or training.loss.kind != "mse" else \
+    scale = "" if examples is None or examples < MIN_MOMENTS_EXAMPLES or training.loss.kind not in ("mse", "auto") else \
         ", from data moments"
     return Choice("trials", f"fused: trials differ only in {swept}, trained at once with a trial axis{scale}")

@@ -86,8 +86,16 @@ def build(spec: ModelSpec, seed: int) -> Model:
     return model
 
 
-def initial_state(model: ModelSpec, seed: int) -> ModelState:
-    """The model task: a freshly built model's weights, and its output at 3.0 (the guide asserts 15.0)."""
+def initial_state(model: ModelSpec, seed: int, dataset=None) -> ModelState:
+    """The model task: a freshly built model's weights, and its output at 3.0 (the guide asserts 15.0). For a
+    table, the trainable core's weights; its preprocessing comes from the data's schema."""
+    from tasks.results import TableDataset
+
+    if isinstance(dataset, TableDataset):
+        from tasks import tabular
+
+        _, _, core = tabular.build(model, seed, dataset.schema)
+        return ModelState(get_weights(core), float("nan"))
     built = build(model, seed)
     return ModelState(get_weights(built), float(np.asarray(built(tf.constant([3.0])))[0]))
 

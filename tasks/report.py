@@ -16,17 +16,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import yaml
 
 
 def report_line(row: dict) -> str:
-    """The guide's report line, with the true per-epoch loss (the guide prints a stale one)."""
+    """The guide's report line, with the true per-epoch loss (the guide prints a stale one), then every other
+    metric of the row (a table's accuracy, auc, rmse …, and their val_ twins)."""
     parts = []
     if "w" in row:
         parts.append(f"W = {row['w']:1.2f}, b = {row['b']:1.2f}")
-    parts.append(f"loss={row['loss']:2.5f}")
-    if "val_loss" in row:
-        parts.append(f"val_loss={row['val_loss']:2.5f}")
+    parts += [f"{name}={value:2.5f}" for name, value in row.items()
+              if name not in ("epoch", "w", "b") and isinstance(value, float)]
     return ", ".join(parts)
 
 
@@ -45,6 +46,24 @@ def history_csv(columns: dict) -> bytes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(list(columns))
     writer.writerows(zip(*(c.tolist() for c in columns.values())))
+    return buffer.getvalue().encode()
+
+
+def test_predictions_csv(schema, test) -> bytes:
+    """The final model on every test row: its row in the data (0-based), the actual and predicted values
+    (original labels for classification) and, for classification, each class's probability."""
+    from tasks.metrics import probabilities
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if schema.task == "regression":
+        writer.writerow(["row", "actual", "prediction"])
+        writer.writerows(zip(test.rows.tolist(), np.asarray(test.target).tolist(), np.asarray(test.predicted).tolist()))
+    else:
+        probs = probabilities(test.predicted)
+        writer.writerow(["row", "actual", "prediction", *(f"probability_{c}" for c in schema.classes)])
+        for row, actual, p in zip(test.rows.tolist(), np.asarray(test.target).tolist(), probs.tolist()):
+            writer.writerow([row, schema.classes[actual], schema.classes[int(np.argmax(p))], *p])
     return buffer.getvalue().encode()
 
 
@@ -85,11 +104,14 @@ def _fmt(value: Any) -> str:
 
 
 def markdown(name: str, version: str, path: str, description: str, metrics: dict, initial: dict,
-             plots: dict[str, bytes], resolved: dict, embed_images: bool) -> str:
-    """The run report: metrics, plots (embedded as data: URIs for the Prefect UI, else linked), the spec."""
+             plots: dict[str, bytes], resolved: dict, embed_images: bool, promotion: Optional[dict] = None) -> str:
+    """The run report: the promotion decision, metrics, plots (embedded as data: URIs for the Prefect UI, else
+    linked), the spec."""
     lines = [f"# {name} {version}", ""]
     if description:
         lines += [description, ""]
+    if promotion:
+        lines += [f"**Promotion to `{promotion['alias']}`: {promotion['decision']}.** {promotion.get('reason', '')}", ""]
     lines += [f"Version folder: `{path}`", "", "| metric | value |", "|---|---|"]
     lines += [f"| initial {k} | {_fmt(v)} |" for k, v in initial.items()]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if k != "initial_loss"]

@@ -8,6 +8,7 @@ unpicklable Keras objects, which Prefect would silently treat as a cache miss.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -30,11 +31,16 @@ class TrainResult:
     """Training's outcome. The history is stored as columns of NumPy arrays, not a list of row dicts:
     Prefect walks every list and dict in a task's inputs, which took seconds per task at 1e5 epochs."""
 
-    initial: dict  # loss (and val_loss, w, b) before the first update
-    columns: dict[str, np.ndarray]  # 'epoch', 'loss' (+ 'val_loss', 'w', 'b'): entry i is the state after epoch i+1
-    weights: list[np.ndarray]  # final trainable weights, in `models.variables` order
+    initial: dict  # loss (and val_loss, w, b, or a table's metrics) before the first update
+    columns: dict[str, np.ndarray]  # 'epoch', 'loss', …: entry i is the state after epoch i+1
+    weights: list[np.ndarray]  # final trainable weights (the best epoch's when early stopping restored them)
     seconds: float = 0.0  # wall time of the training itself
     resumed_from: int = 0  # epochs restored from a saved snapshot instead of trained in this run
+    monitor: Optional[str] = None  # the metric early stopping watched (None: the best epoch is by val_loss/loss)
+    maximize: bool = False  # whether larger `monitor` is better
+    restored_epoch: Optional[int] = None  # the epoch whose weights early stopping restored
+    stopped_early: bool = False  # early stopping ended training before training.epochs
+    test: dict = field(default_factory=dict)  # test_ metrics, computed once after training
 
     @classmethod
     def from_rows(cls, initial: dict, rows: list[dict], weights: list[np.ndarray], seconds: float) -> "TrainResult":
@@ -54,19 +60,24 @@ class TrainResult:
 
     @property
     def metrics(self) -> dict:
-        """The last epoch's values, the epoch count, the initial loss, and the best epoch (by val_loss when
-        there is a validation split, else by loss) with its losses."""
-        out = {k: v for k, v in self.row(-1).items() if k != "epoch"}
+        """The final model's values (the last epoch's, or the restored best epoch's), the epochs run, the
+        initial loss, the best epoch (by the early-stopping monitor, else val_loss when there is a validation
+        split, else loss) with its losses, where early stopping stopped, and the test_ metrics."""
+        final = -1 if self.restored_epoch is None else self.restored_epoch - 1
+        out = {k: v for k, v in self.row(final).items() if k != "epoch"}
         out["epochs"] = self.epochs
         out["initial_loss"] = self.initial["loss"]
-        monitor = "val_loss" if "val_loss" in self.columns else "loss"
+        monitor = self.monitor or ("val_loss" if "val_loss" in self.columns else "loss")
         values = np.asarray(self.columns[monitor], dtype=np.float64)
         if len(values) and np.isfinite(values).any():
-            best = int(np.nanargmin(values))
+            best = int(np.nanargmax(values) if self.maximize else np.nanargmin(values))
             out["best_epoch"] = int(self.columns["epoch"][best])
             for name in ("loss", "val_loss"):
                 if name in self.columns:
                     out[f"best_{name}"] = float(self.columns[name][best])
+        if self.stopped_early:
+            out["stopped_epoch"] = self.epochs
+        out.update(self.test)
         return out
 
 
@@ -91,12 +102,74 @@ def rows(columns: dict[str, np.ndarray]) -> list[dict]:
 
 
 @dataclass
+class Feature:
+    """One input column of a table, as the training split describes it (what the model's preprocessing needs)."""
+
+    name: str  # the column's name in the file
+    input_name: str  # its name as a model input (a SavedModel signature allows fewer characters)
+    kind: str  # "number" or "text" (booleans are text: 'False', 'True')
+    vocabulary: list = field(default_factory=list)  # text: the training split's values, most frequent first
+    mean: float = 0.0  # number: the training split's mean (normalisation, imputation)
+    variance: float = 1.0  # number: the training split's variance
+
+
+@dataclass
+class Schema:
+    """What a table model takes and gives: its features in order, the task, the target and its classes."""
+
+    task: str  # "regression" or "classification"
+    target: str
+    features: list[Feature]
+    classes: list = field(default_factory=list)  # original labels (text, numbers or booleans), index order
+    normalize: bool = True
+
+    def as_json(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class Split:
+    """One split of a table: raw feature columns (numbers float64, text unicode), the target, and the rows'
+    numbers in the file (0-based), so predictions can be matched back to rows."""
+
+    columns: dict[str, np.ndarray]
+    target: np.ndarray  # float32 (regression) or int32 class indices (classification)
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class TableDataset:
+    """A table split into train, validation (maybe empty) and test (maybe empty)."""
+
+    schema: Schema
+    train: Split
+    validation: Split
+    test: Split
+
+
+@dataclass
+class TestOutputs:
+    """The final model on the test split: what test metrics and plots are computed from."""
+
+    rows: np.ndarray
+    target: np.ndarray  # the true values or class indices
+    predicted: np.ndarray  # values (regression) or class probabilities [N, K] (classification)
+
+
+@dataclass
 class Trained:
-    """What the train task hands downstream: the result, plus predictions for the plots on sorted x."""
+    """What the train task hands downstream: the result, plus predictions for the plots."""
 
     result: TrainResult
-    x: np.ndarray  # sorted inputs (all data, thinned for plotting)
+    x: np.ndarray  # one input: sorted inputs (all data, thinned for plotting); tables: empty
     y: np.ndarray
     before: np.ndarray  # predictions of the untrained model at x
     after: np.ndarray  # predictions of the trained model at x
     events: dict[str, bytes] = field(default_factory=dict)  # TensorBoard event files of the history
+    schema: Optional[Schema] = None  # tables: the model's inputs and classes (checkpoints rebuild from it)
+    test: Optional[TestOutputs] = None  # tables with a test split

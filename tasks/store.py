@@ -99,12 +99,15 @@ class Store:
         return None
 
     def get(self, name: str, label: Optional[str] = None) -> Optional[Version]:
-        """`label` is 'v3', 'v0003', '3', 'latest' or None (latest)."""
+        """`label` is 'v3', 'v0003', '3', 'latest', None (latest) or an alias (`tasks.aliases`)."""
         if label in (None, "latest"):
             return self.latest(name)
         m = re.fullmatch(r"v?(\d+)", label)
         if not m:
-            return None
+            from tasks.aliases import Aliases, valid_alias
+
+            holder = Aliases(self, name).holders().get(label) if valid_alias(label) else None
+            return self.get(name, holder) if holder else None
         return next((v for v in self.versions(name) if v.number == int(m.group(1))), None)
 
     def find(self, name: str, fingerprint: str) -> Optional[Version]:
@@ -143,7 +146,8 @@ class Store:
                 shutil.rmtree(folder, ignore_errors=True)
 
     @contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
+    def locked(self, name: str) -> Iterator[None]:
+        """The series lock (a kernel flock on <name>/.lock): numbering, publishing and alias moves hold it."""
         series = self.root / name
         series.mkdir(parents=True, exist_ok=True)
         with (series / ".lock").open("a") as handle:
@@ -162,7 +166,7 @@ class Store:
         sha256 of every file) is sealed, the folder is renamed into place and `latest` is replaced. If any
         step fails the staging folder is removed and no version appears.
         """
-        with self._locked(name):
+        with self.locked(name):
             if fingerprint is not None and (existing := self.find(name, fingerprint)) is not None:
                 return existing, True
             existing_versions = self.versions(name)

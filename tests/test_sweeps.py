@@ -49,7 +49,7 @@ def test_a_3x2_grid_runs_6_trials_and_picks_the_best(tmp_path, artifacts, fuse):
     version = artifacts / "small" / "v0001"
     with (version / "results.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 6
-    assert (version / "plots" / "loss_curves.png").is_file()
+    assert (version / "plots" / "curves.png").is_file()
     assert (version / "plots" / "loss_by_training_optimizer_learning_rate.png").is_file()
     best = json.loads((version / "best.json").read_text())
     assert best["id"] == result["best"]["id"] and best["path"] == f"trials/{best['id']}"
