@@ -39,11 +39,13 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# Two workers: most tests wait on a subprocess or a server, so the 2-core machine runs two at a time. Each
+# worker starts its own Prefect server, lazily, from the template database.
 test: $(STAMP) $(CHROMIUM)  ## the whole suite, slow end-to-end tests included
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 bench: $(STAMP)  ## speed bars as side-by-side ratios; writes docs/benchmarks.md
 	$(BIN)/python benchmarks/run_all.py

@@ -181,21 +181,17 @@ def test_plots_are_deterministic_pngs():
 LOADER = r"""
 import json, sys
 import numpy as np, tensorflow as tf, keras
-folder, fmt = sys.argv[1], sys.argv[2]
+import tasks.models  # registers the classes
+from tasks.models import KerasLinear
+folder = sys.argv[1]
 x = tf.constant([-1.0, 0.0, 2.5])
-if fmt == "saved_model":
-    y = tf.saved_model.load(folder + "/saved_model").signatures["serving_default"](x=x)["y"]
-elif fmt == "keras":
-    import tasks.models  # registers the classes
-    y = keras.saving.load_model(folder + "/model.keras")(x)
-elif fmt == "keras_weights":
-    from tasks.models import KerasLinear
-    model = KerasLinear(); model(x); model.load_weights(folder + "/model.weights.h5"); y = model(x)
-else:
-    reader = tf.train.load_checkpoint(folder + "/tf_checkpoint/ckpt")
-    w = reader.get_tensor("model/w/.ATTRIBUTES/VARIABLE_VALUE"); b = reader.get_tensor("model/b/.ATTRIBUTES/VARIABLE_VALUE")
-    y = w * x + b
-print(json.dumps(np.asarray(y).tolist()))
+out = {"saved_model": tf.saved_model.load(folder + "/saved_model").signatures["serving_default"](x=x)["y"],
+       "keras": keras.saving.load_model(folder + "/model.keras")(x)}
+model = KerasLinear(); model(x); model.load_weights(folder + "/model.weights.h5"); out["keras_weights"] = model(x)
+reader = tf.train.load_checkpoint(folder + "/tf_checkpoint/ckpt")
+w = reader.get_tensor("model/w/.ATTRIBUTES/VARIABLE_VALUE"); b = reader.get_tensor("model/b/.ATTRIBUTES/VARIABLE_VALUE")
+out["tf_checkpoint"] = w * x + b
+print(json.dumps({k: np.asarray(v).tolist() for k, v in out.items()}))
 """
 
 
@@ -206,11 +202,12 @@ def test_every_checkpoint_format_reloads_in_a_fresh_process(tmp_path):
     assert set(formats) == {"tf_checkpoint", "keras_weights", "keras", "saved_model"}
     checkpoints.write(model, formats, tmp_path)
     expected = np.asarray(model(np.array([-1.0, 0.0, 2.5], np.float32)))
+    out = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
     for fmt in formats:
-        out = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path), fmt], capture_output=True, text=True,
-                             cwd=ROOT, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        np.testing.assert_allclose(json.loads(out.stdout.strip().splitlines()[-1]), expected, rtol=1e-6, err_msg=fmt)
+        np.testing.assert_allclose(loaded[fmt], expected, rtol=1e-6, err_msg=fmt)
 
 
 def test_keras_trainer_weights_equal_the_guides_plain_fit():

@@ -1,0 +1,167 @@
+"""On a shared server: a cache that cannot run code, deployment runs kept in their lanes, messages that do not
+leak files, and names that stay names."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flows.api import run_spec
+from tests.conftest import BIN, GUIDE_SMALL, trainflow, write_spec
+
+MARKER = Path("/tmp/trainflow-poisoned-cache-ran")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+def _states(result: dict) -> dict:
+    return {t["name"]: t["state"] for t in result["tasks"]}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_poisoned_cache_entry_is_refused_recomputed_and_never_run(tmp_path, artifacts):
+    MARKER.unlink(missing_ok=True)
+    spec = write_spec(tmp_path, GUIDE_SMALL)
+    first = run_spec(spec)
+    data_key = next(t["key"] for t in first["tasks"] if t["name"] == "data")
+    entry = artifacts / ".cache" / "results" / data_key
+    record = json.loads(entry.read_text())
+    assert record["metadata"]["serializer"]["type"] == "trainflow-safe", "results are stored without pickle"
+    record["metadata"]["serializer"] = {"type": "pickle", "picklelib": "pickle"}
+    record["result"] = base64.b64encode(pickle.dumps(_Payload())).decode()
+    entry.write_text(json.dumps(record))
+    out = trainflow("run", str(spec), "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not MARKER.exists(), "the poisoned pickle was never loaded"
+    assert f"Cached result of task 'data' (key {data_key[:12]}) could not be loaded; it was recomputed" in out.stderr
+    second = json.loads(out.stdout)
+    assert _states(second)["data"] == "Completed" and second["version"] == first["version"] and second["reused"]
+    assert second["metrics"] == first["metrics"]
+
+
+def test_a_tampered_result_fails_its_hash_and_an_unknown_type_is_refused():
+    import numpy as np
+
+    from tasks import safedata
+    from tasks.data import Dataset
+
+    value = Dataset(np.arange(3, dtype=np.float32), np.ones(3, np.float32), np.zeros(0, np.float32),
+                    np.zeros(0, np.float32))
+    blob = safedata.encode(value)
+    assert safedata.decode(blob).x.tolist() == [0.0, 1.0, 2.0]
+    tampered = blob[:-5] + bytes([blob[-5] ^ 1]) + blob[-4:]
+    with pytest.raises(safedata.UnsafeData, match="sha256"):
+        safedata.decode(tampered)
+    with pytest.raises(TypeError, match="not in tasks.safedata.allowed"):
+        safedata.encode(_Payload())
+    with pytest.raises(TypeError, match="only numbers, booleans and text"):
+        safedata.encode(np.array([object()], dtype=object))
+
+
+def test_a_symlink_inside_an_allowed_root_that_points_outside_is_refused(tmp_path):
+    from flows.lanes import LaneError, Lanes
+
+    root = tmp_path / "allowed"
+    root.mkdir()
+    (root / "ok.csv").write_text("x,y\n1,2\n")
+    (root / "escape.csv").symlink_to("/etc/passwd")
+    lanes = Lanes(str(tmp_path / "artifacts"), (str(root),))
+    assert lanes.check(str(root / "ok.csv"), "data.path") == (root / "ok.csv").resolve()
+    with pytest.raises(LaneError, match="outside the data roots"):
+        lanes.check(str(root / "escape.csv"), "data.path")
+    with pytest.raises(LaneError):
+        lanes.check(str(root / ".." / "elsewhere.csv"), "data.path")
+
+
+def test_aliases_and_names_never_become_paths(tmp_path, artifacts):
+    from tasks.aliases import AliasError, check_alias
+
+    for alias in ("../production", "a/b", "latest", "v3", "", ".hidden", "x" * 40):
+        with pytest.raises(AliasError):
+            check_alias(alias)
+    out = trainflow("alias", "../../etc@v1", "production")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    bad = write_spec(tmp_path, GUIDE_SMALL.replace("name: small", "name: ../escape"))
+    assert trainflow("validate", str(bad)).returncode == 2
+
+
+def test_the_cli_still_reads_absolute_data_paths(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    data = tmp_path / "elsewhere" / "d.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(10)))
+    spec = write_spec(tmp_path, GUIDE_SMALL.replace("data: {kind: linear, num_examples: 64}",
+                                                    f"data: {{kind: csv, path: {data}}}"))
+    assert trainflow("validate", str(spec)).returncode == 0
+
+
+def _logs(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return [log.message for log in client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_deployment_runs_stay_in_their_lanes(tmp_path, artifacts):
+    """A served spec's runs write only to the deployment's artifact root and read only under its data roots,
+    whatever a UI user puts in the parameters; a refused run's logs quote nothing of the file it named."""
+    from prefect.deployments import run_deployment
+
+    name = f"laned-{uuid.uuid4().hex[:6]}"
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "data.csv").write_text("x,y\n" + "".join(f"{i / 10},{3 * i / 10 + 2}\n" for i in range(30)))
+    write_spec(specs, GUIDE_SMALL.replace("name: small", f"name: {name}").replace(
+        "data: {kind: linear, num_examples: 64}", "data: {kind: csv, path: data.csv}"))
+    root = tmp_path / "deployment-root"
+    log = (tmp_path / "serve.log").open("w")
+    serve = subprocess.Popen([str(BIN / "trainflow"), "serve", str(specs), "--poll", "1", "--artifacts", str(root)],
+                             stdout=log, stderr=subprocess.STDOUT,
+                             env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            deadline, deployment = time.time() + 120, None
+            while deployment is None and time.time() < deadline:
+                try:
+                    deployment = client.read_deployment_by_name(f"trainflow-run/{name}")
+                except Exception:
+                    time.sleep(1)
+        assert deployment is not None, (tmp_path / "serve.log").read_text()[-3000:]
+        good = run_deployment(f"trainflow-run/{name}", timeout=240)
+        assert good.state.is_completed(), good.state
+        assert (root / name / "v0001").is_dir(), "runs write to the deployment's root"
+
+        elsewhere = tmp_path / "elsewhere"
+        params = json.loads(json.dumps(deployment.parameters))
+        params["options"] = {"artifacts": str(elsewhere)}
+        moved = run_deployment(f"trainflow-run/{name}", parameters=params, timeout=240)
+        assert moved.state.is_failed() and "artifact root" in moved.state.message
+        assert not elsewhere.exists()
+
+        params = json.loads(json.dumps(deployment.parameters))
+        params["spec"]["data"]["path"] = "/etc/passwd"
+        passwd = run_deployment(f"trainflow-run/{name}", parameters=params, timeout=240)
+        assert passwd.state.is_failed() and "outside the data roots" in passwd.state.message
+        for run in (moved, passwd):
+            assert not any("root:x:0:0" in line or "/bin/bash" in line for line in _logs(run.id))
+        assert sorted(p.name for p in (root / name).iterdir() if p.name.startswith("v")) == ["v0001"]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
