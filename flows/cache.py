@@ -1,9 +1,16 @@
-"""How a task is cached: under the key the plan computed, in the artifact root, with identical concurrent
-work serialised by kernel file locks.
+"""The task cache: results kept under the key the plan computed, in a format whose loading runs no code, with
+identical concurrent work serialised by kernel file locks.
 
-Prefect's default cache policy hashes the run id, so it never hits across runs; `PlannedKey` uses the
-plan's key instead. SERIALIZABLE isolation makes a second identical task wait for the first and then load
-its result rather than compute it again. The locks are `fcntl.flock` locks behind Prefect's public
+Prefect's own result persistence trusts the record it reads back: a record naming the `pickle` serializer
+is unpickled, so anyone able to write to a shared artifact root could run code on every machine reading it.
+So trainflow keeps its cache itself (Prefect's public API only): a node's task looks its key up under
+`<artifacts>/.cache/results/<key>`, written by `tasks.safedata` (JSON and NumPy arrays, sha256-checked), and
+on a hit returns a `Completed` state named "Cached" that the UI and `--json` show as any cache hit. An entry
+that does not parse, fails its hash or names a type outside the allowlist is a logged miss: recomputed and
+rewritten, never loaded.
+
+While a task computes its key it holds that key's lock: an identical task started meanwhile (another run,
+another process) waits, then finds the result. The locks are `fcntl.flock` locks behind Prefect's public
 `LockManager` protocol: the kernel releases a lock when its holder dies, so a killed run never leaves a
 lock behind, and there are no pid files to read or clean up (and no race between two waiters doing so).
 """
@@ -15,23 +22,17 @@ import fcntl
 import os
 import threading
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
-
-from prefect.cache_policies import NO_CACHE, CachePolicy
-from prefect.transactions import IsolationLevel
+from typing import Any, Iterator, Optional
 
 from flows.plan import results_dir
 
 #: How often a waiter with a timeout looks at a lock again.
 POLL_SECONDS = 0.05
-
-
-class PlannedKey(CachePolicy):
-    """Cache under the key the plan computed and passed in as the `key` argument; None disables caching."""
-
-    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> Optional[str]:
-        return inputs.get("key")
+#: What `TaskCache.load` returns for a key it has no (usable) result for.
+MISS = object()
 
 
 class KernelLockManager:
@@ -116,12 +117,65 @@ def lock_directory(root: Path) -> Path:
     return root / ".cache" / "locks"
 
 
-def cached(task_fn, key: Optional[str], root: Path, refresh: bool):
-    """`task_fn` cached under `key` in the artifact root, with identical concurrent work serialised;
-    uncached when the key is None."""
-    if key is None:
-        return task_fn.with_options(cache_policy=NO_CACHE, persist_result=False)
-    policy = PlannedKey().configure(isolation_level=IsolationLevel.SERIALIZABLE,
-                                    lock_manager=KernelLockManager(lock_directory(root)))
-    return task_fn.with_options(cache_policy=policy, result_storage=results_dir(root), persist_result=True,
-                                refresh_cache=refresh)
+class TaskCache:
+    """Results by key in one artifact root."""
+
+    def __init__(self, root: Path):
+        self.folder = results_dir(root)
+        self.locks = KernelLockManager(lock_directory(root))
+
+    @contextmanager
+    def held(self, key: str) -> Iterator[None]:
+        """Hold `key`'s lock: identical work elsewhere waits until this block ends."""
+        holder = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+        self.locks.acquire_lock(key, holder)
+        try:
+            yield
+        finally:
+            self.locks.release_lock(key, holder)
+
+    def load(self, key: str, warn) -> Any:
+        """The result stored under `key`, or MISS; an entry that cannot be used is reported through `warn`."""
+        from tasks import safedata
+
+        path = self.folder / key
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return MISS
+        try:
+            return safedata.decode(blob)
+        except (safedata.UnsafeData, OSError) as exc:
+            warn(str(exc))
+            return MISS
+
+    def store(self, key: str, value: Any) -> None:
+        """Write `value` under `key`, atomically: a reader sees the old entry or the new one, never half."""
+        from tasks import safedata
+        from tasks.store import write_atomic
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / key, safedata.encode(value))
+
+
+def through_cache(label: str, key: Optional[str], root: Optional[str], refresh: bool, compute):
+    """`compute()`, or its result cached under `key` (in a Prefect task: a hit is returned as a state named
+    "Cached"); no caching when `key` or `root` is None."""
+    if key is None or root is None:
+        return compute()
+    from prefect import get_run_logger
+    from prefect.states import Completed
+
+    cache = TaskCache(Path(root))
+    with cache.held(key):
+        if not refresh:
+            def warn(reason: str) -> None:
+                get_run_logger().warning("Cached result of task %r (key %s) could not be loaded; it was recomputed "
+                                         "(%s)", label, key[:12], reason)
+
+            value = cache.load(key, warn)
+            if value is not MISS:
+                return Completed(data=value, name="Cached", message="loaded from the trainflow task cache")
+        value = compute()
+        cache.store(key, value)
+        return value

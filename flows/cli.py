@@ -429,53 +429,70 @@ def _short_value(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def _load_all(paths: List[Path], overrides: Optional[List[str]]):
-    """Every spec under `paths`, validated before anything runs or is registered: all problems at once, exit 2."""
+def _load_all(paths: List[Path], overrides: Optional[List[str]], with_folders: bool = False):
+    """Every spec under `paths`, validated before anything runs or is registered: all problems at once, exit 2.
+    With `with_folders`, (spec, the folder of its file) pairs."""
     from flows.loader import Problem, SpecError, collect, load_any
 
     specs, problems = [], []
     for path in collect(paths):
         try:
-            specs.append(load_any(path, overrides or []))
+            specs.append((load_any(path, overrides or []), Path(path).resolve().parent))
         except SpecError as exc:
             problems.extend(exc.problems)
     if not specs and not problems:
         problems.append(Problem(None, "", f"no spec files in {', '.join(map(str, paths))}"))
     if problems:
         raise SpecError(problems)
-    return specs
+    return specs if with_folders else [spec for spec, _ in specs]
+
+
+DataRootOption = typer.Option(None, "--data-root", metavar="DIR",
+                              help="A folder the deployment's runs may read data from and write predictions to "
+                                   "(repeatable); default: each spec's own folder. Recorded with the deployment.")
+
+
+def _lanes(specs, artifacts: Optional[Path], roots: Optional[List[Path]]):
+    """Each deployment's lanes: the artifact root and the data roots its runs are held to (`flows.lanes`)."""
+    from flows.lanes import Lanes
+    from flows.plan import artifact_root
+
+    root = str(artifact_root(artifacts))
+    return [(spec, Lanes(root, tuple(str(Path(r).resolve()) for r in roots) if roots else (str(folder),)))
+            for spec, folder in specs]
 
 
 @app.command()
 def serve(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
           overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
           poll: Optional[int] = typer.Option(None, "--poll", help="Seconds between checks for new runs."),
-          debug: bool = DebugOption) -> None:
+          data_roots: Optional[List[Path]] = DataRootOption, debug: bool = DebugOption) -> None:
     """Serve specs as Prefect deployments from this process; scheduled specs run on their schedule.
 
-    Stops cleanly on SIGINT/SIGTERM, pausing the schedules it served (restart to resume them)."""
+    Runs started through them (the UI, schedules, automations) write only to the artifact root and read only
+    under the data roots chosen here. Stops cleanly on SIGINT/SIGTERM, pausing the schedules it served
+    (restart to resume them)."""
     with _errors(debug):
-        specs = _load_all(paths, overrides)
-        from flows.deploy import serve_specs
+        laned = _lanes(_load_all(paths, overrides, with_folders=True), artifacts, data_roots)
+        from flows.deploy import deployment_name, serve_specs
 
-        from flows.deploy import deployment_name
-
-        typer.echo(f"Serving {len(specs)} deployment(s): {', '.join(deployment_name(s) for s in specs)}", err=True)
-        serve_specs(specs, str(artifacts) if artifacts else None, poll)
+        typer.echo(f"Serving {len(laned)} deployment(s): {', '.join(deployment_name(s) for s, _ in laned)}", err=True)
+        serve_specs(laned, poll)
 
 
 @app.command()
 def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
            pool: str = typer.Option(..., "--pool", help="The Prefect work pool whose workers run them."),
            overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
-           debug: bool = DebugOption) -> None:
-    """Register specs as deployments on a work pool; `prefect worker start --pool POOL` runs them anywhere."""
+           data_roots: Optional[List[Path]] = DataRootOption, debug: bool = DebugOption) -> None:
+    """Register specs as deployments on a work pool; `prefect worker start --pool POOL` runs them anywhere,
+    held to the artifact root and data roots chosen here."""
     with _errors(debug):
-        specs = _load_all(paths, overrides)
+        laned = _lanes(_load_all(paths, overrides, with_folders=True), artifacts, data_roots)
         from flows.deploy import deploy_specs, deployment_name
 
-        ids = deploy_specs(specs, pool, str(artifacts) if artifacts else None)
-        for spec, deployment_id in zip(specs, ids):
+        ids = deploy_specs(laned, pool)
+        for (spec, _), deployment_id in zip(laned, ids):
             typer.echo(f"{deployment_name(spec)}  {deployment_id}  pool={pool}")
 
 

@@ -1,7 +1,9 @@
 """Specs as Prefect deployments: `trainflow serve` (one long-running process) and `trainflow deploy --pool`.
 
 Every spec becomes a deployment of the one `trainflow-run` flow (`flows.entry`), named after the spec,
-whose parameter *is* the spec, so the Prefect UI shows it as a form; a sweep spec runs its sweep. Parameters are not enforced by Prefect's
+whose parameter *is* the spec, so the Prefect UI shows it as a form; a sweep spec runs its sweep; a scoring
+spec becomes a `trainflow-predict` deployment. Each deployment's lanes (its artifact root and data roots,
+`flows.lanes`) are recorded before it is registered, so its runs are held to them. Parameters are not enforced by Prefect's
 schema check: the flow validates them itself, so a bad value edited in the UI fails the run with the same
 positioned message the CLI prints. Each `schedule:` entry becomes a Prefect schedule; its `overrides`
 become that schedule's own parameters.
@@ -68,7 +70,7 @@ def _flow_object(spec):
     return trainflow_run
 
 
-def serve_specs(specs: list[Spec], artifacts: Optional[str] = None, poll_seconds: Optional[int] = None) -> None:
+def serve_specs(laned: list, poll_seconds: Optional[int] = None) -> None:
     """Serve every spec from this process until SIGINT or SIGTERM.
 
     On shutdown Prefect pauses the served schedules (`pause_on_shutdown`, kept on purpose): otherwise the
@@ -82,7 +84,8 @@ def serve_specs(specs: list[Spec], artifacts: Optional[str] = None, poll_seconds
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    deployments = [_flow_object(spec).to_deployment(**_common(spec, artifacts)) for spec in specs]
+    record_lanes(laned)
+    deployments = [_flow_object(spec).to_deployment(**_common(spec, lanes.artifacts)) for spec, lanes in laned]
     extra = {"query_seconds": poll_seconds} if poll_seconds else {}
     try:
         serve(*deployments, pause_on_shutdown=True, **extra)
@@ -90,17 +93,25 @@ def serve_specs(specs: list[Spec], artifacts: Optional[str] = None, poll_seconds
         pass
 
 
-def deploy_specs(specs: list[Spec], pool: str, artifacts: Optional[str] = None,
-                 source: Optional[Path] = None) -> list[str]:
+def deploy_specs(laned: list, pool: str, source: Optional[Path] = None) -> list[str]:
     """Register the specs' deployments with a work pool; any `prefect worker start --pool POOL` runs them.
 
     The flow's code is pulled from `source` (this checkout by default): a worker on another machine needs
     the project installed at the same path or a source it can reach, and a shared artifact root.
     """
     quiet_defaults()
+    record_lanes(laned)
     ids = []
-    for spec in specs:
+    for spec, lanes in laned:
         remote = _flow_object(spec).from_source(source=str(source or PROJECT_ROOT), entrypoint=_flow(spec)[1])
-        ids.append(str(remote.deploy(**_common(spec, artifacts), work_pool_name=pool, build=False, push=False,
+        ids.append(str(remote.deploy(**_common(spec, lanes.artifacts), work_pool_name=pool, build=False, push=False,
                                      print_next_steps=False)))
     return ids
+
+
+def record_lanes(laned: list) -> None:
+    """Record each deployment's lanes (`flows.lanes`) where its runs look them up, before any run can start."""
+    from flows import lanes
+
+    for spec, spec_lanes in laned:
+        lanes.record(_flow(spec)[0], spec.name, spec_lanes)

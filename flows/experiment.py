@@ -1,8 +1,7 @@
 """One experiment inside a flow run: the nodes of `flows.graph.NODES` in order, then publish.
 
 Each node runs as a Prefect task (`flows.nodes.run_node`) cached under the key the plan computed
-(`flows.cache`), never under Prefect's default policy, whose run id makes every run a miss. Results are kept
-under the artifact root. Sweeps reuse the same runner for their trials, and the same file set for each
+(`flows.cache`: results kept under the artifact root in a format whose loading runs no code). Sweeps reuse the same runner for their trials, and the same file set for each
 published trial. TensorFlow is imported inside task bodies only.
 """
 
@@ -19,11 +18,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TagsContext
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.cache import cached
 from flows.graph import NODES, Node
 from flows.nodes import run_node
 from flows.options import RunOptions
-from flows.plan import Plan, artifact_root, compile_plan, progress_dir, results_dir
+from flows.plan import Plan, artifact_root, compile_plan, progress_dir
 from flows.spec import Spec
 
 #: The Prefect UI's history table shows at most this many rows; history.csv in the version has them all.
@@ -80,7 +78,6 @@ class GraphRunner:
     def run(self, node: Node, injected: Any = None) -> Any:
         planned = self.plan[node.name]
         key = planned.key if self.use_cache else None
-        stored = key is not None and (results_dir(self.root) / key).is_file()
         context = None
         if node.hooks:
             training = self.spec.training
@@ -91,13 +88,10 @@ class GraphRunner:
             options.update(retries=2, retry_delay_seconds=1, retry_condition_fn=_transient)
         started = time.perf_counter()
         with TagsContext(current_tags=self.tags):
-            state = cached(run_node.with_options(**options), key, self.root, self.options.refresh)(
+            state = run_node.with_options(**options)(
                 name=node.name, key=key, arguments=self.arguments(node), context=context, injected=injected,
-                return_state=True)
+                cache_root=str(self.root), refresh=self.options.refresh, return_state=True)
         value = state.result()  # raises the task's own exception when it failed
-        if stored and not self.options.refresh and state.name != "Cached":
-            self.logger.warning("Cached result of task %r (key %s) could not be loaded; it was recomputed",
-                                node.name, key[:12])
         self.records.append({"name": node.name, "key": key, "state": state.name,
                              "seconds": round(time.perf_counter() - started, 4), "inputs": planned.inputs})
         self.outputs[node.output] = value

@@ -348,16 +348,20 @@ def check_sweep(spec: Spec, doc: Optional[Document] = None) -> None:
         raise SpecError(_unique(problems))
 
 
-def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None) -> Spec:
-    """Make `data.path` absolute (relative paths are relative to the spec's folder) and check it exists."""
+def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None, lanes=None) -> Spec:
+    """Make `data.path` absolute (relative paths are relative to the spec's folder) and check it exists.
+
+    With `lanes` (a deployment's run, `flows.lanes`), the path must resolve inside the deployment's data roots
+    before anything is read, and data errors list no more of the file than the columns the spec named."""
     if not isinstance(spec.data, FileData):
         return spec
-    path = (base / spec.data.path).resolve()
+    path = lanes.check(str(base / spec.data.path), "data.path") if lanes is not None else (base / spec.data.path).resolve()
     if not path.is_file():
         where = _locate(doc, ("data", "path")) if doc else None
-        raise SpecError([Problem(where, "data.path", f"no such data file '{spec.data.path}' (looked for {path})")])
+        looked = "" if lanes is not None else f" (looked for {path})"
+        raise SpecError([Problem(where, "data.path", f"no such data file '{spec.data.path}'{looked}")])
     resolved = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path)})})
-    check_columns(resolved, doc)
+    check_columns(resolved, doc, list_header=lanes is None)
     return resolved
 
 
@@ -375,12 +379,14 @@ def _path_parts(dotted_path: str) -> list:
     return [int(part) if part.isdigit() else part for part in dotted_path.split(".")]
 
 
-def validate_data(data: dict[str, Any], source: str = "<spec>") -> Spec:
-    """Validate plain data (e.g. a Prefect UI parameter form) with the same messages as a file."""
+def validate_data(data: dict[str, Any], source: str = "<spec>", lanes=None) -> Spec:
+    """Validate plain data (e.g. a Prefect UI parameter form) with the same messages as a file; with a
+    deployment's `lanes`, relative data paths are relative to its first data root and must stay inside."""
     if not isinstance(data, dict):
         raise SpecError([Problem(None, "", f"{source}: the spec must be a mapping of keys, got a {_kind(data)}")])
     _check_data_depth(data, source)
-    return resolve_data_path(validate_document(Document(data, {}), source), Path.cwd())
+    base = Path(lanes.data_roots[0]) if lanes is not None and lanes.data_roots else Path.cwd()
+    return resolve_data_path(validate_document(Document(data, {}), source), base, lanes=lanes)
 
 
 def _check_data_depth(data: Any, source: str) -> None:

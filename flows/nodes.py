@@ -13,7 +13,9 @@ from typing import Any, Optional
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 
+from flows.cache import through_cache
 from flows.graph import BY_NAME
 from tasks.report import logged_epochs, report_line
 
@@ -70,15 +72,18 @@ class ProgressLog:
                 self.logger.info(self._line(first + i, values[i, :, 0], names))
 
 
-@task(name="node")
+@task(name="node", cache_policy=NO_CACHE, persist_result=False)
 def run_node(name: str, key: Optional[str], arguments: dict[str, Any], context: Optional[dict] = None,
-             injected: Any = None) -> Any:
-    """Run node `name` with `arguments` (its spec sections and upstream outputs). `key` is what the cache
-    policy keys on; `context` holds runtime-only settings for hooks (a label, the epoch total, the resume
-    folder); `injected` is a result computed elsewhere for this key (a sweep's fused trials), returned as is
-    so that it is cached and recorded like any other."""
-    if injected is not None:
-        return injected
+             injected: Any = None, cache_root: Optional[str] = None, refresh: bool = False) -> Any:
+    """Run node `name` with `arguments` (its spec sections and upstream outputs), through the task cache under
+    `key` in `cache_root` (`flows.cache`). `context` holds runtime-only settings for hooks (a label, the epoch
+    total, the resume folder); `injected` is a result computed elsewhere for this key (a sweep's fused
+    trials), stored and recorded like any other."""
+    return through_cache(name, key, cache_root, refresh,
+                         lambda: injected if injected is not None else _call(name, arguments, context))
+
+
+def _call(name: str, arguments: dict[str, Any], context: Optional[dict]) -> Any:
     node = BY_NAME[name]
     function = node.function()
     if not node.hooks:

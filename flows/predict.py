@@ -73,7 +73,16 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
     from flows import events
     from tasks import scoring
 
+    from flows.lanes import current
+
     logger = get_run_logger()
+    lanes = current()  # a deployment's run: the deployment's root, inputs and outputs inside its data roots
+    if lanes is not None:
+        from flows.entry import keep_in_lanes
+        from flows.options import RunOptions
+
+        artifacts = keep_in_lanes(RunOptions(artifacts=artifacts), lanes).artifacts
+        input, output = str(lanes.check(input, "predict.input")), str(lanes.check(output, "predict.output"))
     version = resolve(model, artifact_root(artifacts))
     scoring.check_input(version.path, Path(input))
     scored = score_task(str(version.path), input, output)

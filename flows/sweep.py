@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TagsContext
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.cache import cached
+from flows.cache import through_cache
 from flows.experiment import FigureSet, GraphRunner, experiment_files, publish_and_record, task_run_tags
 from flows.graph import BY_NAME
 from flows.options import RunOptions
@@ -50,14 +50,19 @@ def _record(trial: Trial, state: str, error: Optional[str] = None, result=None, 
     return {**record, **extra}
 
 
-@task(name="fused-trials")
-def train_fused(trials: list[dict], dataset, key: Optional[str]) -> list:
+@task(name="fused-trials", cache_policy=NO_CACHE, persist_result=False)
+def train_fused(trials: list[dict], dataset, key: Optional[str], cache_root: Optional[str] = None,
+                refresh: bool = False) -> list:
     """Every trial trained at once; `trials` holds each one's learning rate, initial w and b, and epochs."""
     from tasks import trainers
 
-    first = trials[0]
-    settings = [trainers.LinearTrial(t["learning_rate"], t["w"], t["b"], t["epochs"]) for t in trials]
-    return trainers.train_linear_trials(dataset, first["loss"], settings, first["options"], first["divergence_factor"])
+    def compute():
+        first = trials[0]
+        settings = [trainers.LinearTrial(t["learning_rate"], t["w"], t["b"], t["epochs"]) for t in trials]
+        return trainers.train_linear_trials(dataset, first["loss"], settings, first["options"],
+                                            first["divergence_factor"])
+
+    return through_cache("fused-trials", key, cache_root, refresh, compute)
 
 
 def _train_fused(spec: Spec, seed: int, trials: list[Trial], options: RunOptions, logger) -> tuple[list[dict], dict]:
@@ -69,7 +74,7 @@ def _train_fused(spec: Spec, seed: int, trials: list[Trial], options: RunOptions
                  "options": dict(t.spec.training.optimizer.options),
                  "divergence_factor": t.spec.training.divergence_factor} for t in trials]
     with TagsContext(current_tags=first.tags):
-        state = cached(train_fused, key, first.root, options.refresh)(settings, dataset, key, return_state=True)
+        state = train_fused(settings, dataset, key, str(first.root), options.refresh, return_state=True)
     outcomes = state.result()
     records = [_record(t, "Completed" if o.result else "Failed", o.error, o.result,
                        tasks={"data": first.records[0]["state"], "train": state.name})

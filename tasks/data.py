@@ -296,7 +296,7 @@ def load_table(spec: DataSpec, seed: int) -> TableDataset:
             kept, counts = np.unique(prepared[name][train], return_counts=True)
             vocabulary = [str(v) for v, _ in sorted(zip(kept, counts), key=lambda item: (-item[1], item[0]))]
             described.append(Feature(name, input_name(name), "text", vocabulary=vocabulary))
-    schema = Schema(task, target, described, class_labels, spec.normalize)
+    schema = Schema(task, target, described, class_labels, spec.normalize, spec.impute)
 
     def part(rows: np.ndarray) -> Split:
         return Split({name: prepared[name][rows] for name in features}, y[rows], rows)

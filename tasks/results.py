@@ -1,8 +1,8 @@
 """The plain-data results tasks hand each other: NumPy arrays, floats and dicts, never TF or Keras objects.
 
-They live in this TensorFlow-free module because they are what the task cache pickles: loading a cached
-result must not import TensorFlow (a fully cached run then never pays for it), and must not depend on
-unpicklable Keras objects, which Prefect would silently treat as a cache miss.
+They live in this TensorFlow-free module because they are what the task cache stores (`tasks.safedata`:
+JSON and NumPy arrays, never pickles): loading a cached result must not import TensorFlow (a fully cached
+run then never pays for it) and must not run code.
 """
 
 from __future__ import annotations
@@ -102,6 +102,14 @@ def rows(columns: dict[str, np.ndarray]) -> list[dict]:
 
 
 @dataclass
+class TrialOutcome:
+    """One fused trial's training: its result, or why it failed (it diverged)."""
+
+    result: Optional[TrainResult]
+    error: Optional[str] = None
+
+
+@dataclass
 class Feature:
     """One input column of a table, as the training split describes it (what the model's preprocessing needs)."""
 
@@ -122,6 +130,7 @@ class Schema:
     features: list[Feature]
     classes: list = field(default_factory=list)  # original labels (text, numbers or booleans), index order
     normalize: bool = True
+    impute: bool = False  # empty cells were filled (numbers: the training mean; text: "missing"), so scoring fills them too
 
     def as_json(self) -> dict:
         from dataclasses import asdict

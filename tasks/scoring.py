@@ -15,7 +15,8 @@ rebuilt; TensorFlow is imported only to load the SavedModel, so `check_input` st
 
 Columns are turned into model inputs as training turned the file's cells into features (tasks/tables.py,
 tasks/data.py): text is trimmed, true/false cells become 'True'/'False', empty text is '' and an empty number
-NaN (the model does not impute; training filled empty cells only when its spec asked). A CSV's text feature
+NaN, unless the version was trained with `data.impute: true`: then, as in training, empty numbers get the
+training mean and empty text the 'missing' category. A CSV's text feature
 columns are read as text, so cells that look like numbers keep their spelling ('02134'); a Parquet file's
 numbers in a text feature are turned into their text.
 
@@ -85,6 +86,7 @@ class Model:
     output_key: str = "prediction"  # the signature's output: "prediction", "probabilities" or "y" (1-D)
     signature: Optional[Callable[..., dict]] = None  # serving_default, called with one tensor per feature
     saved_model: Any = None  # the loaded SavedModel, which owns the signature's variables
+    impute: bool = False  # fill empty cells as training did (numbers: the training mean; text: "missing")
 
     @property
     def output_names(self) -> list[str]:
@@ -122,7 +124,7 @@ def load_model(version_dir: Union[Path, str]) -> Model:
     try:
         loaded = tf.saved_model.load(str(folder))
     except (OSError, ValueError, tf.errors.OpError) as exc:
-        raise InputError(f"{folder}: cannot load the SavedModel ({tables._reason(str(exc))})") from None
+        raise InputError(f"{folder}: cannot load the SavedModel ({tables.short_reason(str(exc))})") from None
     signature = loaded.signatures.get("serving_default")
     if signature is None:
         raise InputError(f"{folder}: the SavedModel has no serving_default signature")
@@ -198,13 +200,14 @@ def _table_model(version_dir: Path) -> Model:
     if task not in ("regression", "classification") or bad or not features:
         raise InputError(f"{version_dir / 'schema.json'}: not a trainflow table schema "
                          f"(task {task!r}, {len(features)} features)")
+    impute = bool(schema.get("impute", False))
     if task == "regression":
-        return Model(version_dir, task, features)
+        return Model(version_dir, task, features, impute=impute)
     classes_path = version_dir / "classes.json"
     classes = _read_json(classes_path) if classes_path.is_file() else schema.get("classes")
     if not isinstance(classes, list) or len(classes) < 2:
         raise InputError(f"{version_dir}: a classification model needs its classes (classes.json)")
-    return Model(version_dir, task, features, list(classes), "probabilities")
+    return Model(version_dir, task, features, list(classes), "probabilities", impute=impute)
 
 
 def _line_model(version_dir: Path) -> Model:
@@ -316,10 +319,10 @@ def _csv_header(path: Path) -> tuple[pa.Schema, bool]:
         except UnicodeDecodeError:
             raise InputError(f"{path.name}: not UTF-8 text") from None
         except pa.ArrowInvalid as exc:
-            if multiline or not tables._needs_multiline(exc, parse):
-                raise InputError(str(tables._csv_error(path, exc, parse, read, None))) from None
+            if multiline or not tables.needs_multiline(exc, parse):
+                raise InputError(str(tables.csv_error(path, exc, parse, read, None))) from None
         except OSError as exc:
-            raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or tables._reason(str(exc))})") from None
+            raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or tables.short_reason(str(exc))})") from None
     raise AssertionError("unreachable")
 
 
@@ -329,7 +332,7 @@ def _parquet_schema(path: Path) -> pa.Schema:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         raise InputError(f"{path.name}: not a Parquet file") from None
     except OSError as exc:
-        raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or tables._reason(str(exc))})") from None
+        raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or tables.short_reason(str(exc))})") from None
 
 
 def _match(model: Model, path: Path, schema: pa.Schema, fmt: str) -> dict[int, Feature]:
@@ -426,9 +429,9 @@ def _parquet_batches(source: _Source, reader: pq.ParquetFile, batch_rows: int) -
         yield from reader.iter_batches(batch_size=batch_rows, use_threads=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise DataError(f"{source.path.name}: damaged or unsupported Parquet file "
-                        f"({tables._reason(str(exc))})") from None
+                        f"({tables.short_reason(str(exc))})") from None
     except OSError as exc:
-        raise TransientDataError(f"{source.path.name}: cannot read ({tables._reason(str(exc))})") from None
+        raise TransientDataError(f"{source.path.name}: cannot read ({tables.short_reason(str(exc))})") from None
     finally:
         reader.close()
 
@@ -443,9 +446,9 @@ def _csv_batches(source: _Source, reader, read, parse) -> Iterator[pa.RecordBatc
             except pa.ArrowInvalid as exc:
                 raise _csv_failure(source, exc, read, parse) from None
             except OSError as exc:
-                raise TransientDataError(f"{source.path.name}: cannot read ({tables._reason(str(exc))})") from None
+                raise TransientDataError(f"{source.path.name}: cannot read ({tables.short_reason(str(exc))})") from None
             # the fast chunker may have split a quoted cell that spans lines at a block boundary
-            if not source.multiline and tables._has_line_breaks(pa.Table.from_batches([batch])):
+            if not source.multiline and tables.has_line_breaks(pa.Table.from_batches([batch])):
                 raise _Reread(replace(source, multiline=True))
             yield batch
 
@@ -465,9 +468,9 @@ def _csv_failure(source: _Source, exc: pa.ArrowInvalid, read, parse) -> Exceptio
             wider = None
         if wider is not None:
             return _Reread(replace(source, column_types={**source.column_types, name: wider}))
-    if not source.multiline and tables._needs_multiline(exc, parse):
+    if not source.multiline and tables.needs_multiline(exc, parse):
         return _Reread(replace(source, multiline=True))
-    return tables._csv_error(source.path, exc, parse, read, None)
+    return tables.csv_error(source.path, exc, parse, read, None)
 
 
 def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
@@ -499,6 +502,17 @@ def _feature_columns(source: _Source, batch: pa.RecordBatch) -> list[Union[np.nd
         name = source.schema.names[i].strip()
         columns.append(_number(name, array) if feature.kind == "number" else _text(name, array, feature))
     return columns
+
+
+def _impute(model: Model, columns: list) -> list:
+    """Empty cells filled as the version's training filled them (`data.impute: true`)."""
+    filled = []
+    for feature, column in zip(model.features, columns):
+        if feature.kind == "number":
+            filled.append(np.where(np.isnan(column), np.float32(feature.mean), column))
+        else:
+            filled.append(pc.if_else(pc.equal(column, ""), MISSING, column))
+    return filled
 
 
 def _number(name: str, array: pa.Array) -> np.ndarray:
@@ -695,6 +709,8 @@ def _stream(model: Model, source: _Source, partial: Path, fmt: str, batch_rows: 
                 columns = _feature_columns(source, batch)
             except _BadCell as bad:
                 raise DataError(_bad_cell_message(source, bad, rows)) from None
+            if model.impute:
+                columns = _impute(model, columns)
             outputs = model.signature(**_tensors(model, columns))
             added, counted = _predictions(model, outputs, batch.num_rows)
             out = pa.RecordBatch.from_arrays([*batch.columns, *added], schema=out_schema)

@@ -77,7 +77,7 @@ def read_table(path: Union[Path, str], fmt: str, columns: Optional[list[str]] = 
     except FileNotFoundError:
         raise TransientDataError(f"{path.name}: no such data file") from None
     except OSError as exc:
-        raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or _reason(str(exc))})") from None
+        raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or short_reason(str(exc))})") from None
     table = Table(path, list(arrow.column_names), {}, {}, {}, arrow.num_rows, fmt)
     for i, name in enumerate(table.names):
         _convert(table, name, arrow.column(i))
@@ -170,8 +170,8 @@ def _read_csv(path: Path, wanted: Optional[list[str]], delimiter: str, block_siz
         except UnicodeDecodeError:  # pyarrow decodes column names with Python
             raise DataError(f"{path.name}: not UTF-8 text") from None
         except pa.ArrowInvalid as exc:
-            if not _needs_multiline(exc, parse):
-                raise _csv_error(path, exc, parse, read, None) from None
+            if not needs_multiline(exc, parse):
+                raise csv_error(path, exc, parse, read, None) from None
             parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
     names = [n.strip() for n in raw]
     wanted = _check_columns(path, names, wanted, "header")
@@ -181,11 +181,11 @@ def _read_csv(path: Path, wanted: Optional[list[str]], delimiter: str, block_siz
         convert = pacsv.ConvertOptions(include_columns=include, column_types=as_text)
         try:
             arrow = pacsv.read_csv(source, read_options=read, parse_options=parse, convert_options=convert)
-            if parse.newlines_in_values or not _has_line_breaks(arrow):
+            if parse.newlines_in_values or not has_line_breaks(arrow):
                 break
             parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
         except pa.ArrowInvalid as exc:
-            if _needs_multiline(exc, parse):
+            if needs_multiline(exc, parse):
                 parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
                 continue
             # pyarrow re-infers a column's type when a later block disagrees, so this is a safety net: a typed
@@ -195,7 +195,7 @@ def _read_csv(path: Path, wanted: Optional[list[str]], delimiter: str, block_siz
             if found and int(found[1]) < len(raw) and found[2] != "string" and raw[int(found[1])] not in as_text:
                 as_text[raw[int(found[1])]] = pa.string()
                 continue
-            raise _csv_error(path, exc, parse, read, include) from None
+            raise csv_error(path, exc, parse, read, include) from None
     return arrow.rename_columns(wanted)
 
 
@@ -208,15 +208,15 @@ def _read_parquet(path: Path, wanted: Optional[list[str]]) -> pa.Table:
     try:
         return pq.read_table(str(path), columns=wanted, use_threads=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise DataError(f"{path.name}: damaged or unsupported Parquet file ({_reason(str(exc))})") from None
+        raise DataError(f"{path.name}: damaged or unsupported Parquet file ({short_reason(str(exc))})") from None
 
 
-def _needs_multiline(exc: Exception, parse) -> bool:
+def needs_multiline(exc: Exception, parse) -> bool:
     """Whether a failure of the fast chunker might be a quoted cell spanning lines (then read again)."""
     return not parse.newlines_in_values and "conversion error" not in str(exc)
 
 
-def _has_line_breaks(arrow: pa.Table) -> bool:
+def has_line_breaks(arrow: pa.Table) -> bool:
     """Whether any text cell holds a line break: a scan of the string columns' character buffers."""
     for column in arrow.columns:
         if pa.types.is_string(column.type):
@@ -239,7 +239,7 @@ def _check_columns(path: Path, names: list[str], wanted: Optional[list[str]], wh
     return list(names) if wanted is None else wanted
 
 
-def _csv_error(path: Path, exc: Exception, parse, read, include) -> DataError:
+def csv_error(path: Path, exc: Exception, parse, read, include) -> DataError:
     """A pyarrow CSV failure as a message naming the file and, where it can, the line."""
     message = str(exc)
     if "Empty CSV file" in message:
@@ -256,7 +256,7 @@ def _csv_error(path: Path, exc: Exception, parse, read, include) -> DataError:
             where = f"{path.name}:{line}" if line else path.name
             return DataError(f"{where}: expected {bad.expected_columns} columns, got {bad.actual_columns} "
                              f"(delimiter {parse.delimiter!r}): {excerpt(bad.text)}")
-    return DataError(f"{path.name}: cannot read as CSV ({_reason(message)})")
+    return DataError(f"{path.name}: cannot read as CSV ({short_reason(message)})")
 
 
 def _first_invalid_row(path: Path, parse, include):
@@ -279,7 +279,7 @@ def _first_invalid_row(path: Path, parse, include):
     return found[0] if found else None
 
 
-def _reason(message: str) -> str:
+def short_reason(message: str) -> str:
     """The gist of a pyarrow message, without the row text it sometimes appends."""
     message = message.replace("CSV parse error: ", "").strip()
     gist = message.split(": ", 1)[0] if ": " in message[:80] else message

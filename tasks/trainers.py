@@ -23,8 +23,8 @@ from tasks import metrics as task_metrics
 from tasks.data import Dataset, thin
 from tasks.driver import DivergenceGuard, Hooks, TrainingDiverged, drive
 from tasks.fastpath import choose_step
-from tasks.results import (ModelState, Schema, TableDataset, TestOutputs, Trained, TrainResult, columns_of,
-                           history_columns)
+from tasks.results import (ModelState, Schema, TableDataset, TestOutputs, Trained, TrainResult, TrialOutcome,
+                           columns_of, history_columns)
 from tasks.results import rows as row_dicts
 from tasks.resume import Snapshot
 from tasks.steps import Evaluator, LinearStep, Objective, TapeStep, make_optimizer, optimizer_variables
@@ -135,12 +135,6 @@ class LinearTrial:
     w: float
     b: float
     epochs: int
-
-
-@dataclass
-class TrialOutcome:
-    result: Optional[TrainResult]  # None when the trial diverged
-    error: Optional[str] = None
 
 
 def train_linear_trials(data: Dataset, loss: LossSpec, trials: list[LinearTrial], options: dict,

@@ -178,7 +178,7 @@ def test_keys_follow_the_code_that_runs_and_nothing_else(artifacts, tmp_path):
     rerun = cli("run", str(spec), "--json")
     assert {n for n, s in states(rerun).items() if s == "Completed"} == {"plots", "publish"}
 
-    edit("flows/nodes.py", '@task(name="node")', 'EDITED = True\n\n\n@task(name="node")')
+    edit("flows/nodes.py", '@task(name="node"', 'EDITED = True\n\n\n@task(name="node"')
     plan = cli("plan", str(spec), "--json")["tasks"]
     assert {t["name"] for t in plan if t["action"] == "run"} == set(ALL), "the task wrapper is in every key"
     assert "code changed" in next(t for t in plan if t["name"] == "data")["why"]
