@@ -4,20 +4,19 @@ identical concurrent work serialised by kernel file locks.
 Prefect's own result persistence trusts the record it reads back: a record naming the `pickle` serializer
 is unpickled, so anyone able to write to a shared artifact root could run code on every machine reading it.
 So trainflow keeps its cache itself (Prefect's public API only): a node's task looks its key up under
-`<artifacts>/.cache/results/<key>`, written by `tasks.safedata` (JSON and NumPy arrays, sha256-checked), and
+`<artifacts>/.cache/results/<key>`, written by `tasks.safedata` (JSON and NumPy arrays, HMAC-signed with the user's key), and
 on a hit returns a `Completed` state named "Cached" that the UI and `--json` show as any cache hit. An entry
 that does not parse, fails its hash or names a type outside the allowlist is a logged miss: recomputed and
 rewritten, never loaded.
 
 While a task computes its key it holds that key's lock: an identical task started meanwhile (another run,
-another process) waits, then finds the result. The locks are `fcntl.flock` locks behind Prefect's public
-`LockManager` protocol: the kernel releases a lock when its holder dies, so a killed run never leaves a
-lock behind, and there are no pid files to read or clean up (and no race between two waiters doing so).
+another process) waits, then finds the result. The locks are `fcntl.flock` locks: the kernel releases a
+lock when its holder dies, so a killed run never leaves a lock behind, and there are no pid files to read or
+clean up (and no race between two waiters doing so).
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import threading
@@ -36,10 +35,10 @@ MISS = object()
 
 
 class KernelLockManager:
-    """Prefect's `LockManager` protocol on `fcntl.flock`: one lock file per key, locked while held.
+    """One `fcntl.flock` lock file per key, locked while held.
 
     A flock belongs to an open file description, so two holders in one process (two threads) exclude each
-    other as two processes do. `hold_timeout` is not needed: a holder that dies releases its lock."""
+    other as two processes do; a holder that dies releases its lock, so no lock outlives its run."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
@@ -48,10 +47,10 @@ class KernelLockManager:
 
     def _open(self, key: str) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
-        return os.open(self.directory / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a lock "file" planted as a symlink elsewhere is refused, not created through.
+        return os.open(self.directory / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
 
-    def acquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
-                     hold_timeout: Optional[float] = None) -> bool:
+    def acquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None) -> bool:
         if self.is_lock_holder(key, holder):
             return True
         fd = self._open(key)
@@ -61,10 +60,6 @@ class KernelLockManager:
         with self._guard:
             self._held[key] = (holder, fd)
         return True
-
-    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
-                            hold_timeout: Optional[float] = None) -> bool:
-        return await asyncio.to_thread(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
 
     def release_lock(self, key: str, holder: str) -> None:
         with self._guard:
@@ -85,16 +80,6 @@ class KernelLockManager:
     def is_lock_holder(self, key: str, holder: str) -> bool:
         held = self._held.get(key)
         return held is not None and held[0] == holder
-
-    def wait_for_lock(self, key: str, timeout: Optional[float] = None) -> bool:
-        fd = self._open(key)
-        try:
-            return _flock(fd, fcntl.LOCK_SH, timeout)
-        finally:
-            os.close(fd)
-
-    async def await_for_lock(self, key: str, timeout: Optional[float] = None) -> bool:
-        return await asyncio.to_thread(self.wait_for_lock, key, timeout)
 
 
 def _flock(fd: int, mode: int, timeout: Optional[float]) -> bool:

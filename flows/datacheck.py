@@ -145,7 +145,9 @@ def task_problems(spec: Spec, task: str, target_kind: str, counts: Counter) -> l
         for label, count in sorted(counts.items(), key=lambda item: (item[1], str(item[0]))):
             needed = needed_per_class(data.validation_split, data.test_split, count)
             if count < needed:
-                problems.append(DataProblem("data.target", f"class {label!r} has {count} example(s); the stratified "
+                from tasks.tables import excerpt  # a label is a value from the file: quoted short and escaped
+
+                problems.append(DataProblem("data.target", f"class {excerpt(label)} has {count} example(s); the stratified "
                                             f"validation ({data.validation_split}) and test ({data.test_split}) "
                                             f"splits need at least {needed}"))
                 break

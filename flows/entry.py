@@ -35,19 +35,6 @@ def resolve_seed(spec: Spec) -> int:
     return spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**31)
 
 
-def keep_in_lanes(options: RunOptions, lanes) -> RunOptions:
-    """The run's options with the deployment's artifact root; a different root asked for in the parameters is
-    refused, not silently replaced, so the person who asked learns why."""
-    from pathlib import Path
-
-    from flows.lanes import LaneError
-
-    if options.artifacts and Path(options.artifacts).resolve() != Path(lanes.artifacts).resolve():
-        raise LaneError(f"options.artifacts: a deployment's runs write to its own artifact root ({lanes.artifacts}); "
-                        "it is chosen with `trainflow serve` / `deploy --artifacts`, not in a run's parameters")
-    return options.model_copy(update={"artifacts": lanes.artifacts})
-
-
 @flow(name=FLOW_NAME, flow_run_name=_run_name, persist_result=False, log_prints=True, validate_parameters=False)
 def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
     """Run one spec: an experiment, or every trial of its sweep, published as a new version (or an identical
@@ -58,15 +45,15 @@ def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
     options = RunOptions.model_validate(options or {}) if not isinstance(options, RunOptions) else options
     lanes = current()  # a deployment's run: its artifact root and data roots, never the parameters'
     if lanes is not None:
-        options = keep_in_lanes(options, lanes)
-    if not isinstance(spec, Spec):
+        options = options.model_copy(update={"artifacts": lanes.artifact_root(options.artifacts)})
+    if not isinstance(spec, Spec) or lanes is not None:  # a deployment's spec is checked against its lanes
         from flows.loader import check_sweep, validate_data
 
         spec = validate_data(spec.model_dump(mode="json") if hasattr(spec, "model_dump") else spec,
                              source="parameters", lanes=lanes)
         check_sweep(spec)
-    elif lanes is not None and hasattr(spec.data, "path"):
-        lanes.check(spec.data.path, "data.path")
+    if lanes is not None and spec.sweep is not None:
+        lanes.check_sweep(spec.sweep)
     seed = resolve_seed(spec)
     if spec.sweep is not None:
         from flows.sweep import run_sweep

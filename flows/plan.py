@@ -120,6 +120,15 @@ def _code_hash(tree: ast.Module) -> str:
 
 
 @lru_cache(maxsize=None)
+def _module_digest(module: str) -> tuple[str, frozenset[str]]:
+    """One module's code hash and the project modules it imports, parsed once per process: every node's
+    code version walks mostly the same modules."""
+    tree = ast.parse(_module_file(module).read_text())
+    imports = frozenset(_project_imports(module, tree))
+    return _code_hash(tree), imports
+
+
+@lru_cache(maxsize=None)
 def code_version(modules: tuple[str, ...]) -> str:
     """Hash of the modules' code, of the project modules they import (transitively, declarations excepted),
     and of the versions of the libraries whose numerics they depend on."""
@@ -127,12 +136,10 @@ def code_version(modules: tuple[str, ...]) -> str:
     todo = list(modules)
     while todo:
         current = todo.pop()
-        path = _module_file(current)
-        if current in seen or current in DECLARATIONS or path is None:
+        if current in seen or current in DECLARATIONS or _module_file(current) is None:
             continue
-        tree = ast.parse(path.read_text())
-        todo.extend(_project_imports(current, tree))
-        seen[current] = _code_hash(tree)
+        seen[current], imports = _module_digest(current)
+        todo.extend(imports)
     libs = {lib: _version(lib) for lib in ("tensorflow", "keras", "numpy", "matplotlib")}
     return canonical_hash({"modules": seen, "libraries": libs})
 

@@ -10,6 +10,7 @@ publishes a table artifact (the first rows and a summary), and emits `trainflow.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +33,10 @@ def resolve(ref: str, root: Path):
     from tasks.aliases import Aliases
     from tasks.store import Store
 
+    from flows.spec import MODEL_REF_PATTERN
+
+    if not re.fullmatch(MODEL_REF_PATTERN, ref):
+        raise ModelRefError(f"{ref[:80]!r} is not NAME, NAME@vN or NAME@ALIAS (NAME a slug such as churn)")
     store = Store(root)
     name, _, label = ref.partition("@")
     if not store.versions(name):
@@ -47,13 +52,9 @@ def resolve(ref: str, root: Path):
 
 
 def _run_name() -> str:
+    """`<model ref> on <input file name>`, from the parameters alone: nothing is read before the lanes check."""
     parameters = current_flow_run.parameters
-    try:
-        version = resolve(parameters["model"], artifact_root(parameters.get("artifacts")))
-        model = f"{version.name}@{version.label}"
-    except Exception:  # the flow reports what is wrong
-        model = str(parameters.get("model"))
-    return f"{model} on {Path(str(parameters.get('input'))).name}"
+    return f"{str(parameters.get('model'))[:80]} on {Path(str(parameters.get('input'))).name[:80]}"
 
 
 @task(name="score", cache_policy=NO_CACHE, persist_result=False)
@@ -78,10 +79,7 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
     logger = get_run_logger()
     lanes = current()  # a deployment's run: the deployment's root, inputs and outputs inside its data roots
     if lanes is not None:
-        from flows.entry import keep_in_lanes
-        from flows.options import RunOptions
-
-        artifacts = keep_in_lanes(RunOptions(artifacts=artifacts), lanes).artifacts
+        artifacts = lanes.artifact_root(artifacts)
         input, output = str(lanes.check(input, "predict.input")), str(lanes.check(output, "predict.output"))
     version = resolve(model, artifact_root(artifacts))
     scoring.check_input(version.path, Path(input))

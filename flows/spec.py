@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.aliases import ALIAS_PATTERN
+from tasks.store import NAME_PATTERN
+
 #: Upper bound on generated examples: 1e8 float32 pairs is 800 MB, past that a typo is likelier than intent.
 MAX_EXAMPLES = 100_000_000
 #: Optimizers the manual and Keras trainers accept, by their `keras.optimizers.get` name.
@@ -531,7 +534,7 @@ class SweepSpec(Section):
 
 # --------------------------------------------------------------------------- promotion and scoring
 
-ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+MODEL_REF_PATTERN = rf"^{NAME_PATTERN}(@[A-Za-z0-9_-]{{1,64}})?$"  # NAME, NAME@vN, NAME@latest or NAME@ALIAS
 
 
 class PromoteSpec(Section):
@@ -555,7 +558,7 @@ class PromoteSpec(Section):
 
 class PredictSpec(Section):
     model: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}(@[A-Za-z0-9_-]{1,64})?$",
+        pattern=MODEL_REF_PATTERN,
         description="The version to score with: NAME (its latest), NAME@vN or NAME@ALIAS (e.g. churn@production).",
     )
     input: str = Field(min_length=1, description="A CSV or Parquet file to score, relative to this spec's folder.")
@@ -568,7 +571,7 @@ class ScoringSpec(Section):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="trainflow scoring spec")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Slug naming the job and its deployment.")
+    name: str = Field(pattern=f"^{NAME_PATTERN}$", description="Slug naming the job and its deployment.")
     description: str = Field("", max_length=2000, description="Free text shown in the deployment.")
     predict: PredictSpec = Field(description="What to score, with which version, and where the results go.")
     schedule: list[ScheduleSpec] = Field([], description="Schedules for `trainflow serve` / `deploy`.")
@@ -589,7 +592,7 @@ class Spec(Section):
     model_config = ConfigDict(extra="forbid", strict=True, title="trainflow experiment spec")
 
     name: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        pattern=f"^{NAME_PATTERN}$",
         description="Slug naming the artifact series: lowercase letters, digits, '-' and '_', at most 64.",
     )
     description: str = Field("", max_length=2000, description="Free text shown in reports.")

@@ -24,7 +24,8 @@ from typing import Optional
 from tasks.store import Store, Version, write_atomic
 
 #: An alias is a slug that cannot be mistaken for a version label or `latest`.
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+ALIAS_RE = re.compile(ALIAS_PATTERN)
 RESERVED = ("latest",)
 
 

@@ -2,7 +2,8 @@
 
 Synthetic noise comes from `tf.random.stateless_normal` keyed by the spec's seed, so the same spec gives
 bit-identical data in every process and on every run; global seeds would depend on call order. Everything
-returned is NumPy, so results pickle into the task cache and downstream tasks need not import TensorFlow.
+returned is NumPy, so results go into the task cache as plain arrays (`tasks.safedata`) and downstream
+tasks need not import TensorFlow.
 """
 
 from __future__ import annotations

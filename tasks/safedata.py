@@ -4,14 +4,15 @@ The task cache lives in the artifact root, which on a shared server many people 
 A pickle there would run whatever a writer put in it on every machine that reads the cache. So results are
 encoded here instead: plain values and an allowlist of the project's own dataclasses (`ALLOWED`, rebuilt
 by calling their constructors), arrays of numbers, booleans and text in an `.npz` read with
-`allow_pickle=False`, bytes as uint8 arrays. The encoding starts with a sha256 of its payload; an entry
-that does not match, does not parse, or names a class outside the allowlist is refused, never loaded.
+`allow_pickle=False`, bytes as uint8 arrays. The encoding starts with an HMAC-SHA256 of its payload under
+the user's key (`tasks.signing`), so only a holder of the key can write an entry that loads; an entry whose
+HMAC does not match, that does not parse, or that names a class outside the allowlist is refused, never
+loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 from functools import lru_cache
@@ -19,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-MAGIC = b"TFSAFE1\n"
+from tasks import signing
+
+MAGIC = b"TFSAFE2\n"
 
 
 class UnsafeData(ValueError):
@@ -75,21 +78,22 @@ def encode(value: Any) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, __structure__=np.frombuffer(structure, np.uint8), **arrays)
     payload = buffer.getvalue()
-    return MAGIC + hashlib.sha256(payload).digest() + payload
+    return MAGIC + signing.sign(payload) + payload
 
 
 def decode(blob: bytes) -> Any:
     """What `encode` made; UnsafeData for anything else. Executes no code from the bytes."""
-    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 32:
-        raise UnsafeData("not a trainflow result")
-    digest, payload = blob[len(MAGIC):len(MAGIC) + 32], blob[len(MAGIC) + 32:]
-    if hashlib.sha256(payload).digest() != digest:
-        raise UnsafeData("the result's content does not match its recorded sha256")
+    size = signing.DIGEST_SIZE
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + size:
+        raise UnsafeData("not a trainflow result (or one from an older trainflow)")
+    signature, payload = blob[len(MAGIC):len(MAGIC) + size], blob[len(MAGIC) + size:]
+    if not signing.verify(payload, signature):
+        raise UnsafeData("the result's HMAC does not match: altered, or written with another key")
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         structure = json.loads(arrays.pop("__structure__").tobytes())
-    except (ValueError, KeyError, OSError) as exc:
+    except Exception as exc:  # a signed entry parses; anything else is damage, whatever numpy or json raise
         raise UnsafeData(f"the result does not parse ({type(exc).__name__})") from None
 
     def build(v: Any) -> Any:
@@ -114,5 +118,7 @@ def decode(blob: bytes) -> Any:
 
     try:
         return build(structure)
-    except (KeyError, TypeError) as exc:
+    except UnsafeData:
+        raise
+    except Exception as exc:  # a structure that does not fit its types: missing arrays, recursion, bad fields
         raise UnsafeData(f"the result does not fit its types ({type(exc).__name__})") from None

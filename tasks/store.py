@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
+#: What a series name may be (the spec's `name`): a slug, so a name is never a path out of the store.
+NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 MANIFEST = "manifest.json"
 
 
@@ -85,14 +87,14 @@ class Store:
 
     def versions(self, name: str) -> list[Version]:
         folder = self.root / name
-        if not folder.is_dir():
+        if not re.fullmatch(NAME_PATTERN, name) or not folder.is_dir():
             return []
         found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := VERSION_RE.match(p.name)) and p.is_dir()]
         return [Version(name, n, p) for n, p in sorted(found)]
 
     def latest(self, name: str) -> Optional[Version]:
         link = self.root / name / "latest"
-        if link.is_symlink():
+        if re.fullmatch(NAME_PATTERN, name) and link.is_symlink():
             m = VERSION_RE.match(os.readlink(link))
             if m and (self.root / name / m.group(0)).is_dir():
                 return Version(name, int(m.group(1)), self.root / name / m.group(0))

@@ -36,7 +36,7 @@ def test_a_poisoned_cache_entry_is_refused_recomputed_and_never_run(tmp_path, ar
     first = run_spec(spec)
     data_key = next(t["key"] for t in first["tasks"] if t["name"] == "data")
     entry = artifacts / ".cache" / "results" / data_key
-    assert entry.read_bytes().startswith(b"TFSAFE1\n"), "results are stored as JSON and arrays, not pickles"
+    assert entry.read_bytes().startswith(b"TFSAFE2\n"), "results are stored as JSON and arrays, not pickles"
     entry.write_bytes(pickle.dumps(_Payload()))  # what Prefect's own cache would have unpickled
     out = trainflow("run", str(spec), "--json")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -58,12 +58,82 @@ def test_a_tampered_result_fails_its_hash_and_an_unknown_type_is_refused():
     blob = safedata.encode(value)
     assert safedata.decode(blob).x.tolist() == [0.0, 1.0, 2.0]
     tampered = blob[:-5] + bytes([blob[-5] ^ 1]) + blob[-4:]
-    with pytest.raises(safedata.UnsafeData, match="sha256"):
+    with pytest.raises(safedata.UnsafeData, match="HMAC"):
         safedata.decode(tampered)
     with pytest.raises(TypeError, match="not in tasks.safedata.allowed"):
         safedata.encode(_Payload())
     with pytest.raises(TypeError, match="only numbers, booleans and text"):
         safedata.encode(np.array([object()], dtype=object))
+
+
+def test_a_signed_entry_that_does_not_parse_is_refused_not_raised():
+    """Whatever is inside a correctly signed entry (another trainflow's bug, a damaged archive, deep JSON),
+    decoding ends in UnsafeData, the cache's one 'recompute' signal, never in another exception."""
+    import io
+
+    import numpy as np
+
+    from tasks import safedata, signing
+
+    def signed(payload: bytes) -> bytes:
+        return safedata.MAGIC + signing.sign(payload) + payload
+
+    def archive(structure: str, **arrays) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, __structure__=np.frombuffer(structure.encode(), np.uint8), **arrays)
+        return buffer.getvalue()
+
+    for payload in (b"not a zip", archive("[" * 5000 + "]" * 5000), archive('{"__dict__": [1]}'),
+                    archive('{"__dataclass__": "Dataset", "fields": {"nope": 1}}'), archive('{"__array__": "a9"}')):
+        with pytest.raises(safedata.UnsafeData):
+            safedata.decode(signed(payload))
+    nested = json.dumps({"__tuple__": [[[[1]]]]})
+    assert safedata.decode(signed(archive(nested))) == ([[[1]]],)
+
+
+def test_the_key_is_private_to_its_user(tmp_path):
+    from tasks import signing
+
+    key = signing.key()
+    path = signing.key_path()
+    assert path.stat().st_mode & 0o777 == 0o600 and len(key) >= 32
+    assert signing.verify(b"payload", signing.sign(b"payload")) and not signing.verify(b"other", signing.sign(b"payload"))
+    copy = tmp_path / "key"
+    copy.write_bytes(key)
+    copy.chmod(0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        signing._read(copy)
+
+
+def test_lanes_refuse_other_roots_swept_data_and_outside_schedulers(tmp_path):
+    from flows.lanes import LaneError, Lanes
+    from flows.loader import trial_spec
+    from flows.spec import SweepSpec
+
+    lanes = Lanes(str(tmp_path / "root"), (str(tmp_path / "data"),))
+    assert lanes.artifact_root(None) == lanes.artifacts == lanes.artifact_root(str(tmp_path / "data" / ".." / "root"))
+    with pytest.raises(LaneError, match="own artifact root"):
+        lanes.artifact_root(str(tmp_path / "elsewhere"))
+    assert lanes.check("d.csv", "data.path") == (tmp_path / "data" / "d.csv").resolve(), "relative: from the data root"
+    lanes.check_sweep(SweepSpec.model_validate({"grid": {"training.learning_rate": [0.1, 0.2]}}))
+    for grid in ({"data.path": ["/etc/passwd"]}, {"data": ["x"]}):
+        with pytest.raises(LaneError, match="cannot be swept"):
+            lanes.check_sweep(SweepSpec.model_validate({"grid": grid}))
+    with pytest.raises(LaneError, match="another Dask scheduler"):
+        lanes.check_sweep(SweepSpec.model_validate({"grid": {"seed": [1]},
+                                                    "runner": {"kind": "dask", "address": "tcp://10.0.0.5:8786"}}))
+
+
+def test_a_model_reference_is_a_name_not_a_path(tmp_path, artifacts):
+    from flows.predict import ModelRefError, resolve
+    from tasks.store import Store
+
+    (tmp_path / "outside" / "v0001").mkdir(parents=True)
+    store = Store(artifacts)
+    for ref in ("../outside", str(tmp_path / "outside"), "../outside@v1", "a/b@v1"):
+        assert store.versions(ref.partition("@")[0]) == [] and store.get(ref.partition("@")[0]) is None
+        with pytest.raises(ModelRefError, match="is not NAME"):
+            resolve(ref, artifacts)
 
 
 def test_a_symlink_inside_an_allowed_root_that_points_outside_is_refused(tmp_path):
@@ -155,7 +225,23 @@ def test_deployment_runs_stay_in_their_lanes(tmp_path, artifacts):
         params["spec"]["data"]["path"] = "/etc/passwd"
         passwd = run_deployment(f"trainflow-run/{name}", parameters=params, timeout=240)
         assert passwd.state.is_failed() and "outside the data roots" in passwd.state.message
-        for run in (moved, passwd):
+        params = json.loads(json.dumps(deployment.parameters))
+        params["spec"]["sweep"] = {"grid": {"data.path": [str(specs / "data.csv"), "/etc/passwd"]}}
+        swept = run_deployment(f"trainflow-run/{name}", parameters=params, timeout=240)
+        assert swept.state.is_failed() and "cannot be swept" in swept.state.message
+
+        from prefect.variables import Variable
+
+        from flows.lanes import variable_name
+
+        recorded = json.loads(Variable.get(variable_name("trainflow-run", name)))
+        Variable.set(variable_name("trainflow-run", name), json.dumps({**recorded, "data_roots": ["/"]}),
+                     overwrite=True)  # what anyone with the UI can do to a Variable
+        params = json.loads(json.dumps(deployment.parameters))
+        params["spec"]["data"]["path"] = "/etc/passwd"
+        edited = run_deployment(f"trainflow-run/{name}", parameters=params, timeout=240)
+        assert edited.state.is_failed() and "signature" in edited.state.message
+        for run in (moved, passwd, swept, edited):
             assert not any("root:x:0:0" in line or "/bin/bash" in line for line in _logs(run.id))
         assert sorted(p.name for p in (root / name).iterdir() if p.name.startswith("v")) == ["v0001"]
     finally:
