@@ -24,7 +24,11 @@ DIGEST_SIZE = hashlib.sha256().digest_size
 
 
 def key_path() -> Path:
-    return Path(pwd.getpwuid(os.getuid()).pw_dir) / ".trainflow" / "key"
+    try:
+        home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # a container user with no entry in the user database
+        home = Path.home()
+    return home / ".trainflow" / "key"
 
 
 @lru_cache(maxsize=1)
