@@ -147,13 +147,14 @@ def run_tags(spec: Spec) -> list[str]:
 def predict(model: str, input: Union[str, Path], output: Union[str, Path], artifacts: Optional[str] = None,
             tracebacks: bool = False) -> dict:
     """Score `input` (CSV or Parquet) with the version `model` names (NAME, NAME@vN, NAME@ALIAS) into `output`,
-    as a `trainflow-predict` flow run; the same as `trainflow predict`. Raises `ModelRefError` or
+    as a `trainflow-predict` flow run; the same as `trainflow predict`. Raises `tasks.aliases.RefError` or
     `tasks.scoring.InputError` before anything is scored."""
     quiet_defaults()
     if not tracebacks:
         hide_expected_tracebacks()
     from flows.plan import artifact_root
-    from flows.predict import resolve, trainflow_predict
+    from flows.predict import trainflow_predict
+    from tasks.aliases import resolve
     from tasks import scoring
 
     root = str(artifact_root(artifacts))

@@ -341,18 +341,14 @@ def _unknown_name(store, name: str) -> None:
 
 
 def _version(ref: str, artifacts: Optional[Path]):
+    """The version `ref` names (NAME, NAME@vN, NAME@ALIAS); exit 2 listing what exists when it names none."""
     from flows.plan import artifact_root
-    from tasks.store import Store
+    from tasks.aliases import RefError, resolve
 
-    store = Store(artifact_root(artifacts))
-    name, _, label = ref.partition("@")
-    if not store.versions(name):
-        _unknown_name(store, name)
-    version = store.get(name, label or None)
-    if version is None:
-        labels = ", ".join(v.label for v in store.versions(name))
-        _fail(f"{ref}: no such version of {name}; it has {labels}", 2)
-    return version
+    try:
+        return resolve(ref, artifact_root(artifacts))
+    except RefError as exc:
+        _fail(str(exc), 2)
 
 
 def _seconds(value) -> str:
@@ -497,25 +493,28 @@ def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders o
 
 
 @app.command()
-def verify(name: Optional[str] = typer.Argument(None, help="A spec name; every name when omitted."),
+def verify(name: Optional[str] = typer.Argument(None, help="NAME (all its versions), NAME@vN or NAME@ALIAS "
+                                                            "(that one); every name when omitted."),
            artifacts: Optional[Path] = ArtifactsOption, debug: bool = DebugOption) -> None:
-    """Check every version's files against the sha256 in its manifest; exit 1 if any is missing or altered."""
+    """Check versions' files against the sha256 in their manifests; exit 1 if any is missing or altered."""
     with _errors(debug):
         from flows.plan import artifact_root
         from tasks.store import Store
 
         store = Store(artifact_root(artifacts))
-        if name and not store.versions(name):
-            _unknown_name(store, name)
-        checked, bad = 0, 0
-        for series in [name] if name else store.names():
-            for version in store.versions(series):
-                checked += 1
-                problems = store.verify(version)
-                bad += bool(problems)
-                for problem in problems:
-                    typer.echo(f"{series}@{version.label}: {problem}", err=True)
-        typer.echo(f"verified {checked} version(s): {checked - bad} intact, {bad} damaged")
+        if name and "@" in name:
+            chosen = [_version(name, artifacts)]
+        else:
+            if name and not store.versions(name):
+                _unknown_name(store, name)
+            chosen = [v for series in ([name] if name else store.names()) for v in store.versions(series)]
+        bad = 0
+        for version in chosen:
+            problems = store.verify(version)
+            bad += bool(problems)
+            for problem in problems:
+                typer.echo(f"{version.name}@{version.label}: {problem}", err=True)
+        typer.echo(f"verified {len(chosen)} version(s): {len(chosen) - bad} intact, {bad} damaged")
         if bad:
             raise typer.Exit(1)
 
@@ -523,14 +522,15 @@ def verify(name: Optional[str] = typer.Argument(None, help="A spec name; every n
 def _predict(model: str, input_path, output, artifacts, as_json: bool, debug: bool, label: str = "") -> None:
     """Score a file with a version; a bad reference or input is exit 2 before anything is scored."""
     from flows.plan import artifact_root
-    from flows.predict import ModelRefError, resolve
+    from tasks.aliases import RefError, resolve
 
     with _errors(debug, label):
-        from tasks.scoring import InputError, check_input
+        from tasks.scoring import InputError, check_input, file_format
 
         try:
+            file_format(output, "output")
             check_input(resolve(model, artifact_root(artifacts)).path, Path(input_path))
-        except (ModelRefError, InputError) as exc:
+        except (RefError, InputError) as exc:
             if debug:
                 raise
             _fail(f"{label}{exc}", 2)
@@ -549,6 +549,10 @@ def _predict(model: str, input_path, output, artifacts, as_json: bool, debug: bo
     typer.echo("Classes: " + ", ".join(f"{k}: {v}" for k, v in summary["class_counts"].items()) if "class_counts"
                in summary else "Predictions: " + ", ".join(f"{k} {v:.5g}" for k, v in summary.items()
                                                           if isinstance(v, float)))
+    if summary["unscored"]:
+        from flows.predict import unscored_warning
+
+        typer.echo(f"warning: {unscored_warning(summary['unscored'])}", err=True)
     _print_ui(result)
 
 

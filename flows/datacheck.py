@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.spec import (CLASSIFICATION_PLOTS, REGRESSION_LOSSES, REGRESSION_PLOTS, BlobsData, CsvData, FileData,
-                        MoonsData, NpzData, ParquetData, Spec, is_table, metric_names,
-                        published_metrics)
+                        MoonsData, NpzData, ParquetData, Spec, is_table, metric_problems)
 
 #: A header listing in an error shows at most this many names.
 MAX_LISTED_COLUMNS = 20
@@ -151,14 +150,7 @@ def task_problems(spec: Spec, task: str, target_kind: str, counts: Counter) -> l
                                             f"validation ({data.validation_split}) and test ({data.test_split}) "
                                             f"splits need at least {needed}"))
                 break
-    stopping = spec.training.early_stopping
-    if stopping is not None and stopping.monitor not in metric_names(spec, task):
-        problems.append(DataProblem("training.early_stopping.monitor", f"a {task} run has no metric "
-                                    f"'{stopping.monitor}'; it has: {', '.join(metric_names(spec, task))}"))
-    promote = spec.promote
-    if promote is not None and promote.metric not in published_metrics(spec, task):
-        problems.append(DataProblem("promote.metric", f"a {task} run publishes no metric '{promote.metric}'; it "
-                                    f"has: {', '.join(published_metrics(spec, task))}"))
+    problems += [DataProblem(path, message) for path, message in metric_problems(spec, task)]
     wrong = CLASSIFICATION_PLOTS if task == "regression" else REGRESSION_PLOTS
     for kind in spec.plots.include or ():
         if kind in wrong:

@@ -10,7 +10,6 @@ publishes a table artifact (the first rows and a summary), and emits `trainflow.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -19,36 +18,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_flow_run
 
 from flows.plan import artifact_root
+from tasks.aliases import resolve
 
 FLOW_NAME = "trainflow-predict"
 ENTRYPOINT = "flows/predict.py:trainflow_predict"
-
-
-class ModelRefError(ValueError):
-    """A NAME[@vN|@ALIAS] that names no version; the message lists what exists."""
-
-
-def resolve(ref: str, root: Path):
-    """The version a reference names: NAME (latest), NAME@vN, NAME@latest or NAME@ALIAS."""
-    from tasks.aliases import Aliases
-    from tasks.store import Store
-
-    from flows.spec import MODEL_REF_PATTERN
-
-    if not re.fullmatch(MODEL_REF_PATTERN, ref):
-        raise ModelRefError(f"{ref[:80]!r} is not NAME, NAME@vN or NAME@ALIAS (NAME a slug such as churn)")
-    store = Store(root)
-    name, _, label = ref.partition("@")
-    if not store.versions(name):
-        known = store.names()
-        raise ModelRefError(f"{ref}: no versions of '{name}'; known: {', '.join(known) or 'none'}")
-    version = store.get(name, label or None)
-    if version is None:
-        holders = Aliases(store, name).holders()
-        labels = ", ".join(v.label for v in store.versions(name))
-        raise ModelRefError(f"{ref}: '{label}' is neither a version nor an alias of {name}; versions: {labels}; "
-                            f"aliases: {', '.join(f'{a} ({v})' for a, v in sorted(holders.items())) or 'none'}")
-    return version
 
 
 def _run_name() -> str:
@@ -83,9 +56,12 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
         input, output = str(lanes.check(input, "predict.input")), str(lanes.check(output, "predict.output"))
     version = resolve(model, artifact_root(artifacts))
     scoring.check_input(version.path, Path(input))
+    scoring.file_format(output, "output")  # the output's format too, before anything is read
     scored = score_task(str(version.path), input, output)
     logger.info("Scored %d rows of %s with %s@%s in %.2f s: %s", scored.rows, Path(input).name, version.name,
                 version.label, scored.seconds, scored.output)
+    if scored.summary["unscored"]:
+        logger.warning(unscored_warning(scored.summary["unscored"]))
     create_table_artifact(
         key=f"{version.name.replace('_', '-')}-predictions", table=scored.preview,
         description=f"{version.name}@{version.label} on {Path(input).name}: {scored.rows} rows; {_describe(scored.summary)}")
@@ -94,6 +70,11 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
     return {"model": f"{version.name}@{version.label}", "input": str(input), "output": str(scored.output),
             "rows": scored.rows, "seconds": scored.seconds, "summary": scored.summary,
             "flow_run_id": str(current_flow_run.id) if current_flow_run.id else None}
+
+
+def unscored_warning(count: int) -> str:
+    return (f"{count} row(s) have an empty feature cell and got no prediction (an empty `prediction`, NaN "
+            "probabilities); a version trained with `data.impute: true` fills them as training did")
 
 
 def _describe(summary: dict) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.aliases import ALIAS_PATTERN
+from tasks.aliases import ALIAS_PATTERN, REF_PATTERN
 from tasks.store import NAME_PATTERN
 
 #: Upper bound on generated examples: 1e8 float32 pairs is 800 MB, past that a typo is likelier than intent.
@@ -534,7 +534,6 @@ class SweepSpec(Section):
 
 # --------------------------------------------------------------------------- promotion and scoring
 
-MODEL_REF_PATTERN = rf"^{NAME_PATTERN}(@[A-Za-z0-9_-]{{1,64}})?$"  # NAME, NAME@vN, NAME@latest or NAME@ALIAS
 
 
 class PromoteSpec(Section):
@@ -558,7 +557,7 @@ class PromoteSpec(Section):
 
 class PredictSpec(Section):
     model: str = Field(
-        pattern=MODEL_REF_PATTERN,
+        pattern=REF_PATTERN,
         description="The version to score with: NAME (its latest), NAME@vN or NAME@ALIAS (e.g. churn@production).",
     )
     input: str = Field(min_length=1, description="A CSV or Parquet file to score, relative to this spec's folder.")
@@ -651,15 +650,7 @@ class Spec(Section):
             elif kind in REGRESSION_PLOTS + CLASSIFICATION_PLOTS and (not table or data.test_split == 0):
                 problems.append(("plots.include", f"'{kind}' shows the test split: it needs a table with "
                                                   f"data.test_split > 0"))
-        stopping = self.training.early_stopping
-        if stopping is not None:
-            known = metric_names(self, task=None)
-            if stopping.monitor not in known:
-                problems.append(("training.early_stopping.monitor", f"this spec's history has no metric "
-                                 f"'{stopping.monitor}'; it has: {', '.join(known)}"))
-        if self.promote is not None and self.promote.metric not in published_metrics(self, task=None):
-            problems.append(("promote.metric", f"this spec publishes no metric '{self.promote.metric}'; it has: "
-                                               f"{', '.join(published_metrics(self, task=None))}"))
+        problems += metric_problems(self, task=None)
         if problems:
             raise CrossFieldError(problems)
         return self
@@ -684,6 +675,26 @@ def metric_names(spec: "Spec", task: Optional[str]) -> list[str]:
         plain = ["loss"]
     names = plain + ([f"val_{m}" for m in plain] if spec.data.validation_split > 0 else [])
     return names + (["w", "b"] if not is_table(spec.data) and spec.model.kind in LINEAR_MODELS else [])
+
+
+def metric_problems(spec: "Spec", task: Optional[str]) -> list[tuple[str, str]]:
+    """Metric names the spec chooses (early stopping's monitor, the gate's and the sweep's metric) that its runs
+    do not produce, as (path, message); `task` None answers for `data.task: auto` before the data is read."""
+    from flows.loader import did_you_mean
+
+    run = f"a {task} run" if task else "this spec"
+    problems = []
+    chosen = [("training.early_stopping.monitor", getattr(spec.training.early_stopping, "monitor", None),
+               metric_names(spec, task), f"{run}'s history has"),
+              ("promote.metric", getattr(spec.promote, "metric", None), published_metrics(spec, task),
+               f"{run} publishes"),
+              ("sweep.metric", getattr(spec.sweep, "metric", None), published_metrics(spec, task),
+               f"{run}'s trials have")]
+    for path, name, known, subject in chosen:
+        if name is not None and name not in known:
+            problems.append((path, f"{subject} no metric '{name}'{did_you_mean(name, known)}; there are: "
+                                   f"{', '.join(known)}"))
+    return problems
 
 
 def published_metrics(spec: "Spec", task: Optional[str]) -> list[str]:

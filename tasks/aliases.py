@@ -21,12 +21,41 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from tasks.store import Store, Version, write_atomic
+from tasks.store import NAME_PATTERN, Store, Version, write_atomic
 
 #: An alias is a slug that cannot be mistaken for a version label or `latest`.
 ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 ALIAS_RE = re.compile(ALIAS_PATTERN)
+#: NAME, NAME@vN, NAME@latest or NAME@ALIAS: how every command and flow names a version.
+REF_PATTERN = rf"^{NAME_PATTERN}(@[A-Za-z0-9_-]{{1,64}})?$"
 RESERVED = ("latest",)
+
+
+class RefError(ValueError):
+    """A NAME[@vN|@ALIAS] that names no version; the message lists what exists."""
+
+
+def resolve(ref: str, root: Path) -> Version:
+    """The version a reference names: NAME (latest), NAME@vN, NAME@latest or NAME@ALIAS. A reference is a
+    name, never a path: anything else is refused before the store is read."""
+    if not re.fullmatch(REF_PATTERN, ref):
+        raise RefError(f"{ref[:80]!r} is not NAME, NAME@vN or NAME@ALIAS (NAME a slug such as churn)")
+    store = Store(root)
+    name, _, label = ref.partition("@")
+    if not store.versions(name):
+        from difflib import get_close_matches
+
+        known = store.names()
+        close = get_close_matches(name, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise RefError(f"{ref}: no versions of '{name}'{hint}; known: {', '.join(known) or 'none'}")
+    version = store.get(name, label or None)
+    if version is None:
+        holders = Aliases(store, name).holders()
+        labels = ", ".join(v.label for v in store.versions(name))
+        raise RefError(f"{ref}: '{label}' is neither a version nor an alias of {name}; versions: {labels}; "
+                       f"aliases: {', '.join(f'{a} ({v})' for a, v in sorted(holders.items())) or 'none'}")
+    return version
 
 
 class AliasError(ValueError):

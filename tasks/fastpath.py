@@ -70,6 +70,8 @@ def choose_step(model_kind: str, training: Any, examples: Optional[int] = None,
     None answers for any size and says where the size matters."""
     if trials is not None:
         return _for_trials(trials, examples, fuse, runner)
+    if training.trainer == "keras":
+        return Choice("fit", "Keras compile/fit on a repeated full batch or minibatches (training.trainer: keras)")
     reason = plain_sgd(model_kind, training) or (None if training.loss.kind in ("mse", "auto") else
                                             f"loss '{training.loss.kind}' is not mse")
     if reason:

@@ -6,7 +6,7 @@ writes the batch out at once (CSVWriter or ParquetWriter, by the output's suffix
 long the file is: a batch in and out, plus what pyarrow reads ahead (a CSV: up to 32 blocks, 32 MiB at the
 default block size; a Parquet file: its current row group). Output columns: every input column as read, then
 `prediction`, then for classification one `probability_<label>` column per class (a row whose probabilities
-are NaN, from a NaN input, gets no label). The output is written to a hidden temporary file next to it and
+are NaN, from a NaN input, gets no label; the summary's `unscored` counts such rows). The output is written to a hidden temporary file next to it and
 renamed into place at the end: a failed scoring leaves no partial output.
 
 The model is only what the version folder holds: `schema.json` and `classes.json` (a table model) or `spec.yaml`
@@ -95,24 +95,44 @@ class Model:
 
 # --- public API ----------------------------------------------------------------------------------------
 
-def input_format(path: Union[Path, str]) -> str:
-    """"csv" or "parquet", by the file's suffix (.csv, .parquet, .pq)."""
+def file_format(path: Union[Path, str], what: str = "input") -> str:
+    """"csv" or "parquet", by the file's suffix (.csv, .parquet, .pq); `what` names the file in the error."""
     path = Path(path)
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(f"{path.name}: not a CSV or Parquet file by its name (expected .csv, .parquet or .pq)")
+        raise InputError(f"{what} {path.name}: not a CSV or Parquet file by its name (expected .csv, .parquet "
+                         "or .pq)")
     return fmt
 
 
 def describe(version_dir: Union[Path, str]) -> Model:
     """The version's inputs, task and classes, from its JSON/YAML files alone (no TensorFlow)."""
-    version_dir = Path(version_dir)
-    if not (version_dir / "checkpoint" / "saved_model" / "saved_model.pb").is_file():
-        raise InputError(f"{version_dir}: no checkpoint/saved_model/ here; score a version folder published "
-                         "with the saved_model checkpoint format")
+    version_dir = model_folder(Path(version_dir))
     if (version_dir / "schema.json").is_file():
         return _table_model(version_dir)
     return _line_model(version_dir)
+
+
+def model_folder(version_dir: Path) -> Path:
+    """The folder holding the model a version stands for: the version itself, or for a sweep its best trial's
+    folder (`trials/<id>/`, published by default), so an alias a sweep's gate moved can be scored."""
+    def has_model(folder: Path) -> bool:
+        return (folder / "checkpoint" / "saved_model" / "saved_model.pb").is_file()
+
+    if has_model(version_dir):
+        return version_dir
+    label = f"{version_dir.parent.name}@{version_dir.name}"
+    manifest = _read_json(version_dir / "manifest.json") if (version_dir / "manifest.json").is_file() else {}
+    if manifest.get("kind") == "sweep":
+        best = (manifest.get("best") or {}).get("id")
+        trial = version_dir / "trials" / str(best)
+        if best and re.fullmatch(r"t[0-9a-f]+", str(best)) and has_model(trial):
+            return trial
+        raise InputError(f"{label} is a sweep whose best trial ({best or 'none'}) was published without a "
+                         "SavedModel; keep it with sweep.publish_trials: best (or all) and the saved_model "
+                         "checkpoint format")
+    raise InputError(f"{label} was published without a SavedModel (checkpoint/saved_model/); score a version "
+                     "whose spec keeps the saved_model checkpoint format")
 
 
 def load_model(version_dir: Union[Path, str]) -> Model:
@@ -157,7 +177,7 @@ def score(version_dir: Union[Path, str], input_path: Union[Path, str], output_pa
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows!r}")
     input_path, output_path = Path(input_path), Path(output_path)
     source = _inspect(describe(version_dir), input_path)
-    out_fmt = input_format(output_path)
+    out_fmt = file_format(output_path, "output")
     if output_path.exists() and output_path.resolve() == input_path.resolve():
         raise InputError(f"{output_path.name}: the output would replace the input; write it elsewhere")
     if out_fmt == "csv":
@@ -258,7 +278,7 @@ class _BadCell(Exception):
 
 def _inspect(model: Model, path: Path) -> _Source:
     """check_input's work; returns how to read the file."""
-    fmt = input_format(path)
+    fmt = file_format(path)
     try:
         with path.open("rb"):
             pass
@@ -642,12 +662,16 @@ class _Summary:
         self.model, self.count, self.mean, self.m2 = model, 0, 0.0, 0.0
         self.low, self.high = math.inf, -math.inf
         self.counts = np.zeros(len(model.classes), np.int64)
+        self.unscored = 0  # rows with an empty (NaN) feature cell: no prediction, said in the summary
 
     def add(self, values: np.ndarray) -> None:
         if self.model.task == "classification":
+            self.unscored += int((values < 0).sum())
             self.counts += np.bincount(values[values >= 0], minlength=len(self.counts))[: len(self.counts)]
             return
-        values = values[np.isfinite(values)].astype(np.float64)
+        finite = np.isfinite(values)
+        self.unscored += int((~finite).sum())
+        values = values[finite].astype(np.float64)
         if not len(values):
             return
         n, mean = len(values), float(values.mean())
@@ -661,10 +685,11 @@ class _Summary:
 
     def result(self, rows: int) -> dict:
         if self.model.task == "classification":
-            return {"rows": rows, "class_counts": {label: int(n) for label, n in zip(self.model.classes, self.counts)}}
+            return {"rows": rows, "unscored": self.unscored,
+                    "class_counts": {label: int(n) for label, n in zip(self.model.classes, self.counts)}}
         if not self.count:
-            return {"rows": rows, "mean": None, "std": None, "min": None, "max": None}
-        return {"rows": rows, "mean": self.mean, "std": math.sqrt(self.m2 / self.count),
+            return {"rows": rows, "unscored": self.unscored, "mean": None, "std": None, "min": None, "max": None}
+        return {"rows": rows, "unscored": self.unscored, "mean": self.mean, "std": math.sqrt(self.m2 / self.count),
                 "min": self.low, "max": self.high}
 
 

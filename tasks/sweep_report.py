@@ -90,6 +90,8 @@ def comparison_figures(results: list[dict], params: list[str], metric: str, mode
     the best trial marked), and every trial's curve of the metric (or of the loss when the metric is not
     per-epoch), labelled by its values, starting at epoch 0."""
     done = [r for r in results if r["state"] == "Completed" and isinstance(r["metrics"].get(metric), (int, float))]
+    if not done:  # no trial has the metric to compare: nothing to draw (the report's table still lists them)
+        return []
     best = best_trial(results, metric, mode)
     figures = []
     for param in params:

@@ -101,17 +101,19 @@ def test_predict_in_a_fresh_process_reproduces_the_runs_test_predictions(tmp_pat
         assert float(mine["probability_yes"]) == pytest.approx(float(row["probability_yes"]), abs=1e-6)
 
 
-@pytest.mark.parametrize("content, name, expect", [
-    ("age,monthly_charges,tenure\n30,20.5,3\n", "in.csv", "missing column 'plan'"),
-    ("age,plan,monthly_charges,tenure\nthirty,basic,20.5,3\n", "in.csv", "column 'age' holds text"),
-    ("age,plan,monthly_charges,tenure\n30,basic,20.5,3\n", "in.txt", "in.txt"),
+@pytest.mark.parametrize("content, name, output, expect", [
+    ("age,monthly_charges,tenure\n30,20.5,3\n", "in.csv", "out.csv", "missing column 'plan'"),
+    ("age,plan,monthly_charges,tenure\nthirty,basic,20.5,3\n", "in.csv", "out.csv", "column 'age' holds text"),
+    ("age,plan,monthly_charges,tenure\n30,basic,20.5,3\n", "in.txt", "out.csv", "input in.txt"),
+    ("age,plan,monthly_charges,tenure\n30,basic,20.5,3\n", "in.csv", "out.txt", "output out.txt"),
 ])
-def test_bad_prediction_inputs_are_exit_2_before_any_scoring(tmp_path, artifacts, content, name, expect):
+def test_bad_prediction_inputs_are_exit_2_before_any_scoring(tmp_path, artifacts, content, name, output, expect):
     run_spec(_gated(tmp_path))
     (tmp_path / name).write_text(content)
-    out = trainflow("predict", "churn", str(tmp_path / name), "--output", str(tmp_path / "out.csv"))
+    out = trainflow("predict", "churn", str(tmp_path / name), "--output", str(tmp_path / output))
     assert out.returncode == 2 and expect in out.stderr, out.stderr[-2000:]
-    assert "Traceback" not in out.stderr and not (tmp_path / "out.csv").exists()
+    assert "Traceback" not in out.stderr and not (tmp_path / output).exists()
+    assert "temporary server" not in out.stderr, "refused before Prefect starts"
 
 
 GATE = """

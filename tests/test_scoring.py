@@ -168,7 +168,7 @@ def test_predictions_equal_the_models_own_on_its_test_rows(versions, tmp_path, n
     output = _read(result.output)
     if name == "churn":
         _assert_classified(version, output, expected)
-        assert result.summary == {"rows": 80, "class_counts": {
+        assert result.summary == {"rows": 80, "unscored": 0, "class_counts": {
             "no": int((expected["class_index"] == 0).sum()), "yes": int((expected["class_index"] == 1).sum())}}
     else:
         np.testing.assert_allclose(output.column("prediction").to_numpy(), expected["prediction"], atol=1e-6)
@@ -265,10 +265,28 @@ def test_a_column_the_output_adds_or_a_bad_version_folder_is_an_input_error(vers
     source = _write(_table(5, prediction=pa.array([1, 2, 3, 4, 5])), tmp_path / "input.csv")
     with pytest.raises(InputError, match="already has a column 'prediction'"):
         check_input(versions["churn"].path, source)
-    with pytest.raises(InputError, match="no checkpoint/saved_model"):
+    with pytest.raises(InputError, match="without a SavedModel") as caught:
         check_input(tmp_path, source)
+    assert str(tmp_path.parent) not in str(caught.value), "the version is named, not its folder"
     with pytest.raises(InputError, match="output would replace the input"):
         score(versions["guide"].path, _write(pa.table({"x": [1.0]}), tmp_path / "x.csv"), tmp_path / "x.csv")
+
+
+def test_a_sweep_version_is_scored_with_its_best_trials_model(versions, tmp_path):
+    """A gate can move an alias to a sweep's version; scoring it uses the best trial's published model."""
+    import shutil
+
+    from tasks.scoring import describe
+
+    sweep = tmp_path / "churn-sweep" / "v0001"
+    shutil.copytree(versions["churn"].path, sweep / "trials" / "t0123abcd")
+    (sweep / "manifest.json").write_text(json.dumps({"kind": "sweep", "best": {"id": "t0123abcd"}}))
+    assert describe(sweep).path == sweep / "trials" / "t0123abcd"
+    rows = _write(_table(5), tmp_path / "input.csv")
+    assert score(sweep, rows, tmp_path / "out.csv").rows == score(versions["churn"].path, rows, tmp_path / "o2.csv").rows
+    (sweep / "manifest.json").write_text(json.dumps({"kind": "sweep", "best": {"id": "../../elsewhere"}}))
+    with pytest.raises(InputError, match="churn-sweep@v0001 is a sweep whose best trial"):
+        describe(sweep)
 
 
 # --- rule 5: streaming ----------------------------------------------------------------------------------
@@ -354,6 +372,7 @@ def test_integer_and_empty_numbers_and_digit_only_text_columns(versions, tmp_pat
     assert output.column("prediction").to_pylist() == [
         None if i in (1, 3) else ["no", "yes"][c] for i, c in enumerate(expected["class_index"])]
     assert result.summary["class_counts"]["no"] + result.summary["class_counts"]["yes"] == 4
+    assert result.summary["unscored"] == 2, "the rows left without a prediction are counted, not lost silently"
     assert result.preview[1]["probability_no"] is None and result.preview[1]["charges"] is None
 
     # Parquet: the zip column stored as integers, age as int16, promo as booleans

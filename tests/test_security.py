@@ -125,14 +125,14 @@ def test_lanes_refuse_other_roots_swept_data_and_outside_schedulers(tmp_path):
 
 
 def test_a_model_reference_is_a_name_not_a_path(tmp_path, artifacts):
-    from flows.predict import ModelRefError, resolve
+    from tasks.aliases import RefError, resolve
     from tasks.store import Store
 
     (tmp_path / "outside" / "v0001").mkdir(parents=True)
     store = Store(artifacts)
     for ref in ("../outside", str(tmp_path / "outside"), "../outside@v1", "a/b@v1"):
         assert store.versions(ref.partition("@")[0]) == [] and store.get(ref.partition("@")[0]) is None
-        with pytest.raises(ModelRefError, match="is not NAME"):
+        with pytest.raises(RefError, match="is not NAME"):
             resolve(ref, artifacts)
 
 

@@ -70,7 +70,8 @@ def test_commands_on_real_experiment_and_sweep_versions_never_crash(tmp_path, ar
     run_spec(sweep, overrides=["sweep.fuse=false"])
     commands = [["list"], ["list", "small"], ["list", "swept"], ["show", "small"], ["show", "small@v1"],
                 ["show", "swept@v1"], ["show", "swept@v2"], ["diff", "small@v2"], ["diff", "small@v1", "small@v2"],
-                ["diff", "swept@v2"], ["verify"], ["verify", "swept"], ["plan", str(spec)], ["plan", str(sweep)]]
+                ["diff", "swept@v2"], ["verify"], ["verify", "swept"], ["verify", "small@v1"], ["verify", "swept@latest"],
+                ["plan", str(spec)], ["plan", str(sweep)]]
     for command in commands:
         out = trainflow(*command)
         assert out.returncode == 0 and "Traceback" not in out.stderr, (command, out.stderr[-2000:])
@@ -83,6 +84,13 @@ def test_commands_on_real_experiment_and_sweep_versions_never_crash(tmp_path, ar
     unknown = trainflow("verify", "smal")
     assert unknown.returncode == 2 and "did you mean 'small'" in unknown.stderr and "known: small, swept" in unknown.stderr
     assert trainflow("show", "small@v9").returncode == 2
+    assert "verified 1 version(s): 1 intact" in trainflow("verify", "small@v2").stdout
+    missing = trainflow("verify", "small@nope")
+    assert missing.returncode == 2 and "neither a version nor an alias of small; versions: v0001, v0002" in missing.stderr
+    metric = write_spec(tmp_path, SWEEP.replace("name: small", "name: swept").replace("sweep:", "sweep:\n  metric: los"),
+                        "metric.yaml")
+    bad = trainflow("validate", str(metric))
+    assert bad.returncode == 2 and "sweep.metric: this spec's trials have no metric 'los' (did you mean 'loss'?)" in bad.stderr
 
 
 def test_validate_reads_the_header_and_takes_folders(tmp_path):
