@@ -91,12 +91,10 @@ def _healthy(url: str, timeout: float = 1.0) -> bool:
 
 def _is_prefect_server(pid: int) -> bool:
     """The pid is alive and is a Prefect server (not an unrelated process that reused the pid)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    from tasks.store import process_alive
+
+    if not process_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:

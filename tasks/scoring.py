@@ -546,25 +546,12 @@ def _number(name: str, array: pa.Array) -> np.ndarray:
         try:
             values = pc.cast(cells, pa.float64())
         except pa.ArrowInvalid:
-            index = _first_unparsed(cells)
+            index = tables.first_unparsed(cells)
             raise _BadCell(name, index, f"holds text ({excerpt(cells[index].as_py())}), "
                                         "the model needs numbers") from None
     else:
         values = pc.cast(array, pa.float64(), safe=False)
     return values.fill_null(math.nan).to_numpy(zero_copy_only=False).astype(np.float32)
-
-
-def _first_unparsed(cells: pa.Array) -> int:
-    """The first cell Arrow's cast to float64 refuses: a binary search over prefixes (an error path)."""
-    lo, hi = 0, len(cells)  # cells[:lo] casts, cells[:hi] does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        try:
-            pc.cast(cells.slice(0, mid), pa.float64())
-            lo = mid
-        except pa.ArrowInvalid:
-            hi = mid
-    return hi - 1
 
 
 def _text(name: str, array: pa.Array, feature: Feature) -> pa.Array:

@@ -279,6 +279,19 @@ def _first_invalid_row(path: Path, parse, include):
     return found[0] if found else None
 
 
+def first_unparsed(cells: pa.Array) -> int:
+    """The first cell Arrow's cast to float64 refuses: a binary search over prefixes (an error path)."""
+    lo, hi = 0, len(cells)  # cells[:lo] casts, cells[:hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(cells.slice(0, mid), pa.float64())
+            lo = mid
+        except pa.ArrowInvalid:
+            hi = mid
+    return hi - 1
+
+
 def short_reason(message: str) -> str:
     """The gist of a pyarrow message, without the row text it sometimes appends."""
     message = message.replace("CSV parse error: ", "").strip()
@@ -374,17 +387,10 @@ def _numeric_text(table: Table, name: str, trimmed: pa.Array, missing: np.ndarra
         values = pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
         # dictionary codes follow first appearance, so the lowest bad code is the first bad row's value
-        lo, hi = 0, len(cells)  # cast(cells[:lo]) parses, cast(cells[:hi]) does not
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            try:
-                pc.cast(cells.slice(0, mid), pa.float64())
-                lo = mid
-            except pa.ArrowInvalid:
-                hi = mid
-        index = int(np.argmax(codes == hi - 1))
+        bad = first_unparsed(cells)
+        index = int(np.argmax(codes == bad))
         raise DataError(f"{table.path.name}:{row_label(table, index)}: column '{name}' holds "
-                        f"{excerpt(cells[hi - 1].as_py())}, not a number") from None
+                        f"{excerpt(cells[bad].as_py())}, not a number") from None
     values = np.append(values, math.nan)[codes]
     table.columns[name] = values
     table.kinds[name], table.empty[name] = "number", np.isnan(values)
