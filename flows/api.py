@@ -148,18 +148,20 @@ def predict(model: str, input: Union[str, Path], output: Union[str, Path], artif
             tracebacks: bool = False) -> dict:
     """Score `input` (CSV or Parquet) with the version `model` names (NAME, NAME@vN, NAME@ALIAS) into `output`,
     as a `trainflow-predict` flow run; the same as `trainflow predict`. Raises `tasks.aliases.RefError` or
-    `tasks.scoring.InputError` before anything is scored."""
+    `tasks.scoring.InputError` before anything is scored, and before Prefect is imported or started."""
+    from flows.plan import artifact_root
+    from tasks import scoring
+    from tasks.aliases import resolve
+
+    root = str(artifact_root(artifacts))
+    scoring.file_format(output, "output")
+    version = resolve(model, Path(root))
+    scoring.check_input(version.path, Path(input))
     quiet_defaults()
     if not tracebacks:
         hide_expected_tracebacks()
-    from flows.plan import artifact_root
     from flows.predict import trainflow_predict
-    from tasks.aliases import resolve
-    from tasks import scoring
 
-    root = str(artifact_root(artifacts))
-    version = resolve(model, Path(root))
-    scoring.check_input(version.path, Path(input))
     start_api()
     from prefect import tags
 

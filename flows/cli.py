@@ -520,30 +520,25 @@ def verify(name: Optional[str] = typer.Argument(None, help="NAME (all its versio
 
 
 def _predict(model: str, input_path, output, artifacts, as_json: bool, debug: bool, label: str = "") -> None:
-    """Score a file with a version; a bad reference or input is exit 2 before anything is scored."""
-    from flows.plan import artifact_root
-    from tasks.aliases import RefError, resolve
-
-    with _errors(debug, label):
-        from tasks.scoring import InputError, check_input, file_format
+    """Score a file with a version; a bad reference or input is exit 2 before anything is scored (`api.predict`
+    checks them before Prefect starts)."""
+    with _errors(debug, label, failure="prediction failed"):
+        from flows.api import predict
+        from tasks.aliases import RefError
+        from tasks.scoring import InputError
 
         try:
-            file_format(output, "output")
-            check_input(resolve(model, artifact_root(artifacts)).path, Path(input_path))
+            if as_json:
+                with _stdout_to_stderr() as real_stdout:
+                    result = predict(model, input_path, output, artifacts, tracebacks=debug)
+                real_stdout.write(json.dumps(result, default=str) + "\n")
+                real_stdout.flush()
+                return
+            result = predict(model, input_path, output, artifacts, tracebacks=debug)
         except (RefError, InputError) as exc:
             if debug:
                 raise
             _fail(f"{label}{exc}", 2)
-    with _errors(debug, label, failure="prediction failed"):
-        from flows.api import predict
-
-        if as_json:
-            with _stdout_to_stderr() as real_stdout:
-                result = predict(model, input_path, output, artifacts, tracebacks=debug)
-            real_stdout.write(json.dumps(result, default=str) + "\n")
-            real_stdout.flush()
-            return
-        result = predict(model, input_path, output, artifacts, tracebacks=debug)
     typer.echo(f"Scored {result['rows']} rows with {result['model']}: {result['output']}")
     summary = result["summary"]
     typer.echo("Classes: " + ", ".join(f"{k}: {v}" for k, v in summary["class_counts"].items()) if "class_counts"
