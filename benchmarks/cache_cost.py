@@ -1,8 +1,8 @@
 """The safe task cache against the pickled one it replaced, side by side in one run.
 
 Until commit 82870fa the task cache was Prefect's own result persistence: cloudpickled records, which a
-writer of the artifact root could make run code. Now it is `tasks/safedata.py` (JSON and NumPy arrays,
-sha256-checked) behind trainflow's own cache (`flows/cache.py`). Measured here:
+writer of the artifact root could make run code. Now it is `tasks/cache/safedata.py` (JSON and NumPy arrays,
+sha256-checked) behind trainflow's own cache (`flows/run/cache.py`). Measured here:
 
 1. A fully cached re-run, `trainflow run` as a user runs it against a running server, of the guide and of
    the churn table (median of 5), by the code of 82870fa (a git worktree of it) and by this checkout.
@@ -44,7 +44,7 @@ def serialisation(artifacts: Path) -> tuple[float, float, int, int]:
     """(safedata s, cloudpickle s, safedata bytes, cloudpickle bytes) for every entry of a filled cache."""
     import cloudpickle
 
-    from tasks import safedata
+    from tasks.cache import safedata
 
     values = [safedata.decode(p.read_bytes()) for p in (artifacts / ".cache" / "results").iterdir()]
     safe = best_of(lambda: [safedata.decode(safedata.encode(v)) for v in values], 5)
@@ -84,7 +84,7 @@ def main() -> None:
          "bar 1.10x"], rows) + "\n\n" + table(
         ["the churn run's cached results", "encode + decode ms", "bytes"],
         [["cloudpickle (the old format)", f"{pickled * 1e3:.1f}", f"{pickled_bytes:,}"],
-         ["tasks/safedata.py", f"{safe * 1e3:.1f}", f"{safe_bytes:,}"]]))
+         ["tasks/cache/safedata.py", f"{safe * 1e3:.1f}", f"{safe_bytes:,}"]]))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,14 @@ from __future__ import annotations
 import common  # noqa: F401  (sets up sys.path and env)
 import numpy as np
 import tensorflow as tf
-
 from common import best_of, table, write_section
-from flows.spec import LinearData, LinearModel, TrainingSpec
-from tasks import data, models, trainers
+
+from tasks.data import load as data
+from tasks.data.spec import LinearData
+from tasks.model import models
+from tasks.model.spec import LinearModel
+from tasks.train import trainers
+from tasks.train.spec import TrainingSpec
 
 SIZES = [(201, 100_000, 200), (100_000, 2_000, 20), (1_000_000, 300, 5), (10_000_000, 40, 3)]
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 import common  # noqa: F401
 import keras
 import numpy as np
-
 from common import best_of, table, write_section
-from flows.spec import KerasLinearModel, LinearData, TrainingSpec
-from tasks import data, models, trainers
+
+from tasks.data import load as data
+from tasks.data.spec import LinearData
+from tasks.model import models
+from tasks.model.spec import KerasLinearModel
+from tasks.train import trainers
+from tasks.train.spec import TrainingSpec
 
 SIZES = [(201, 200), (100_000, 100), (1_000_000, 30), (10_000_000, 5)]
 

@@ -13,9 +13,14 @@ import common  # noqa: F401
 import numpy as np
 
 from flows import process
-from flows.loader import load_spec
 from flows.spec import Spec
-from tasks import checkpoints, data, models, plots, report, trainers
+from flows.spec.load import load_spec
+from tasks.checkpoint import save as checkpoints
+from tasks.data import load as data
+from tasks.model import models
+from tasks.plots import draw, render
+from tasks.publish import report
+from tasks.train import trainers
 
 
 def work(spec: Spec) -> np.ndarray:
@@ -23,7 +28,7 @@ def work(spec: Spec) -> np.ndarray:
     dataset = data.load(spec.data, spec.seed)
     initial = models.initial_state(spec.model, spec.seed)
     trained = trainers.fit(spec.seed, spec.model, spec.training, dataset, initial)
-    pngs = plots.render_all(plots.draw(spec.data, spec.plots, dataset, trained), spec.name, spec.plots.dpi)
+    pngs = render.render_all(draw.draw(spec.data, spec.plots, dataset, trained), spec.name, spec.plots.dpi)
     model = models.restore(spec.model, spec.seed, trained.result.weights)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints.write(model, checkpoints.formats_for(spec.model, spec.checkpoint), Path(tmp) / "checkpoint")

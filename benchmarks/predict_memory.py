@@ -60,8 +60,11 @@ def write_csv(path: Path, rows: int, seed: int, with_id: bool = True) -> None:
 
 def publish(folder: Path) -> Path:
     """Train the model on TRAIN_ROWS rows and lay out its version folder as the publish step does."""
-    from flows.loader import validate_data
-    from tasks import checkpoints, data, models, trainers
+    from flows.spec.load import validate_data
+    from tasks.checkpoint import save as checkpoints
+    from tasks.data import load as data
+    from tasks.model import models
+    from tasks.train import trainers
 
     train_csv = folder / "train.csv"
     write_csv(train_csv, TRAIN_ROWS, 0, with_id=False)
@@ -87,7 +90,7 @@ def score_once(version: str, source: str, output: str) -> None:
     import pyarrow as pa
     import tensorflow  # noqa: F401  (imported before the clock: a fixed cost of the process, not of scoring)
 
-    from tasks.scoring import score
+    from tasks.scoring.stream import score
 
     result = score(Path(version), Path(source), Path(output))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

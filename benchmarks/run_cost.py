@@ -1,7 +1,7 @@
 """What a run costs as the user meets it, against what its training alone costs.
 
 1. The train task's wall time (as recorded in manifest.json, Prefect task and all) against the compiled
-   training loop alone (`tasks.trainers.train_manual` in a process that has already imported TensorFlow,
+   training loop alone (`tasks.train.trainers.train_manual` in a process that has already imported TensorFlow,
    XLA compilation included on both sides), at 200 and 20,000 epochs of the guide spec. Bar: <= 1.3x.
 2. The epoch cost measured from outside: (train task at 2,000 epochs - train task at 10) / 1,990, against
    the guide's own eager loop in the same session. Bar: >= 50x cheaper.
@@ -30,8 +30,10 @@ SPEC = ROOT / "specs" / "guide.yaml"
 LOOP_ONLY = """
 import json, sys, time
 import tensorflow as tf
-from flows.loader import load_spec
-from tasks import data, models, trainers
+from flows.spec.load import load_spec
+from tasks.data import load as data
+from tasks.model import models
+from tasks.train import trainers
 spec = load_spec(sys.argv[1], ["training.epochs=" + sys.argv[2]])
 dataset = data.load(spec.data, spec.seed)
 model = models.build(spec.model, spec.seed)
@@ -43,8 +45,8 @@ print(json.dumps(time.perf_counter() - started))
 EAGER = """
 import json, time
 import tensorflow as tf
-from flows.loader import load_spec
-from tasks import data
+from flows.spec.load import load_spec
+from tasks.data import load as data
 spec = load_spec("specs/guide.yaml")
 d = data.load(spec.data, spec.seed)
 x, y = tf.constant(d.x), tf.constant(d.y)

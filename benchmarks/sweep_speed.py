@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import common  # noqa: F401
 import numpy as np
-
 from common import best_of, table, write_section
-from flows.spec import LinearData, LinearModel, TrainingSpec
-from tasks import data, models, trainers
+
+from tasks.data import load as data
+from tasks.data.spec import LinearData
+from tasks.model import models
+from tasks.model.spec import LinearModel
+from tasks.train import trainers
+from tasks.train.spec import TrainingSpec
 
 EPOCHS = 1000
 
@@ -50,9 +54,9 @@ def eight_trials() -> dict[str, float]:
     import time
     from pathlib import Path
 
-    from flows.api import run_spec
-
     from prefect import flow
+
+    from flows.api import run_spec
 
     flow(name="warm-up")(lambda: None)()  # start Prefect's temporary server before timing anything
     base = Path(common.ROOT) / "specs" / "guide-sweep.yaml"

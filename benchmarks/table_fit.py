@@ -11,13 +11,14 @@ from __future__ import annotations
 import common  # noqa: F401
 import keras
 import numpy as np
-
 from common import best_of, table, write_section
-from flows.spec import MlpModel, TrainingSpec
-from tasks import tabular, trainers
-from tasks.data import Dataset
-from tasks.results import Feature, Schema
-from tasks.steps import Objective
+
+from tasks.model import tabular
+from tasks.model.spec import MlpModel
+from tasks.results import Dataset, Feature, Schema
+from tasks.train import trainers
+from tasks.train.spec import TrainingSpec
+from tasks.train.steps import Objective
 
 ROWS, FEATURES, EPOCHS, BATCH = 1_000_000, 20, 3, 256
 

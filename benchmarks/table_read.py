@@ -14,9 +14,9 @@ import common  # noqa: F401  (sets up sys.path and env)
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-
 from common import best_of, table, write_section
-from tasks.tables import read_table
+
+from tasks.data.tables import read_table
 
 ROWS = 1_000_000
 BAR = 1.5

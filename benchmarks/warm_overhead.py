@@ -16,7 +16,7 @@ from common import best_of
 from plain_guide import work
 
 from flows.api import run_spec
-from flows.loader import load_spec
+from flows.spec.load import load_spec
 
 ROUNDS = 7
 

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from flows.loader import load_spec
 from flows.spec import Spec
-
+from flows.spec.load import load_spec
 
 #: Seconds Prefect waits for its temporary server. Its default, 20, is less than a fresh database's
 #: migrations take on a 2-core machine (~22 s measured): the first run on a new machine timed out.
@@ -20,11 +19,11 @@ EPHEMERAL_STARTUP_SECONDS = "180"
 def quiet_defaults() -> None:
     """Process defaults, unless the user set them, applied before Prefect reads its settings: no telemetry
     errors offline, no TF banner, time for a temporary server on a fresh database, and the running
-    `trainflow server` when there is one (see flows/server.py)."""
+    `trainflow server` when there is one (see flows/serve/server.py)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the no-GPU cuInit error on CPU machines
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS)
-    from flows.server import use_running_server
+    from flows.serve.server import use_running_server
 
     if use_running_server() and "prefect.context" in sys.modules:
         from prefect.context import refresh_global_settings_context
@@ -45,7 +44,7 @@ def start_api() -> None:
 
     from prefect.client.orchestration import get_client
 
-    from flows.server import prefect_home, seed_database
+    from flows.serve.server import prefect_home, seed_database
 
     prefect_home().mkdir(parents=True, exist_ok=True)
     with (prefect_home() / ".trainflow-temporary-server.lock").open("a") as lock:
@@ -62,7 +61,7 @@ class _HideExpectedTracebacks(logging.Filter):
     """Prefect logs a failed task's traceback; for a `RunError` the message alone is the whole story."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tasks.results import RunError
+        from tasks.common.errors import RunError
 
         if record.exc_info and isinstance(record.exc_info[1], RunError):
             record.exc_info, record.exc_text = None, None
@@ -82,7 +81,9 @@ def as_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = ()) -
         return load_spec(spec, overrides)
     if isinstance(spec, Spec) and not overrides:
         return spec
-    from flows.loader import Document, apply_overrides, resolve_data_path, validate_document
+    from flows.spec.document import Document, apply_overrides
+    from flows.spec.explain import validate_document
+    from flows.spec.load import resolve_data_path
 
     data = spec.resolved() if isinstance(spec, Spec) else spec
     source = spec.name if isinstance(spec, Spec) else "<dict>"
@@ -102,15 +103,15 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
     resolved = as_spec(spec, overrides)
     from prefect import tags
 
-    from flows.entry import trainflow_run
-    from flows.options import RunOptions
+    from flows.run.entry import trainflow_run
+    from flows.run.options import RunOptions
     from tasks.results import rows
 
     options = RunOptions(artifacts=str(artifacts) if artifacts else None, refresh=refresh, use_cache=use_cache)
     start_api()
     with tags(*run_tags(resolved)), in_process_settings():
         result = trainflow_run(resolved, options)
-    from flows.server import ui_url
+    from flows.serve.server import ui_url
 
     base = ui_url()
     result["ui_url"] = f"{base}/runs/flow-run/{result['flow_run_id']}" if base and result.get("flow_run_id") else None
@@ -147,27 +148,28 @@ def run_tags(spec: Spec) -> list[str]:
 def predict(model: str, input: Union[str, Path], output: Union[str, Path], artifacts: Optional[str] = None,
             tracebacks: bool = False) -> dict:
     """Score `input` (CSV or Parquet) with the version `model` names (NAME, NAME@vN, NAME@ALIAS) into `output`,
-    as a `trainflow-predict` flow run; the same as `trainflow predict`. Raises `tasks.aliases.RefError` or
-    `tasks.scoring.InputError` before anything is scored, and before Prefect is imported or started."""
-    from flows.plan import artifact_root
-    from tasks import scoring
-    from tasks.aliases import resolve
+    as a `trainflow-predict` flow run; the same as `trainflow predict`. Raises `tasks.lifecycle.aliases.RefError` or
+    `tasks.scoring.model.InputError` before anything is scored, and before Prefect is imported or started."""
+    from flows.run.plan import artifact_root
+    from tasks.lifecycle.aliases import resolve
+    from tasks.scoring.inputs import check_input
+    from tasks.scoring.model import file_format
 
     root = str(artifact_root(artifacts))
-    scoring.file_format(output, "output")
+    file_format(output, "output")
     version = resolve(model, Path(root))
-    scoring.check_input(version.path, Path(input))
+    check_input(version.path, Path(input))
     quiet_defaults()
     if not tracebacks:
         hide_expected_tracebacks()
-    from flows.predict import trainflow_predict
+    from flows.lifecycle.predict import trainflow_predict
 
     start_api()
     from prefect import tags
 
     with tags("trainflow", f"spec:{version.name}", "predict"), in_process_settings():
         result = trainflow_predict(model, str(Path(input).absolute()), str(Path(output).absolute()), root)
-    from flows.server import ui_url
+    from flows.serve.server import ui_url
 
     base = ui_url()
     result["ui_url"] = f"{base}/runs/flow-run/{result['flow_run_id']}" if base and result.get("flow_run_id") else None

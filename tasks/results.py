@@ -1,21 +1,35 @@
 """The plain-data results tasks hand each other: NumPy arrays, floats and dicts, never TF or Keras objects.
 
-They live in this TensorFlow-free module because they are what the task cache stores (`tasks.safedata`:
+They live in this TensorFlow-free module because they are what the task cache stores (`tasks.cache.safedata`:
 JSON and NumPy arrays, never pickles): loading a cached result must not import TensorFlow (a fully cached
 run then never pays for it) and must not run code.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
 
-class RunError(Exception):
-    """A failure whose message says everything a user needs (which epoch diverged, which file or row is bad);
-    shown without a traceback unless --debug."""
+@dataclass(frozen=True)
+class Dataset:
+    """The guide's data: one input and one target, float32, with a validation split (empty when there is none)."""
+
+    x: np.ndarray  # float32, shape (N,)
+    y: np.ndarray
+    x_val: np.ndarray  # empty when there is no validation split
+    y_val: np.ndarray
+
+    @property
+    def x_all(self) -> np.ndarray:
+        return np.concatenate([self.x, self.x_val])
+
+    @property
+    def y_all(self) -> np.ndarray:
+        return np.concatenate([self.y, self.y_val])
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,12 @@ class TrialOutcome:
 
     result: Optional[TrainResult]
     error: Optional[str] = None
+
+
+def input_name(column: str) -> str:
+    """A column's name as a model input and SavedModel signature key (letters, digits, '_', '.', '-')."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", column)
+    return name if re.match(r"[A-Za-z]", name) else f"f_{name}"
 
 
 @dataclass

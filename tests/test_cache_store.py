@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.api import run_spec
-from tasks.store import Store
+from tasks.publish.store import Store
 from tests.conftest import BIN, GUIDE_SMALL, ROOT, run_and_kill, trainflow, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -164,8 +164,8 @@ def test_keys_follow_the_code_that_runs_and_nothing_else(artifacts, tmp_path):
         assert old in text
         path.write_text(text.replace(old, new, 1))
 
-    edit("flows/spec.py", "How many (x, y) pairs to generate.", "How many pairs to make.")
-    edit("tasks/plots.py", '"""The plots task', '# a comment\n"""The plots task')
+    edit("tasks/data/spec.py", "How many (x, y) pairs to generate.", "How many pairs to make.")
+    edit("tasks/plots/draw.py", '"""The plots task', '# a comment\n"""The plots task')
     assert to_run(spec) == set(), "descriptions and comments are not code"
     assert to_run(spec, "--set", "training.checkpoint_every=7") == set(), "checkpoint_every changes no result"
 
@@ -173,12 +173,12 @@ def test_keys_follow_the_code_that_runs_and_nothing_else(artifacts, tmp_path):
     shutil.copytree(data_dir, moved)
     assert to_run(moved / "spec.yaml") == set(), "a moved spec and CSV keep their cache"
 
-    edit("tasks/plots.py", "def pyplot():", "EDITED = True\n\n\ndef pyplot():")
+    edit("tasks/plots/draw.py", "def axis_names(", "EDITED = True\n\n\ndef axis_names(")
     assert to_run(spec) == {"plots", "publish"}
     rerun = cli("run", str(spec), "--json")
     assert {n for n, s in states(rerun).items() if s == "Completed"} == {"plots", "publish"}
 
-    edit("flows/nodes.py", '@task(name="node"', 'EDITED = True\n\n\n@task(name="node"')
+    edit("flows/run/nodes.py", '@task(name="node"', 'EDITED = True\n\n\n@task(name="node"')
     plan = cli("plan", str(spec), "--json")["tasks"]
     assert {t["name"] for t in plan if t["action"] == "run"} == set(ALL), "the task wrapper is in every key"
     assert "code changed" in next(t for t in plan if t["name"] == "data")["why"]
@@ -218,7 +218,7 @@ def test_a_run_killed_mid_training_publishes_nothing_and_the_next_run_succeeds(a
 LOCKER = """
 import json, sys, time
 from pathlib import Path
-from flows.cache import KernelLockManager
+from flows.run.cache import KernelLockManager
 manager = KernelLockManager(Path(sys.argv[1]))
 holder, start_at, hold = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 while time.time() < start_at:
@@ -239,7 +239,7 @@ def test_processes_that_find_a_dead_holders_lock_never_both_hold_it(tmp_path):
     import sys
     import time
 
-    from flows.cache import KernelLockManager
+    from flows.run.cache import KernelLockManager
 
     def locker(holder: str, start_at: float, hold: float) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", LOCKER, str(tmp_path), holder, str(start_at), str(hold)],

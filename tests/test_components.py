@@ -9,9 +9,15 @@ import sys
 import numpy as np
 import pytest
 
-from flows.loader import load_spec
-from flows.spec import CsvData, LinearData, NpzData, PolynomialData, SineData, TrainingSpec
-from tasks import checkpoints, data, models, plots, trainers
+from flows.spec.load import load_spec
+from tasks.checkpoint import save as checkpoints
+from tasks.common.errors import DataError
+from tasks.data import load as data
+from tasks.data.spec import CsvData, LinearData, NpzData, PolynomialData, SineData
+from tasks.model import models
+from tasks.plots import draw, render
+from tasks.train import trainers
+from tasks.train.spec import TrainingSpec
 from tests.conftest import ROOT, SPECS
 
 GUIDE_VARIANTS = ["guide", "guide-keras-manual", "guide-keras-fit"]
@@ -71,9 +77,9 @@ def test_csv_and_npz_select_columns(tmp_path):
 def test_bad_csv_cells_and_columns_are_named(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("x,y\n1,2\n2,oops\n")
-    with pytest.raises(data.DataError, match=r"d.csv:3: column 'y' holds 'oops', not a number"):
+    with pytest.raises(DataError, match=r"d.csv:3: column 'y' holds 'oops', not a number"):
         data.load(CsvData(kind="csv", path=str(path)), 0)
-    with pytest.raises(data.DataError, match=r"d.csv: no column 'X'"):
+    with pytest.raises(DataError, match=r"d.csv: no column 'X'"):
         data.load(CsvData(kind="csv", path=str(path), x_column="X"), 0)
 
 
@@ -171,8 +177,8 @@ def test_plots_are_deterministic_pngs():
     spec = load_spec(SPECS / "guide.yaml")
     dataset = data.load(spec.data, spec.seed)
     trained = trainers.fit(spec.seed, spec.model, spec.training, dataset, models.initial_state(spec.model, spec.seed))
-    draw = lambda: plots.render_all(plots.draw(spec.data, spec.plots, dataset, trained), "guide v0001")  # noqa: E731
-    first, second = draw(), draw()
+    make = lambda: render.render_all(draw.draw(spec.data, spec.plots, dataset, trained), "guide v0001")  # noqa: E731
+    first, second = make(), make()
     assert set(first) == {f"{n}.{ext}" for n in ("data", "predictions", "weights", "loss") for ext in ("png", "json")}
     assert all(png.startswith(b"\x89PNG") for name, png in first.items() if name.endswith(".png"))
     assert first == second
@@ -181,8 +187,8 @@ def test_plots_are_deterministic_pngs():
 LOADER = r"""
 import json, sys
 import numpy as np, tensorflow as tf, keras
-import tasks.models  # registers the classes
-from tasks.models import KerasLinear
+import tasks.model.models  # registers the classes
+from tasks.model.models import KerasLinear
 folder = sys.argv[1]
 x = tf.constant([-1.0, 0.0, 2.5])
 out = {"saved_model": tf.saved_model.load(folder + "/saved_model").signatures["serving_default"](x=x)["y"],
@@ -226,10 +232,11 @@ def test_keras_trainer_weights_equal_the_guides_plain_fit():
 def test_large_linear_runs_train_from_moments_and_equal_an_eager_loop(n, validation, epochs):
     import tensorflow as tf
 
-    from flows.spec import LinearModel, LossSpec
-    from tasks import losses
-    from tasks.driver import Hooks
-    from tasks.fastpath import choose_step
+    from tasks.model.spec import LinearModel
+    from tasks.train import losses
+    from tasks.train.driver import Hooks
+    from tasks.train.fastpath import choose_step
+    from tasks.train.spec import LossSpec
 
     spec = TrainingSpec.model_validate({"epochs": epochs, "optimizer": {"learning_rate": 0.05}})
     dataset = data.load(LinearData(kind="linear", num_examples=n, noise_stddev=2.0, validation_split=validation), 5)
@@ -256,7 +263,7 @@ def test_large_linear_runs_train_from_moments_and_equal_an_eager_loop(n, validat
 
 
 def test_moments_path_diverges_at_the_same_epoch_as_the_general_loop():
-    from flows.spec import LinearModel
+    from tasks.model.spec import LinearModel
 
     dataset = data.load(LinearData(kind="linear", num_examples=100_000), 0)
     spec = TrainingSpec.model_validate({"epochs": 50, "optimizer": {"learning_rate": 10}})
@@ -274,7 +281,7 @@ def test_chunks_compile_once_whatever_their_size():
 
     import tensorflow as tf
 
-    from tasks.steps import TapeStep
+    from tasks.train.steps import TapeStep
 
     spec = load_spec(SPECS / "guide.yaml")
     dataset = data.load(spec.data, spec.seed)
@@ -299,7 +306,7 @@ CLIP = {"clipnorm": 0.5}, {"global_clipnorm": 0.7}, {"clipvalue": 0.3}
 @pytest.mark.parametrize("options", CLIP, ids=lambda o: next(iter(o)))
 def test_clipping_options_change_the_trajectory_on_every_path_alike(options):
     """Tape (Keras's SGD), moments, fused trials and the Keras trainer all honour the clipping option, and agree."""
-    from flows.spec import KerasLinearModel, LinearModel
+    from tasks.model.spec import KerasLinearModel, LinearModel
 
     dataset = data.load(LinearData(kind="linear", num_examples=70_000, noise_stddev=1.0), 3)
     plain = TrainingSpec.model_validate({"epochs": 20, "optimizer": {"learning_rate": 0.1}})
@@ -325,7 +332,7 @@ def test_optimizer_option_table_matches_keras():
 
     import keras
 
-    from flows.spec import COMMON_OPTIMIZER_OPTIONS, OPTIMIZER_OPTIONS
+    from tasks.train.spec import COMMON_OPTIMIZER_OPTIONS, OPTIMIZER_OPTIONS
 
     for kind, own in OPTIMIZER_OPTIONS.items():
         cls = type(keras.optimizers.get(kind))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.store import Store
+from tasks.publish.store import Store
 from tests.conftest import BIN, GUIDE_SMALL, ROOT, trainflow, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -115,7 +115,13 @@ def _deployment(name: str):
 
 
 def _runs(deployment_id, state: str):
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
 
     with _client() as client:
         return client.read_flow_runs(

@@ -1,4 +1,5 @@
-"""Promises about the code's shape: the node table matches its functions, and only Prefect's public API is used."""
+"""Promises about the code's shape: layers point one way (tasks never import flows), no import circles, small
+modules, the node table matches its functions, and only Prefect's public API is used."""
 
 from __future__ import annotations
 
@@ -6,10 +7,90 @@ import ast
 import inspect
 from pathlib import Path
 
-from flows.graph import BY_OUTPUT, NODES
+from flows.run.graph import BY_OUTPUT, NODES
 from tests.conftest import ROOT
 
-SOURCES = sorted((ROOT / "flows").glob("*.py")) + sorted((ROOT / "tasks").glob("*.py"))
+SOURCES = sorted((ROOT / "flows").rglob("*.py")) + sorted((ROOT / "tasks").rglob("*.py"))
+#: The most lines a module may have: past it a file holds several jobs.
+MAX_MODULE_LINES = 500
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+MODULES = {_module_name(path): path for path in SOURCES}
+
+
+def _imports(path: Path) -> set[str]:
+    """The project modules a module imports anywhere in it (functions included): `from a.b import c` counts as
+    a.b.c when that is a module, else as a.b."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module
+                         for alias in node.names)
+    return {name for name in found if name in MODULES}
+
+
+def test_tasks_never_import_flows():
+    """The work layer (tasks/) sits under the wiring layer (flows/): it never reaches up, not even lazily."""
+    upward = [f"{name} imports {target}" for name, path in MODULES.items() if name.startswith("tasks")
+              for target in sorted(_imports(path)) if target.split(".")[0] == "flows"]
+    assert upward == []
+    assert len([n for n in MODULES if n.startswith("tasks")]) > 20, "the walk found the modules"
+
+
+def test_no_import_circles_among_the_projects_modules():
+    """Tarjan's strongly connected components of the import graph: every one is a single module."""
+    graph = {name: _imports(path) - {name} for name, path in MODULES.items()}
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for name in graph:
+        if name not in index:
+            visit(name)
+    assert circles == []
+    assert sum(len(targets) for targets in graph.values()) > 100, "the graph holds the imports"
+
+
+def test_no_module_is_over_500_lines():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
+
+
+def test_every_stage_is_a_package_named_like_the_architecture():
+    """The tree reads like docs/architecture.md: each stage a folder, each section's schema beside its work."""
+    stages = {p.name for p in (ROOT / "tasks").iterdir() if (p / "__init__.py").is_file()}
+    assert {"data", "model", "train", "plots", "checkpoint", "publish", "lifecycle", "scoring"} <= stages
+    for stage in ("data", "model", "train", "plots", "checkpoint"):
+        assert (ROOT / "tasks" / stage / "spec.py").is_file(), f"tasks/{stage}/spec.py declares its section"
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    packages = [f"{layer}/{p.name}/" for layer in ("flows", "tasks") for p in sorted((ROOT / layer).iterdir())
+                if (p / "__init__.py").is_file()]
+    assert [p for p in packages if p not in architecture] == [], "docs/architecture.md names every package"
 
 
 def test_every_node_function_takes_exactly_what_its_node_feeds_it():

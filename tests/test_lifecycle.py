@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from flows.api import run_spec
-from tasks.aliases import Aliases
-from tasks.store import Store
+from tasks.lifecycle.aliases import Aliases
+from tasks.publish.store import Store
 from tests.conftest import BIN, ROOT, trainflow, write_spec
 from tests.test_table_runs import _table
 
@@ -118,8 +118,8 @@ def test_bad_prediction_inputs_are_exit_2_before_any_scoring(tmp_path, artifacts
 
 GATE = """
 import json, sys, time
-from tasks.aliases import Aliases
-from tasks.store import Store
+from tasks.lifecycle.aliases import Aliases
+from tasks.publish.store import Store
 start = float(sys.argv[3])
 while time.time() < start:
     time.sleep(0.001)

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.api import run_spec
-from flows.loader import SpecError, load_spec
-from tasks.store import Store
+from flows.spec.document import SpecError
+from flows.spec.load import load_spec
+from tasks.publish.store import Store
 from tests.conftest import GUIDE_SMALL, SPECS, run_and_kill, trainflow, write_spec
 
 BAD_SPECS = Path(__file__).parent / "bad_specs"
@@ -67,7 +68,7 @@ def test_nesting_thousands_deep_is_one_line_exit_2_in_under_a_second(tmp_path, t
 
 
 def test_deep_plain_data_from_a_deployment_is_refused_without_recursion():
-    from flows.loader import validate_data
+    from flows.spec.load import validate_data
 
     deep: dict = {"leaf": 1}
     for _ in range(5_000):
@@ -219,7 +220,12 @@ def _csv(n: int = 20) -> str:
 @pytest.mark.usefixtures("prefect_server")
 def test_a_transient_read_error_is_retried(tmp_path, artifacts):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterState, TaskRunFilterStateName
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterName,
+        TaskRunFilterState,
+        TaskRunFilterStateName,
+    )
 
     data_file = tmp_path / "data.csv"
     data_file.write_text(_csv())

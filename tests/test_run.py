@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from flows.api import run_spec
-from tasks.store import Store
+from tasks.publish.store import Store
 from tests.conftest import GUIDE_SMALL, SPECS, trainflow, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

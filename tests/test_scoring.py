@@ -1,4 +1,4 @@
-"""tasks/scoring.py: batch prediction with a published version's SavedModel, streamed from CSV or Parquet.
+"""tasks/scoring/: batch prediction with a published version's SavedModel, streamed from CSV or Parquet.
 
 No Prefect server: the versions are trained once per module with the project's own data, trainer and checkpoint
 code and laid out as a publish would (schema.json, classes.json, spec.yaml, checkpoint/saved_model/). The
@@ -17,9 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tasks import scoring
-from tasks.data import DataError
-from tasks.scoring import InputError, Scored, check_input, score
+from tasks.common.errors import DataError
+from tasks.scoring import read, stream
+from tasks.scoring.inputs import check_input
+from tasks.scoring.model import InputError
+from tasks.scoring.stream import Scored, score
 
 ZIPS = ["02134", "10001", "94105", "other"]  # 'other' keeps training from reading the column as numbers
 PLANS = ["basic", "pro", "max"]
@@ -44,7 +46,11 @@ def _training_csv(folder: Path, n: int = 400) -> Path:
 
 def _publish(folder: Path, spec, seed: int) -> tuple[Path, object]:
     """Train `spec` and lay out its version folder as the publish step does."""
-    from tasks import checkpoints, data, models, report, trainers
+    from tasks.checkpoint import save as checkpoints
+    from tasks.data import load as data
+    from tasks.model import models
+    from tasks.publish import report
+    from tasks.train import trainers
 
     dataset = data.load(spec.data, seed)
     trained = trainers.fit(seed, spec.model, spec.training, dataset, models.initial_state(spec.model, seed, dataset))
@@ -86,7 +92,7 @@ class Version:
 
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory) -> dict[str, Version]:
-    from flows.loader import validate_data
+    from flows.spec.load import validate_data
 
     root = tmp_path_factory.mktemp("scoring")
     csv = _training_csv(root)
@@ -276,7 +282,7 @@ def test_a_sweep_version_is_scored_with_its_best_trials_model(versions, tmp_path
     """A gate can move an alias to a sweep's version; scoring it uses the best trial's published model."""
     import shutil
 
-    from tasks.scoring import describe
+    from tasks.scoring.model import describe
 
     sweep = tmp_path / "churn-sweep" / "v0001"
     shutil.copytree(versions["churn"].path, sweep / "trials" / "t0123abcd")
@@ -295,7 +301,7 @@ def test_a_sweep_version_is_scored_with_its_best_trials_model(versions, tmp_path
 def calls(monkeypatch) -> list[int]:
     """The number of rows of each call of the loaded signature."""
     seen: list[int] = []
-    load = scoring.load_model
+    load = stream.load_model
 
     def spied(version_dir):
         model = load(version_dir)
@@ -308,7 +314,7 @@ def calls(monkeypatch) -> list[int]:
         model.signature = counted
         return model
 
-    monkeypatch.setattr(scoring, "load_model", spied)
+    monkeypatch.setattr(stream, "load_model", spied)
     return seen
 
 
@@ -326,7 +332,7 @@ def test_rows_stream_through_the_model_in_batches_and_keep_their_order(versions,
 
 def test_a_csv_column_wider_than_its_first_block_is_read_again_and_a_bad_cell_later_is_named(
         versions, tmp_path, monkeypatch):
-    monkeypatch.setattr(scoring, "BLOCK_SIZE", 4096)  # ~90 rows a block
+    monkeypatch.setattr(read, "BLOCK_SIZE", 4096)  # ~90 rows a block
     version = versions["churn"]
     n = 600
     age = [str(a) for a in _table(n).column("age").to_pylist()]

@@ -50,8 +50,8 @@ def test_a_poisoned_cache_entry_is_refused_recomputed_and_never_run(tmp_path, ar
 def test_a_tampered_result_fails_its_hash_and_an_unknown_type_is_refused():
     import numpy as np
 
-    from tasks import safedata
-    from tasks.data import Dataset
+    from tasks.cache import safedata
+    from tasks.results import Dataset
 
     value = Dataset(np.arange(3, dtype=np.float32), np.ones(3, np.float32), np.zeros(0, np.float32),
                     np.zeros(0, np.float32))
@@ -60,7 +60,7 @@ def test_a_tampered_result_fails_its_hash_and_an_unknown_type_is_refused():
     tampered = blob[:-5] + bytes([blob[-5] ^ 1]) + blob[-4:]
     with pytest.raises(safedata.UnsafeData, match="HMAC"):
         safedata.decode(tampered)
-    with pytest.raises(TypeError, match="not in tasks.safedata.allowed"):
+    with pytest.raises(TypeError, match="not in tasks.cache.safedata.allowed"):
         safedata.encode(_Payload())
     with pytest.raises(TypeError, match="only numbers, booleans and text"):
         safedata.encode(np.array([object()], dtype=object))
@@ -73,7 +73,7 @@ def test_a_signed_entry_that_does_not_parse_is_refused_not_raised():
 
     import numpy as np
 
-    from tasks import safedata, signing
+    from tasks.cache import safedata, signing
 
     def signed(payload: bytes) -> bytes:
         return safedata.MAGIC + signing.sign(payload) + payload
@@ -92,7 +92,7 @@ def test_a_signed_entry_that_does_not_parse_is_refused_not_raised():
 
 
 def test_the_key_is_private_to_its_user(tmp_path):
-    from tasks import signing
+    from tasks.cache import signing
 
     key = signing.key()
     path = signing.key_path()
@@ -106,9 +106,8 @@ def test_the_key_is_private_to_its_user(tmp_path):
 
 
 def test_lanes_refuse_other_roots_swept_data_and_outside_schedulers(tmp_path):
-    from flows.lanes import LaneError, Lanes
-    from flows.loader import trial_spec
-    from flows.spec import SweepSpec
+    from flows.serve.lanes import LaneError, Lanes
+    from flows.spec.orchestration import SweepSpec
 
     lanes = Lanes(str(tmp_path / "root"), (str(tmp_path / "data"),))
     assert lanes.artifact_root(None) == lanes.artifacts == lanes.artifact_root(str(tmp_path / "data" / ".." / "root"))
@@ -125,8 +124,8 @@ def test_lanes_refuse_other_roots_swept_data_and_outside_schedulers(tmp_path):
 
 
 def test_a_model_reference_is_a_name_not_a_path(tmp_path, artifacts):
-    from tasks.aliases import RefError, resolve
-    from tasks.store import Store
+    from tasks.lifecycle.aliases import RefError, resolve
+    from tasks.publish.store import Store
 
     (tmp_path / "outside" / "v0001").mkdir(parents=True)
     store = Store(artifacts)
@@ -137,7 +136,7 @@ def test_a_model_reference_is_a_name_not_a_path(tmp_path, artifacts):
 
 
 def test_a_symlink_inside_an_allowed_root_that_points_outside_is_refused(tmp_path):
-    from flows.lanes import LaneError, Lanes
+    from flows.serve.lanes import LaneError, Lanes
 
     root = tmp_path / "allowed"
     root.mkdir()
@@ -152,7 +151,7 @@ def test_a_symlink_inside_an_allowed_root_that_points_outside_is_refused(tmp_pat
 
 
 def test_aliases_and_names_never_become_paths(tmp_path, artifacts):
-    from tasks.aliases import AliasError, check_alias
+    from tasks.lifecycle.aliases import AliasError, check_alias
 
     for alias in ("../production", "a/b", "latest", "v3", "", ".hidden", "x" * 40):
         with pytest.raises(AliasError):
@@ -232,7 +231,7 @@ def test_deployment_runs_stay_in_their_lanes(tmp_path, artifacts):
 
         from prefect.variables import Variable
 
-        from flows.lanes import variable_name
+        from flows.serve.lanes import variable_name
 
         recorded = json.loads(Variable.get(variable_name("trainflow-run", name)))
         Variable.set(variable_name("trainflow-run", name), json.dumps({**recorded, "data_roots": ["/"]}),

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from flows.loader import SpecError, load_spec, validate_data
-from flows.spec import Spec, TrainingSpec, json_schema
+from flows.spec import Spec, json_schema
+from flows.spec.document import SpecError
+from flows.spec.load import load_spec, validate_data
+from tasks.train.spec import TrainingSpec
 from tests.conftest import SPECS, write_spec
 
 VALID = """\
@@ -30,8 +32,8 @@ def problems(tmp_path, text, overrides=()):
 
 
 def test_example_specs_are_valid_and_reference_the_schema():
-    from flows.loader import load_any
     from flows.spec import ScoringSpec
+    from flows.spec.load import load_any
 
     paths = sorted(SPECS.glob("*.yaml"))
     assert len(paths) >= 4

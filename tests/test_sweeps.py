@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from flows.api import run_spec
-from flows.loader import load_spec
-from flows.trials import expand, trial_choice
-from tasks import data, models, trainers
-from tasks.store import Store
+from flows.run.trials import expand, trial_choice
+from flows.spec.load import load_spec
+from tasks.data import load as data
+from tasks.model import models
+from tasks.publish.store import Store
+from tasks.train import trainers
 from tests.conftest import GUIDE_SMALL, SPECS, run_and_kill, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

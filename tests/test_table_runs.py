@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from flows.api import run_spec
-from flows.loader import load_spec, validate_data
-from tasks import data, models, trainers
-from tasks.store import Store
+from flows.spec.load import load_spec, validate_data
+from tasks.data import load as data
+from tasks.model import models
+from tasks.publish.store import Store
+from tasks.train import trainers
 from tests.conftest import ROOT, trainflow, write_spec
 
 

@@ -1,4 +1,4 @@
-"""tasks/tables.py: reading CSV and Parquet with pyarrow into NumPy columns, and its messages.
+"""tasks/data/tables.py: reading CSV and Parquet with pyarrow into NumPy columns, and its messages.
 
 No Prefect server, no TensorFlow: every test writes a small file under tmp_path and reads it.
 """
@@ -15,10 +15,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import tables
-from tasks.data import DataError, TransientDataError
-from tasks.results import RunError
-from tasks.tables import Table, excerpt, read_table, require_no_empty, row_label
+from tasks.common.errors import DataError, RunError, TransientDataError
+from tasks.data import tables
+from tasks.data.tables import Table, excerpt, read_table, require_no_empty, row_label
 from tests.conftest import ROOT
 
 PASSWD = "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin"
@@ -125,7 +124,7 @@ def test_parquet_columns_come_back_typed(tmp_path):
 
 
 def test_this_module_imports_neither_tensorflow_nor_prefect():
-    code = "import sys, tasks.tables; print(sorted({'tensorflow', 'prefect', 'keras'} & set(sys.modules)))"
+    code = "import sys, tasks.data.tables; print(sorted({'tensorflow', 'prefect', 'keras'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

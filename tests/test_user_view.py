@@ -137,8 +137,8 @@ def test_every_figure_has_a_title_named_axes_and_no_clipped_text(tmp_path, artif
     TRAINFLOW_UPDATE_SCREENSHOTS set they are also written to docs/images/ for the README."""
     import os
 
-    from tasks import plots
-    from tasks.figures import Figure, Panel, Series
+    from tasks.plots import render
+    from tasks.plots.figures import Figure, Panel, Series
 
     guide = run_spec(SPECS / "guide.yaml")
     sine = run_spec(SPECS / "sine-mlp.yaml", overrides=["training.epochs=60"])
@@ -150,12 +150,12 @@ def test_every_figure_has_a_title_named_axes_and_no_clipped_text(tmp_path, artif
             figure = Figure(spec["name"], spec["title"], [Panel(**{**p, "series": [Series(**s) for s in p["series"]]})
                                                           for p in spec["panels"]], spec["width"], spec["height"])
             heading = f"{result['name']} {result['version']}"
-            fig = plots.build(figure, heading)
+            fig = render.build(figure, heading)
             assert fig._suptitle.get_text().startswith(heading)
             for ax in fig.axes:
                 assert ax.get_xlabel() and ax.get_ylabel(), (data, "unnamed axis")
             assert _text_inside(fig) == [], (data, _text_inside(fig))
-            plots.pyplot().close(fig)
+            render.pyplot().close(fig)
             if update and f"{result['name']}-{data.stem}" in README_FIGURES:
                 target = ROOT / "docs" / "images" / f"{result['name']}-{data.stem}.png"
                 target.write_bytes((data.with_suffix(".png")).read_bytes())

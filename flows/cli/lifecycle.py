@@ -1,0 +1,101 @@
+"""A version's life after publishing: `trainflow predict` (score a file) and `trainflow alias` (move a name)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flows.cli.app import (
+    ArtifactsOption,
+    DebugOption,
+    JsonOption,
+    app,
+    errors,
+    fail,
+    print_ui,
+    stdout_to_stderr,
+    unknown_name,
+)
+
+
+def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug: bool, label: str = "") -> None:
+    """Score a file with a version; a bad reference or input is exit 2 before anything is scored (`api.predict`
+    checks them before Prefect starts)."""
+    with errors(debug, label, failure="prediction failed"):
+        from flows.api import predict
+        from tasks.lifecycle.aliases import RefError
+        from tasks.scoring.model import InputError
+
+        try:
+            if as_json:
+                with stdout_to_stderr() as real_stdout:
+                    result = predict(model, input_path, output, artifacts, tracebacks=debug)
+                real_stdout.write(json.dumps(result, default=str) + "\n")
+                real_stdout.flush()
+                return
+            result = predict(model, input_path, output, artifacts, tracebacks=debug)
+        except (RefError, InputError) as exc:
+            if debug:
+                raise
+            fail(f"{label}{exc}", 2)
+    typer.echo(f"Scored {result['rows']} rows with {result['model']}: {result['output']}")
+    summary = result["summary"]
+    typer.echo("Classes: " + ", ".join(f"{k}: {v}" for k, v in summary["class_counts"].items()) if "class_counts"
+               in summary else "Predictions: " + ", ".join(f"{k} {v:.5g}" for k, v in summary.items()
+                                                          if isinstance(v, float)))
+    if summary["unscored"]:
+        from flows.lifecycle.predict import unscored_warning
+
+        typer.echo(f"warning: {unscored_warning(summary['unscored'])}", err=True)
+    print_ui(result)
+
+
+@app.command()
+def predict(model: str = typer.Argument(..., help="NAME, NAME@vN or NAME@ALIAS (e.g. churn@production)."),
+            input_path: Path = typer.Argument(..., metavar="INPUT", help="A CSV or Parquet file to score."),
+            output: Path = typer.Option(..., "--output", "-o", help="Where to write the scored rows (.csv or .parquet)."),
+            artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
+    """Score a file with a published version's saved model, as a Prefect flow run: the input's columns plus
+    prediction (and one probability_<class> column per class)."""
+    predict_file(model, input_path, output, artifacts, as_json, debug)
+
+
+@app.command()
+def alias(ref: str = typer.Argument(..., help="NAME@vN to point the alias at (with --rollback: NAME)."),
+          name: str = typer.Argument(..., metavar="ALIAS", help="The alias, e.g. production."),
+          rollback: bool = typer.Option(False, "--rollback", help="Move the alias back to its previous holder."),
+          artifacts: Optional[Path] = ArtifactsOption, debug: bool = DebugOption) -> None:
+    """Set an alias by hand (recorded in the alias history as a person's move), or roll it back."""
+    with errors(debug):
+        from flows.run.plan import artifact_root
+        from tasks.lifecycle.aliases import AliasError, Aliases
+        from tasks.publish.store import Store
+
+        store = Store(artifact_root(artifacts))
+        series, _, label = ref.partition("@")
+        if not store.versions(series):
+            unknown_name(store, series)
+        if rollback == bool(label):
+            fail("give NAME@vN ALIAS to set an alias, or NAME ALIAS --rollback to move it back", 2)
+        try:
+            moved = Aliases(store, series).rollback(name) if rollback else Aliases(store, series).set(name, label)
+        except AliasError as exc:
+            fail(str(exc), 2)
+        from flows.lifecycle.events import alias_decision
+
+        _quietly(alias_decision, series, moved)
+        typer.echo(f"{series}@{name}: {moved['from'] or 'none'} → {moved['to']} ({moved['decision']})")
+
+
+def _quietly(fn, *args) -> None:
+    """Emit an event when a Prefect server is configured; a hand-made move must not wait for a temporary one."""
+    import os
+
+    from flows.serve.server import use_running_server
+
+    use_running_server()
+    if os.environ.get("PREFECT_API_URL"):
+        fn(*args)

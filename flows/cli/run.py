@@ -1,0 +1,210 @@
+"""`trainflow run`, `validate`, `schema` and `plan`: from spec files to runs, checks and explanations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from flows.cli.app import (
+    ArtifactsOption,
+    DebugOption,
+    JsonOption,
+    SetOption,
+    app,
+    errors,
+    fail,
+    load_all,
+    load_one,
+    print_ui,
+    stdout_to_stderr,
+)
+from flows.cli.lifecycle import predict_file
+
+
+@app.command()
+def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them. Several run one after another "
+                                                     "in one process, so the TensorFlow and Prefect imports are paid once."),
+        overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
+        as_json: bool = JsonOption,
+        refresh: bool = typer.Option(False, "--refresh", help="Recompute every task and overwrite its cache entry."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the task cache."),
+        debug: bool = DebugOption) -> None:
+    """Run specs as Prefect flows and publish artifacts/<name>/vNNNN/ for each.
+
+    Every spec is validated before any runs; a failed run stops the ones after it (those before it stay
+    published)."""
+    with errors(debug):
+        specs = load_all(paths, overrides)
+    from flows.api import run_spec
+    from flows.spec import ScoringSpec
+
+    for spec in specs:
+        label = f"{spec.name}: " if len(specs) > 1 else ""
+        if isinstance(spec, ScoringSpec):
+            predict_file(spec.predict.model, spec.predict.input, spec.predict.output, artifacts, as_json, debug, label)
+            continue
+        with errors(debug, label, failure="run failed"):
+            if as_json:
+                with stdout_to_stderr() as real_stdout:
+                    result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache,
+                                      tracebacks=debug)
+                real_stdout.write(json.dumps(result) + "\n")
+                real_stdout.flush()
+                continue
+            result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache, tracebacks=debug)
+        if label:
+            typer.echo(f"== {spec.name}")
+        _print_report(result, spec.training.progress_lines)
+
+
+def _print_report(result: dict, lines: int) -> None:
+    """The guide's report, one line per shown epoch (about `lines` of them, evenly spaced), then the outcome."""
+    if result.get("kind") == "sweep":
+        _print_sweep(result)
+        return
+    from tasks.publish.report import logged_epochs, report_line
+
+    history = result["history"]
+    shown = logged_epochs(len(history), lines)
+    typer.echo(f"Epoch {0:2d}: {report_line(result['initial'])}  (initial state)")
+    for row in history:
+        if row["epoch"] in shown:
+            typer.echo(f"Epoch {row['epoch']:2d}: {report_line(row)}")
+    metrics = result["metrics"]
+    if any(name.startswith("test_") for name in metrics):
+        typer.echo("Test: " + ", ".join(f"{name.removeprefix('test_')}={value:.5g}" for name, value in metrics.items()
+                                        if name.startswith("test_")))
+    if "stopped_epoch" in metrics:
+        typer.echo(f"Early stopping: stopped at epoch {metrics['stopped_epoch']}, best epoch {metrics['best_epoch']}")
+    states = ", ".join(f"{t['name']}={t['state']}" for t in result["tasks"])
+    typer.echo(f"Tasks: {states}")
+    verb = "Reused identical" if result["reused"] else "Published"
+    typer.echo(f"{verb} {result['name']} {result['version']}: {result['path']}")
+    print_ui(result)
+
+
+def _print_sweep(result: dict) -> None:
+    metric = result["metric"]
+    typer.echo(f"Sweep {result['name']}: {len(result['trials'])} trials, {result['path_used']} path ({result['why']})")
+    for trial in result["trials"]:
+        values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
+        score = trial["metrics"].get(metric)
+        typer.echo(f"  {trial['id']}  {values:<50} {trial['state']:<9} {metric}={score if score is None else f'{score:.6g}'}")
+    best = result["best"]
+    if best:
+        typer.echo(f"Best: {best['id']} ({', '.join(f'{k}={v}' for k, v in best['values'].items())}) "
+                   f"{metric}={best['metrics'][metric]:.6g}" + (f"  {best['path']}" if best.get("path") else ""))
+    verb = "Reused identical" if result["reused"] else "Published"
+    typer.echo(f"{verb} {result['name']} {result['version']}: {result['path']}")
+    print_ui(result)
+
+
+@app.command()
+def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
+             overrides: Optional[List[str]] = SetOption, debug: bool = DebugOption) -> None:
+    """Check specs, data files' columns included; print every problem as file:line:col: path: message."""
+    with errors(debug):
+        from flows.spec.document import SpecError
+        from flows.spec.load import collect, load_any
+
+        files = collect(paths)
+        if not files:
+            fail(f"no spec files in {', '.join(map(str, paths))}", 2)
+        failed = False
+        for path in files:
+            try:
+                spec = load_any(path, overrides or [])
+                typer.echo(f"{path}: ok ({spec.name}, spec hash {spec.spec_hash()[:8]})")
+            except SpecError as exc:
+                if debug:
+                    raise
+                failed = True
+                typer.echo(str(exc), err=True)
+        if failed:
+            raise typer.Exit(2)
+
+
+@app.command()
+def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+           kind: str = typer.Option("experiment", "--kind", help="experiment (specs/spec.schema.json) or scoring "
+                                                                 "(specs/scoring.schema.json).")) -> None:
+    """Print the JSON Schema editors complete specs from (committed in specs/)."""
+    from flows.spec import json_schema
+
+    if kind not in ("experiment", "scoring"):
+        fail(f"--kind: expected experiment or scoring, got {kind!r}", 2)
+    text = json.dumps(json_schema(kind), indent=2) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command()
+def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Optional[List[str]] = SetOption,
+         artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
+    """Show which tasks will run and which are cached, and why, without running anything."""
+    with errors(debug):
+        from flows.run.plan import artifact_root, cached_tasks, compile_plan, explain
+        from tasks.publish.store import Store
+        from tasks.train.fastpath import choose_step
+
+        resolved = load_one(spec, overrides)
+        root = artifact_root(artifacts)
+        the_plan = compile_plan(resolved)
+        store = Store(root)
+        latest = store.latest(resolved.name)
+        previous = latest.manifest() if latest else None
+        cached = cached_tasks(the_plan, root)
+        cached["publish"] = bool(the_plan.fingerprint) and store.find(resolved.name, the_plan.fingerprint) is not None
+        rows = explain(the_plan, previous, cached)
+        from tasks.data.spec import is_table
+
+        step = choose_step("table" if is_table(resolved.data) else resolved.model.kind, resolved.training,
+                           examples=_examples(resolved))
+        fused, why, trials = _plan_trials(resolved, root) if resolved.sweep else (False, "", None)
+        if as_json:
+            typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
+                                   "compared_with": latest.label if latest else None, "tasks": rows,
+                                   "training_step": {"step": step.step, "why": step.why},
+                                   "trials": trials, "trials_path": ("fused" if fused else "separate") if trials else None,
+                                   "trials_why": why or None}))
+            return
+        if trials is not None:
+            typer.echo(f"{resolved.name}: sweep of {len(trials)} trials, {'fused' if fused else 'separate'} ({why}):")
+            for trial in trials:
+                values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
+                typer.echo(f"  {trial['id']}  {values:<50} {trial['action']}")
+            return
+        typer.echo(f"{resolved.name} (spec {the_plan.spec_hash[:8]}), compared with "
+                   f"{latest.label if latest else 'no earlier version'}:")
+        for row in rows:
+            key = row["key"][:12] if row["key"] else "-" * 12
+            why = f"  ({'; '.join(row['why'])})" if row["why"] else ""
+            typer.echo(f"  {row['name']:<11} {key}  {row['action']}{why}")
+        typer.echo(f"training step: {step.step} ({step.why})")
+
+
+def _examples(spec) -> Optional[int]:
+    """Training examples of generated data (a file's count is known only once it is read)."""
+    count = getattr(spec.data, "num_examples", None)
+    return None if count is None else count - int(count * spec.data.validation_split)
+
+
+def _plan_trials(spec, root) -> tuple[bool, str, list[dict]]:
+    """Whether a sweep fuses and why, and each trial with whether its training would run or is cached
+    (fused trials share one cached result)."""
+    from flows.run.plan import results_dir
+    from flows.run.trials import expand, fused_key, trial_choice
+
+    trials = expand(spec)
+    choice = trial_choice(spec, trials)
+    fused = choice.step == "trials"
+    cached = lambda key: bool(key) and (results_dir(root) / key).is_file()  # noqa: E731
+    shared = fused and cached(fused_key(trials))
+    rows = [{"id": t.id, "values": t.values, "key": t.key,
+             "action": "cached" if (shared if fused else cached(t.plan.key("train"))) else "run"} for t in trials]
+    return fused, choice.why, rows

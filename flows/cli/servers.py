@@ -1,0 +1,103 @@
+"""Prefect deployments and the local server: `trainflow serve`, `deploy` and `server start|stop|status`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from flows.cli.app import ArtifactsOption, DebugOption, SetOption, app, errors, fail, load_all
+
+DataRootOption = typer.Option(None, "--data-root", metavar="DIR",
+                              help="A folder the deployment's runs may read data from and write predictions to "
+                                   "(repeatable); default: each spec's own folder. Recorded with the deployment.")
+
+
+def _lanes(specs, artifacts: Optional[Path], roots: Optional[List[Path]]):
+    """Each deployment's lanes: the artifact root and the data roots its runs are held to (`flows.serve.lanes`)."""
+    from flows.run.plan import artifact_root
+    from flows.serve.lanes import Lanes
+
+    root = str(artifact_root(artifacts))
+    return [(spec, Lanes(root, tuple(str(Path(r).resolve()) for r in roots) if roots else (str(folder),)))
+            for spec, folder in specs]
+
+
+@app.command()
+def serve(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
+          overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
+          poll: Optional[int] = typer.Option(None, "--poll", help="Seconds between checks for new runs."),
+          data_roots: Optional[List[Path]] = DataRootOption, debug: bool = DebugOption) -> None:
+    """Serve specs as Prefect deployments from this process; scheduled specs run on their schedule.
+
+    Runs started through them (the UI, schedules, automations) write only to the artifact root and read only
+    under the data roots chosen here. Stops cleanly on SIGINT/SIGTERM, pausing the schedules it served
+    (restart to resume them)."""
+    with errors(debug):
+        laned = _lanes(load_all(paths, overrides, with_folders=True), artifacts, data_roots)
+        from flows.serve.deploy import deployment_name, serve_specs
+
+        typer.echo(f"Serving {len(laned)} deployment(s): {', '.join(deployment_name(s) for s, _ in laned)}", err=True)
+        serve_specs(laned, poll)
+
+
+@app.command()
+def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
+           pool: str = typer.Option(..., "--pool", help="The Prefect work pool whose workers run them."),
+           overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
+           data_roots: Optional[List[Path]] = DataRootOption, debug: bool = DebugOption) -> None:
+    """Register specs as deployments on a work pool; `prefect worker start --pool POOL` runs them anywhere,
+    held to the artifact root and data roots chosen here."""
+    with errors(debug):
+        laned = _lanes(load_all(paths, overrides, with_folders=True), artifacts, data_roots)
+        from flows.serve.deploy import deploy_specs, deployment_name
+
+        ids = deploy_specs(laned, pool)
+        for (spec, _), deployment_id in zip(laned, ids):
+            typer.echo(f"{deployment_name(spec)}  {deployment_id}  pool={pool}")
+
+
+server_app = typer.Typer(no_args_is_help=True, help="A local Prefect server with the UI, in the background, on "
+                                                     "PREFECT_HOME's database; runs use it by themselves.")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(port: Optional[int] = typer.Option(None, "--port", help="Port of the API and UI (default 4200, or a "
+                                                                        "free one; 0 picks a free one).")) -> None:
+    """Start it (or report the one running), wait until it answers, and print the UI's address."""
+    from flows.serve import server
+
+    try:
+        record, started = server.start(None if port is None else (port or server.free_port()))
+    except RuntimeError as exc:
+        fail(f"server start failed: {exc}", 1)
+    verb = "Started" if started else "Already running:"
+    typer.echo(f"{verb} Prefect server (pid {record.pid}): UI {record.ui_url}, API {record.api_url}")
+    typer.echo("trainflow commands use it while it runs; `trainflow server stop` stops it.")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop it; runs then fall back to Prefect's temporary server."""
+    from flows.serve import server
+
+    record = server.stop()
+    typer.echo(f"Stopped Prefect server (pid {record.pid})" if record else "no trainflow server was running")
+
+
+@server_app.command("status")
+def server_status(as_json: bool = typer.Option(False, "--json", help="Print a JSON object.")) -> None:
+    """Whether it runs, and where. A record left by a server that died is cleared."""
+    from flows.serve import server
+
+    record = server.running()
+    if as_json:
+        typer.echo(json.dumps({"running": record is not None, "pid": record and record.pid,
+                               "api_url": record and record.api_url, "ui_url": record and record.ui_url,
+                               "prefect_home": str(server.prefect_home())}))
+        return
+    typer.echo(f"running (pid {record.pid}): UI {record.ui_url}" if record else
+               f"not running (PREFECT_HOME {server.prefect_home()}); `trainflow server start` starts it")

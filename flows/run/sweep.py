@@ -1,0 +1,263 @@
+"""A sweep inside a flow run: train every trial (fused or separately), then publish one version comparing them.
+
+A trial is the base spec with some paths set (`flows.run.trials`); its identity is its experiment's plan, so
+re-running an interrupted sweep finds finished trials Cached and growing the grid trains only the new
+points. `tasks.train.fastpath.choose_step` decides how trials train:
+
+- fused: trials of a linear model that differ only in numeric SGD settings train at once as one compiled
+  program with a trial axis (`tasks.train.trainers.train_linear_trials`), one cached task;
+- separate: each trial is a task running its own data → model → train nodes, submitted to a Prefect task
+  runner: a thread pool (`sweep.concurrency` at a time) or prefect-dask's DaskTaskRunner.
+
+Either way each trial ends as the same record (metrics, history, weights), and the trials that
+`sweep.publish_trials` names get the same files inside the sweep's version (`trials/<id>/`), made by the
+same graph runner with the trained result handed in: only the training step differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any, Optional
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TagsContext
+from prefect.runtime import flow_run as current_flow_run
+
+from flows.run.cache import through_cache
+from flows.run.experiment import GraphRunner, task_run_tags
+from flows.run.graph import BY_NAME
+from flows.run.options import RunOptions
+from flows.run.plan import Plan, artifact_root
+from flows.run.publish import FigureSet, after_publish, experiment_files, publish_and_record, version_plots
+from flows.run.trials import Trial, expand, fused_key, trial_choice
+from flows.spec import Spec
+from flows.spec.keys import keyed
+from tasks.common.hashing import canonical_hash
+from tasks.publish.sweep_report import label
+
+# --------------------------------------------------------------------------- training the trials
+
+
+def _record(trial: Trial, state: str, error: Optional[str] = None, result=None, **extra) -> dict:
+    """A trial's line in the sweep: the same fields whichever way it trained."""
+    record = {"id": trial.id, "values": trial.values, "key": trial.key, "state": state, "error": error,
+              "metrics": result.metrics if result else {}, "history": result.columns if result else {},
+              "initial": result.initial if result else {}, "path": None, "tasks": {}}
+    if result is not None and "w" in result.initial:
+        record["weights"] = {"w": result.metrics["w"], "b": result.metrics["b"]}
+    return {**record, **extra}
+
+
+@task(name="fused-trials", cache_policy=NO_CACHE, persist_result=False)
+def train_fused(trials: list[dict], dataset, key: Optional[str], cache_root: Optional[str] = None,
+                refresh: bool = False) -> list:
+    """Every trial trained at once; `trials` holds each one's learning rate, initial w and b, and epochs."""
+    from tasks.train import trainers
+
+    def compute():
+        first = trials[0]
+        settings = [trainers.LinearTrial(t["learning_rate"], t["w"], t["b"], t["epochs"]) for t in trials]
+        return trainers.train_linear_trials(dataset, first["loss"], settings, first["options"],
+                                            first["divergence_factor"])
+
+    return through_cache("fused-trials", key, cache_root, refresh, compute)
+
+
+def _train_fused(spec: Spec, seed: int, trials: list[Trial], options: RunOptions, logger) -> tuple[list[dict], dict]:
+    first = GraphRunner(trials[0].spec, seed, trials[0].plan, options, logger)
+    dataset = first.run(BY_NAME["data"])
+    key = fused_key(trials) if options.use_cache else None
+    settings = [{"learning_rate": t.spec.training.optimizer.learning_rate, "w": t.spec.model.init.w,
+                 "b": t.spec.model.init.b, "epochs": t.spec.training.epochs, "loss": t.spec.training.loss,
+                 "options": dict(t.spec.training.optimizer.options),
+                 "divergence_factor": t.spec.training.divergence_factor} for t in trials]
+    with TagsContext(current_tags=first.tags):
+        state = train_fused(settings, dataset, key, str(first.root), options.refresh, return_state=True)
+    outcomes = state.result()
+    records = [_record(t, "Completed" if o.result else "Failed", o.error, o.result,
+                       tasks={"data": first.records[0]["state"], "train": state.name})
+               for t, o in zip(trials, outcomes)]
+    for record in records:
+        if record["state"] == "Failed":
+            logger.warning("Trial %s %s failed: %s", record["id"], record["values"], record["error"])
+    return records, {"dataset": dataset, "results": {t.id: o.result for t, o in zip(trials, outcomes)},
+                     "task": {"name": "fused-trials", "key": key, "state": state.name}}
+
+
+@task(name="trial", cache_policy=NO_CACHE, persist_result=False)
+def train_trial(trial: Trial, seed: int, options: RunOptions) -> dict:
+    """One trial's data → model → train nodes (each cached under the trial's own keys), as a task that a
+    thread pool or a Dask worker runs."""
+    runner = GraphRunner(trial.spec, seed, trial.plan, options, get_run_logger(), tags=set())
+    outputs = runner.run_all(until="train")
+    return _record(trial, "Completed", result=outputs["trained"].result, trained=outputs["trained"],
+                   tasks={r["name"]: r["state"] for r in runner.records},
+                   worker=f"{socket.gethostname()}:{os.getpid()}")  # where it ran: shows the scale-out
+
+
+def task_runner(spec: Spec):
+    """Where separate trials run: prefect-dask's DaskTaskRunner for `runner: {kind: dask}`, else a thread pool."""
+    runner = spec.sweep.runner
+    if runner.kind != "dask":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=spec.sweep.concurrency)
+    from prefect_dask import DaskTaskRunner
+
+    if runner.address:
+        return DaskTaskRunner(address=runner.address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
+        "n_workers": runner.workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+
+
+def _train_separately(spec: Spec, seed: int, trials: list[Trial], options: RunOptions, logger) -> list[dict]:
+    """Each trial as a task on the sweep's task runner. A trial's nodes commit their cache records when its
+    task ends, so a sweep killed midway re-trains only the trials that were running and those not started."""
+    records = []
+    with task_runner(spec) as runner:
+        futures = [runner.submit(train_trial.with_options(task_run_name=f"trial-{t.id}"),
+                                 parameters={"trial": t, "seed": seed, "options": options}) for t in trials]
+        for trial, future in zip(trials, futures):
+            future.wait()
+            if future.state.is_completed():
+                records.append(future.result())
+                continue
+            error = future.state.result(raise_on_failure=False)
+            logger.warning("Trial %s %s failed: %s", trial.id, trial.values, error)
+            records.append(_record(trial, "Failed", str(error)))
+    return records
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+@task(name="trial-outputs")
+def complete_trial(seed: int, model, dataset, initial, result):
+    """A fused trial's train output as the train task would have made it (predictions, TensorBoard events)."""
+    from tasks.model import models
+    from tasks.train import trainers
+
+    net = models.restore(model, seed, result.weights)
+    return trainers.trained_outputs(net, dataset, result, initial.weights)
+
+
+def _trial_files(spec: Spec, trial: Trial, seed: int, options: RunOptions, record: dict, fused: Optional[dict],
+                 logger) -> tuple[dict[str, bytes], FigureSet]:
+    """A published trial's folder: the experiment's files, made by the same graph runner with its training
+    handed in (fused) or cached (separate)."""
+    runner = GraphRunner(trial.spec, seed, trial.plan, options, logger)
+    injected: dict[str, Any] = {}
+    if fused is not None:
+        injected["data"] = fused["dataset"]
+        runner.run(BY_NAME["data"], injected=fused["dataset"])
+        initial = runner.run(BY_NAME["model"])
+        injected["train"] = complete_trial(seed, trial.spec.model, fused["dataset"], initial,
+                                           fused["results"][trial.id])
+    elif "trained" in record:
+        injected["train"] = record["trained"]
+    outputs = runner.run_all(injected=injected)
+    params = sorted(trial.values)
+    heading = f"{spec.name} {{version}} trial {trial.id} ({label(trial.values, params)})"
+    files, manifest, figures = experiment_files(trial.spec, seed, trial.plan, outputs, runner.records,
+                                                folder=f"trials/{trial.id}/", heading=heading)
+    manifest = {**manifest, "trial": trial.id, "values": trial.values}
+    files[f"trials/{trial.id}/manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True, default=float).encode()
+    return files, figures
+
+
+def published_ids(records: list[dict], best: Optional[dict], rule: str) -> list[str]:
+    if rule == "all":
+        return [r["id"] for r in records if r["state"] == "Completed"]
+    return [best["id"]] if rule == "best" and best else []
+
+
+def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
+    """Run every trial of the spec's sweep and publish one version comparing them."""
+    from tasks.publish import report
+    from tasks.publish.sweep_report import best_trial, comparison_figures, histories_csv, results_csv
+
+    logger = get_run_logger()
+    root = artifact_root(options.artifacts)
+    trials = expand(spec)
+    choice = trial_choice(spec, trials)
+    fused = choice.step == "trials"
+    logger.info("Sweep %s: %d trials, %s path (%s)", spec.name, len(trials), "fused" if fused else "separate",
+                choice.why)
+    if fused:
+        records, fused_state = _train_fused(spec, seed, trials, options, logger)
+        tasks = [fused_state["task"]]
+    else:
+        records, fused_state = _train_separately(spec, seed, trials, options, logger), None
+        tasks = [{"name": f"trial-{r['id']}", "key": r["key"], "state": r["state"]} for r in records]
+    metric, mode = spec.sweep.metric, spec.sweep.mode
+    best = best_trial(records, metric, mode)
+    params = sorted(trials[0].values)
+    by_id = {t.id: t for t in trials}
+    files: dict[str, bytes] = {}
+    figure_sets = [FigureSet("plots", comparison_figures(records, params, metric, mode), f"{spec.name} {{version}}",
+                             spec.plots.dpi)]
+    for trial_id in published_ids(records, best, spec.sweep.publish_trials):
+        record = next(r for r in records if r["id"] == trial_id)
+        trial_files, trial_figures = _trial_files(spec, by_id[trial_id], seed, options, record, fused_state, logger)
+        files.update(trial_files)
+        figure_sets.append(trial_figures)
+        record["path"] = f"trials/{trial_id}"
+    plain = [{k: v for k, v in r.items() if k not in ("history", "trained")} for r in records]
+    best_plain = next((p for p in plain if best and p["id"] == best["id"]), None)
+    files.update({
+        "spec.yaml": report.spec_yaml(spec.resolved()),
+        "results.csv": results_csv(records, params),
+        "histories.csv": histories_csv(records),
+        "best.json": report.json_bytes(best_plain),
+    })
+    plan = _sweep_plan(spec, trials)
+    manifest = {"kind": "sweep", "spec": spec.resolved(), "spec_hash": spec.spec_hash(), "seed": seed,
+                "path_used": "fused" if fused else "separate", "why": choice.why, "tasks": tasks,
+                "trials": plain, "best": best_plain, "metrics": (best or {}).get("metrics", {}),
+                "libraries": report.library_versions(), "git_commit": report.git_commit(root),
+                "flow_run_id": str(current_flow_run.id) if current_flow_run.id else None,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manifest = json.loads(json.dumps(manifest, default=float))
+    records_out: list[dict] = []
+    published = publish_and_record(spec, plan, root, files, manifest, records_out, task_run_tags(), figure_sets)
+    result = {"name": spec.name, "kind": "sweep", "path_used": manifest["path_used"], "why": choice.why,
+              "metric": metric, "mode": mode, "trials": plain, "best": best_plain, "spec_hash": spec.spec_hash(),
+              "seed": seed, "flow_run_id": manifest["flow_run_id"], **published}
+    result["promotion"] = after_publish(spec, root, published, manifest["metrics"], records_out, task_run_tags())
+    _ui_artifacts(spec, result, records, params, choice.why)
+    logger.info("Best trial %s %s: %s = %s", best and best["id"], best and best["values"], metric,
+                best and best["metrics"].get(metric))
+    return result
+
+
+def _sweep_plan(spec: Spec, trials: list[Trial]) -> Plan:
+    """The sweep's identity: its settings (minus NOT_KEYED fields) and every trial's; None when any trial
+    is not cacheable."""
+    from flows.run.plan import PlannedTask
+
+    keys = [t.key for t in trials]
+    inputs = {"sweep": keyed(Spec, spec.resolved()), "trials": keys}
+    return Plan(spec.spec_hash(), [PlannedTask("publish", canonical_hash(inputs) if all(keys) else None, inputs)])
+
+
+def _ui_artifacts(spec: Spec, summary: dict, records: list[dict], params: list[str], why: str) -> None:
+    """The sweep's markdown report (trials sorted by the metric, the best marked, the comparison plots) and its
+    results table, keyed by the spec's name in the Prefect UI like an experiment's."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from tasks.publish.sweep_report import fmt, markdown
+
+    key = spec.name.replace("_", "-")
+    create_markdown_artifact(key=key, description=f"{spec.name} {summary['version']} (sweep)", markdown=markdown(
+        spec.name, summary["version"], summary["path"], spec.description, records, params, summary["metric"],
+        summary["mode"], why, version_plots(summary["path"])))
+    best = summary["best"]["id"] if summary["best"] else None
+    rows = [{"best": "★" if t["id"] == best else "", "trial": t["id"],
+             **{p: fmt(v) for p, v in t["values"].items()}, "state": t["state"],
+             summary["metric"]: fmt(t["metrics"].get(summary["metric"], ""))} for t in summary["trials"]]
+    create_table_artifact(key=f"{key}-sweep", table=rows,
+                          description=f"{spec.name}: {len(rows)} trials, {summary['path_used']} path")

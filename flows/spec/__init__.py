@@ -1,0 +1,178 @@
+"""The whole spec, composed: the sections each task reads (declared beside their work in `tasks/*/spec.py`)
+plus the orchestration sections (`flows/spec/orchestration.py`). One pydantic model gives validation,
+defaults, the JSON Schema and the field documentation.
+
+Every field is declared once, with its type, default, limits and description. The CLI, the README and the
+tests read defaults and limits from these classes instead of restating them. This package stays light: it
+never imports TensorFlow, so `validate`, `plan` and `schema` start instantly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import ConfigDict, Field, model_validator
+
+from flows.spec.orchestration import PredictSpec, PromoteSpec, ScheduleSpec, SweepSpec
+from tasks.checkpoint.spec import CheckpointSpec
+from tasks.common.hashing import canonical_hash
+from tasks.common.sections import CrossFieldError, Section
+from tasks.common.suggest import did_you_mean
+from tasks.data.spec import DataSpec, is_table
+from tasks.model.spec import KERAS_MODELS, LINEAR_MODELS, ModelSpec
+from tasks.plots.spec import CLASSIFICATION_PLOTS, LINE_PLOTS, REGRESSION_PLOTS, PlotSpec
+from tasks.publish.store import NAME_PATTERN
+from tasks.train.spec import TASK_METRICS, TrainingSpec
+
+
+class ScoringSpec(Section):
+    """A batch prediction job: score a file with a published version, on demand or on a schedule."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="trainflow scoring spec")
+
+    name: str = Field(pattern=f"^{NAME_PATTERN}$", description="Slug naming the job and its deployment.")
+    description: str = Field("", max_length=2000, description="Free text shown in the deployment.")
+    predict: PredictSpec = Field(description="What to score, with which version, and where the results go.")
+    schedule: list[ScheduleSpec] = Field([], description="Schedules for `trainflow serve` / `deploy`.")
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        return canonical_hash(self.resolved())
+
+
+class Spec(Section):
+    """A whole experiment: what to learn from, what to fit, how, and what to keep."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="trainflow experiment spec")
+
+    name: str = Field(
+        pattern=f"^{NAME_PATTERN}$",
+        description="Slug naming the artifact series: lowercase letters, digits, '-' and '_', at most 64.",
+    )
+    description: str = Field("", max_length=2000, description="Free text shown in reports.")
+    seed: Optional[int] = Field(
+        42, ge=0, le=2**31 - 1,
+        description="Seeds data noise, splits, initialisation and shuffles. null makes the run uncacheable.",
+    )
+    data: DataSpec = Field(description="Where the (x, y) pairs come from.")
+    model: ModelSpec = Field(description="What is fitted.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="How it is fitted.")
+    plots: PlotSpec = Field(default_factory=PlotSpec, description="The matplotlib figures to draw.")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="How the trained model is saved.")
+    sweep: Optional[SweepSpec] = Field(None, description="Run many trials of this spec and compare them.")
+    schedule: list[ScheduleSpec] = Field(
+        [], description="Schedules for `trainflow serve` / `deploy`; empty means runs only when asked."
+    )
+    promote: Optional[PromoteSpec] = Field(None, description="Move an alias to each new version that beats its holder.")
+
+    @model_validator(mode="after")
+    def _parts_fit_together(self) -> "Spec":
+        problems = []
+        table = is_table(self.data)
+        keras_models = ("linear", "mlp") if table else KERAS_MODELS
+        if table and self.model.kind == "keras_linear":
+            problems.append(("model.kind", "'keras_linear' is the guide's one-input model; for a table use "
+                                           "'linear' (one weight per input) or 'mlp'"))
+        if self.training.trainer == "keras" and self.model.kind not in keras_models:
+            problems.append(("training.trainer", f"'keras' needs a Keras model (one of {list(keras_models)}), "
+                                                 f"got model.kind '{self.model.kind}'"))
+        for fmt in self.checkpoint.formats or ():
+            if fmt in ("keras_weights", "keras") and self.model.kind not in keras_models:
+                problems.append(("checkpoint.formats", f"'{fmt}' needs a Keras model (one of "
+                                                       f"{list(keras_models)}), got model.kind '{self.model.kind}'"))
+        data = self.data
+        if data.test_split + data.validation_split >= 1:
+            problems.append(("data.test_split", f"test_split + validation_split must be < 1 (some rows must be left "
+                                                f"to train on), got {data.test_split} + {data.validation_split}"))
+        if not table:
+            for field, value, default in (("test_split", data.test_split, 0.0), ("task", data.task, "auto")):
+                if value not in (default, "regression"):
+                    problems.append((f"data.{field}", f"needs a table: name a target column (data.target), got "
+                                                      f"{field} {value!r} for one input and one target"))
+            if self.training.loss.kind == "cross_entropy":
+                problems.append(("training.loss.kind", "'cross_entropy' needs a classification table "
+                                                       "(data.target), the guide's data is regression"))
+        if isinstance(getattr(data, "features", None), list) and data.target in data.features:
+            problems.append(("data.features", f"the target '{data.target}' cannot also be a feature"))
+        for kind in self.plots.include or ():
+            if kind in LINE_PLOTS and table:
+                problems.append(("plots.include", f"'{kind}' plots one input against the target; this data is a "
+                                                  f"table (use loss, metrics, {', '.join(REGRESSION_PLOTS)} or "
+                                                  f"{', '.join(CLASSIFICATION_PLOTS)})"))
+            elif kind == "weights" and self.model.kind not in LINEAR_MODELS:
+                problems.append(("plots.include", f"'weights' plots w and b, so it needs a linear model, "
+                                                  f"got model.kind '{self.model.kind}'"))
+            elif kind in REGRESSION_PLOTS + CLASSIFICATION_PLOTS and (not table or data.test_split == 0):
+                problems.append(("plots.include", f"'{kind}' shows the test split: it needs a table with "
+                                                  f"data.test_split > 0"))
+        problems += metric_problems(self, task=None)
+        if problems:
+            raise CrossFieldError(problems)
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec with every default filled in, as plain JSON data."""
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        return canonical_hash(self.resolved())
+
+
+def metric_names(spec: "Spec", task: Optional[str]) -> list[str]:
+    """The per-epoch history metrics a spec produces: loss (and w, b for a linear model on one input) or a
+    table task's metrics, each with its val_ twin when there is a validation split. `task` None with
+    `data.task: auto` answers for either task."""
+    if is_table(spec.data):
+        task = task or (None if spec.data.task == "auto" else spec.data.task)
+        tasks = [task] if task else list(TASK_METRICS)
+        plain = list(dict.fromkeys(m for t in tasks for m in TASK_METRICS[t]))
+    else:
+        plain = ["loss"]
+    names = plain + ([f"val_{m}" for m in plain] if spec.data.validation_split > 0 else [])
+    return names + (["w", "b"] if not is_table(spec.data) and spec.model.kind in LINEAR_MODELS else [])
+
+
+def metric_problems(spec: "Spec", task: Optional[str]) -> list[tuple[str, str]]:
+    """Metric names the spec chooses (early stopping's monitor, the gate's and the sweep's metric) that its runs
+    do not produce, as (path, message); `task` None answers for `data.task: auto` before the data is read."""
+    run = f"a {task} run" if task else "this spec"
+    problems = []
+    chosen = [("training.early_stopping.monitor", getattr(spec.training.early_stopping, "monitor", None),
+               metric_names(spec, task), f"{run}'s history has"),
+              ("promote.metric", getattr(spec.promote, "metric", None), published_metrics(spec, task),
+               f"{run} publishes"),
+              ("sweep.metric", getattr(spec.sweep, "metric", None), published_metrics(spec, task),
+               f"{run}'s trials have")]
+    for path, name, known, subject in chosen:
+        if name is not None and name not in known:
+            problems.append((path, f"{subject} no metric '{name}'{did_you_mean(name, known)}; there are: "
+                                   f"{', '.join(known)}"))
+    return problems
+
+
+def published_metrics(spec: "Spec", task: Optional[str]) -> list[str]:
+    """The metrics a version of this spec records in metrics.json that a gate may compare: the final values of
+    the history's metrics, their test_ twins for a table with a test split, and the best epoch's losses."""
+    history = metric_names(spec, task)
+    test = [f"test_{m}" for m in history if not m.startswith("val_") and m not in ("w", "b")] \
+        if is_table(spec.data) and spec.data.test_split > 0 else []
+    best = ["best_loss"] + (["best_val_loss"] if spec.data.validation_split > 0 else [])
+    return history + test + best
+
+
+def json_schema(kind: str = "experiment") -> dict[str, Any]:
+    """The JSON Schema editors use for completion; `specs/spec.schema.json` (experiments) and
+    `specs/scoring.schema.json` (scoring jobs) are these, committed."""
+    if kind == "scoring":
+        schema = ScoringSpec.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        return schema
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["properties"]["extends"] = {
+        "type": "string",
+        "description": "Another spec file (relative path) this one deep-merges onto.",
+    }
+    return schema

@@ -1,0 +1,64 @@
+"""Checks of a spec that need its data and several of its sections: the loss, the monitored metrics and the
+plots against the target's task, and whether every class can be split. Run when a spec is loaded
+(`validate`, before `run`), so a misspelled column or a class too small to stratify is an exit-2 spec error
+with its position, not a failed run after the server started. What the data holds is read by
+`tasks.data.profile`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from flows.spec import Spec, metric_problems
+from tasks.data.profile import DataProblem, column_problems, needed_per_class, resolved_task, target_profile
+from tasks.data.spec import FileData, is_table
+from tasks.plots.spec import CLASSIFICATION_PLOTS, REGRESSION_PLOTS
+from tasks.train.spec import REGRESSION_LOSSES
+
+
+def task_problems(spec: Spec, task: str, target_kind: str, counts: Counter) -> list[DataProblem]:
+    """What does not fit the target's task: the loss, the classes' sizes, the monitored metric, the plots."""
+    data, problems = spec.data, []
+    name = getattr(data, "target", None) or "label"
+    if task == "regression" and target_kind != "number":
+        problems.append(DataProblem("data.task", f"regression needs a numeric target; '{name}' holds text"))
+    loss = spec.training.loss.kind
+    if task == "classification" and loss in REGRESSION_LOSSES:
+        problems.append(DataProblem("training.loss.kind", f"'{loss}' is a regression loss and the task is "
+                                                          f"classification; use auto or cross_entropy"))
+    if task == "regression" and loss == "cross_entropy":
+        problems.append(DataProblem("training.loss.kind", "'cross_entropy' needs a classification task; the "
+                                                          "target is numeric (set data.task: classification?)"))
+    if task == "classification":
+        if len(counts) < 2:
+            problems.append(DataProblem("data.target", f"'{name}' has {len(counts)} class(es); classification "
+                                                       "needs at least 2"))
+        for label, count in sorted(counts.items(), key=lambda item: (item[1], str(item[0]))):
+            needed = needed_per_class(data.validation_split, data.test_split, count)
+            if count < needed:
+                from tasks.data.tables import excerpt  # a label is a value from the file: quoted short and escaped
+
+                problems.append(DataProblem("data.target", f"class {excerpt(label)} has {count} example(s); the stratified "
+                                            f"validation ({data.validation_split}) and test ({data.test_split}) "
+                                            f"splits need at least {needed}"))
+                break
+    problems += [DataProblem(path, message) for path, message in metric_problems(spec, task)]
+    wrong = CLASSIFICATION_PLOTS if task == "regression" else REGRESSION_PLOTS
+    for kind in spec.plots.include or ():
+        if kind in wrong:
+            problems.append(DataProblem("plots.include", f"'{kind}' does not apply to a {task} task"))
+        elif kind == "roc" and task == "classification" and len(counts) != 2:
+            problems.append(DataProblem("plots.include", f"'roc' needs two classes, '{name}' has {len(counts)}"))
+    return problems
+
+
+def check_data(spec: Spec, list_header: bool = True) -> list[DataProblem]:
+    """Every problem of the spec against its data (an empty list when it fits)."""
+    if isinstance(spec.data, FileData):
+        problems = column_problems(spec.data, list_header)
+        if problems:
+            return problems
+    if not is_table(spec.data):
+        return []
+    target_kind, counts = target_profile(spec.data)
+    return task_problems(spec, resolved_task(spec.data, target_kind), target_kind, counts)

@@ -1,0 +1,123 @@
+"""Save a trained model in the formats people load with plain TensorFlow or Keras.
+
+- `tf_checkpoint`: `tf.train.Checkpoint(model=...)`, read back with `tf.train.load_checkpoint` or restored
+  into a fresh model.
+- `keras_weights`: `save_weights("model.weights.h5")`; Keras 3 refuses any other file name.
+- `keras`: a whole `.keras` file; the classes are registered and carry a real `get_config`.
+- `saved_model`: a SavedModel whose `serving_default` signature maps `x` (float32, shape [N]) to
+  predictions, loadable without trainflow's classes.
+
+Files are written to a scratch folder and returned as `{relative path: bytes}`, which is what the
+checkpoint task caches and the publish step copies into the version folder.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from tasks.checkpoint.spec import CHECKPOINT_FORMATS, CheckpointSpec
+from tasks.model import models
+from tasks.model.spec import KERAS_MODELS, ModelSpec
+from tasks.results import Trained
+
+SERVING_SIGNATURE = tf.TensorSpec([None], tf.float32, name="x")
+
+
+def write(model: models.Model, formats: list[str], folder: Path) -> list[Path]:
+    """Write each format under `folder`; returns the paths written (partial files may remain on failure)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        if fmt == "tf_checkpoint":
+            written.append(Path(tf.train.Checkpoint(model=model).write(str(folder / "tf_checkpoint" / "ckpt"))))
+        elif fmt == "keras_weights":
+            model.save_weights(folder / "model.weights.h5")
+            written.append(folder / "model.weights.h5")
+        elif fmt == "keras":
+            model.save(folder / "model.keras")
+            written.append(folder / "model.keras")
+        elif fmt == "saved_model":
+            _save_serving(model, folder / "saved_model")
+            written.append(folder / "saved_model")
+        else:
+            raise ValueError(f"unknown checkpoint format {fmt!r}")
+    return written
+
+
+def _save_serving(model: models.Model, path: Path) -> None:
+    if isinstance(model, keras.Model):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(name="serving_default", fn=lambda x: {"y": model(x)}, input_signature=[SERVING_SIGNATURE])
+        archive.write_out(str(path), verbose=False)
+        return
+    serve = tf.function(lambda x: {"y": model(x)}, input_signature=[SERVING_SIGNATURE])
+    model.serve = serve
+    tf.saved_model.save(model, str(path), signatures={"serving_default": serve})
+
+
+def as_files(model: models.Model, formats: list[str]) -> dict[str, bytes]:
+    """Every file of every format, keyed by its path relative to the checkpoint folder."""
+    with tempfile.TemporaryDirectory(prefix="trainflow-ckpt-") as tmp:
+        root = Path(tmp)
+        write(model, formats, root)
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def formats_for(model: ModelSpec, checkpoint: CheckpointSpec, table: bool = False) -> list[str]:
+    """The formats to write: the ones asked for, or every one the model supports (every one, for a table)."""
+    if checkpoint.formats is not None:
+        return list(checkpoint.formats)
+    if table or model.kind in KERAS_MODELS:
+        return list(CHECKPOINT_FORMATS)
+    return ["tf_checkpoint", "saved_model"]
+
+
+def files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trained) -> dict[str, bytes]:
+    """The checkpoint task: the trained model rebuilt from its weights, saved in every requested format."""
+    if trained.schema is not None:
+        return table_files(seed, model, checkpoint, trained)
+    return as_files(models.restore(model, seed, trained.result.weights), formats_for(model, checkpoint))
+
+
+def table_files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trained) -> dict[str, bytes]:
+    """A table model, preprocessing included, so every format takes raw columns by name:
+
+    - `model.keras`: `keras.saving.load_model` (built-in layers only, no trainflow class needed);
+    - `model.weights.h5` and `tf_checkpoint/` with `model.json` (`keras.models.model_from_json`) to rebuild into;
+    - `saved_model/`: `serving_default` takes one named input per feature column (float32 numbers, strings)
+      and returns `prediction`, or `probabilities` and `class_index` (classes.json in the version maps an
+      index to its label)."""
+    from tasks.model import tabular
+
+    schema = trained.schema
+    full, _, core = tabular.build(model, seed, schema)
+    models.set_weights(core, trained.result.weights)
+    formats = formats_for(model, checkpoint, table=True)
+    with tempfile.TemporaryDirectory(prefix="trainflow-ckpt-") as tmp:
+        root = Path(tmp)
+        for fmt in formats:
+            if fmt == "keras":
+                full.save(root / "model.keras")
+            elif fmt == "keras_weights":
+                full.save_weights(root / "model.weights.h5")
+            elif fmt == "tf_checkpoint":
+                tf.train.Checkpoint(model=full).write(str(root / "tf_checkpoint" / "ckpt"))
+            elif fmt == "saved_model":
+                names = [f.input_name for f in schema.features]
+                archive = keras.export.ExportArchive()
+                archive.track(full)
+
+                def serve(*columns):
+                    fed = {name: tf.reshape(column, [-1, 1]) for name, column in zip(names, columns)}
+                    return tabular.serving_outputs(schema, full(fed))
+
+                archive.add_endpoint(name="serving_default", fn=serve, input_signature=tabular.serving_signature(schema))
+                archive.write_out(str(root / "saved_model"), verbose=False)
+        if {"keras_weights", "tf_checkpoint"} & set(formats):
+            (root / "model.json").write_text(full.to_json())
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,219 @@
+"""The data task: generate or read the data, then hold out its validation (and, for a table, test) split by
+a seeded shuffle (stratified for classification).
+
+1-D data (the guide's x and y) comes back as a `Dataset` of float32 arrays; a table as a `TableDataset` whose
+features are described from the training split only. Everything returned is NumPy, so results go into the
+task cache as plain arrays (`tasks.cache.safedata`) and downstream tasks need not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+
+from tasks.common.errors import DataError, TransientDataError
+from tasks.data.profile import resolved_task
+from tasks.data.spec import BlobsData, DataSpec, FileData, MoonsData, NpzData, is_table
+from tasks.data.synthetic import generate, generate_table
+from tasks.results import Dataset, Feature, Schema, Split, TableDataset, input_name
+
+
+def load(data: DataSpec, seed: int) -> Union[Dataset, TableDataset]:
+    """The data task: generate or read the data, then hold out its validation (and, for a table, test) split by
+    a seeded shuffle (stratified for classification)."""
+    if is_table(data):
+        return load_table(data, seed)
+    if isinstance(data, FileData):
+        x, y = read_file(data)
+    else:
+        x, y = generate(data, seed)
+    return split(x, y, data.validation_split, seed)
+
+
+def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> Dataset:
+    n_val = int(math.floor(len(x) * fraction))
+    if n_val == 0:
+        empty = np.zeros(0, np.float32)
+        return Dataset(x, y, empty, empty)
+    if n_val >= len(x):
+        raise DataError(f"validation_split {fraction} leaves no training examples out of {len(x)}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
+    return Dataset(x[train], y[train], x[val], y[val])
+
+
+def read_file(spec: FileData) -> tuple[np.ndarray, np.ndarray]:
+    """The 1-D shorthand: one input column and one target column, as float32."""
+    path = Path(spec.path)
+    if isinstance(spec, NpzData):
+        x, y = _read_npz(path, spec)
+    else:
+        from tasks.data import tables
+
+        names = [spec.x_column, spec.y_column]
+        table = tables.read_table(path, spec.kind, names, getattr(spec, "delimiter", ","))
+        tables.require_no_empty(table)
+        for name in names:
+            if table.kinds[name] != "number":
+                raise DataError(_not_a_number(table, name))
+        x, y = (table.columns[name].astype(np.float32) for name in names)
+    if len(x) < 2:
+        raise DataError(f"{path.name}: needs at least 2 examples, found {len(x)}")
+    return x, y
+
+
+def _not_a_number(table, name: str) -> str:
+    """The message for a column the 1-D shorthand needs as numbers: its first cell that is not one."""
+    from tasks.data import tables
+
+    for index, value in enumerate(table.columns[name].tolist()):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return f"{table.path.name}:{tables.row_label(table, index)}: column '{name}' holds " \
+                   f"{tables.excerpt(value)}, not a number"
+    return f"{table.path.name}: column '{name}' is not numeric"
+
+
+def _open_npz(path: Path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise TransientDataError(f"{path.name}: no such data file") from None
+    except OSError as exc:
+        raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
+    except ValueError:
+        raise DataError(f"{path.name}: not a readable .npz archive") from None
+
+
+def _read_npz(path: Path, spec: NpzData) -> tuple[np.ndarray, np.ndarray]:
+    archive = _open_npz(path)
+    with archive:
+        arrays = []
+        for key, role in ((spec.x_key, "x_key"), (spec.y_key, "y_key")):
+            if key not in archive.files:
+                raise DataError(f"{path.name}: {role} '{key}' is not in the archive")
+            arr = archive[key]
+            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
+                raise DataError(f"{path.name}: array '{key}' must be 1-D numeric, got shape {arr.shape} {arr.dtype}")
+            arrays.append(arr.astype(np.float32))
+    if len(arrays[0]) != len(arrays[1]):
+        raise DataError(f"{path.name}: '{spec.x_key}' has {len(arrays[0])} values but '{spec.y_key}' has {len(arrays[1])}")
+    return arrays[0], arrays[1]
+
+
+# --------------------------------------------------------------------------- tables
+
+#: The category an empty text cell becomes with `data.impute: true`.
+MISSING = "missing"
+
+
+def _read_table_columns(spec: FileData) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, np.ndarray], Callable]:
+    """(columns, kinds, empty masks, how a row is named in messages) of the file's features and then its target."""
+    path = Path(spec.path)
+    if isinstance(spec, NpzData):
+        with _open_npz(path) as archive:
+            names = spec.features or [n for n in archive.files if n != spec.target]
+            columns, kinds, empty = {}, {}, {}
+            for name in [*names, spec.target]:
+                if name not in archive.files:
+                    raise DataError(f"{path.name}: no array '{name}'")
+                values = archive[name]
+                if values.ndim != 1:
+                    raise DataError(f"{path.name}: array '{name}' must be 1-D, got shape {values.shape}")
+                number = values.dtype.kind in "iuf"
+                columns[name] = values.astype(np.float64) if number else values.astype(str)
+                kinds[name] = "number" if number else ("bool" if values.dtype.kind == "b" else "text")
+                empty[name] = np.isnan(columns[name]) if number else columns[name] == ""
+        return columns, kinds, empty, lambda row: f"{path.name}: row {row + 1}"
+    from tasks.data import tables
+
+    wanted = None if spec.features is None else [*spec.features, spec.target]
+    table = tables.read_table(path, spec.kind, wanted, getattr(spec, "delimiter", ","))
+    names = [n for n in table.names if n != spec.target] + [spec.target]
+    separator = ":" if spec.kind == "csv" else ": "  # data.csv:42 (a line), data.parquet: row 41
+
+    def label(row: int) -> str:
+        return f"{path.name}{separator}{tables.row_label(table, row)}"
+
+    return ({n: table.columns[n] for n in names}, {n: table.kinds[n] for n in names},
+            {n: table.empty[n] for n in names}, label)
+
+
+def split_indices(n: int, labels: Optional[np.ndarray], validation: float, test: float, seed: int) -> dict[str, np.ndarray]:
+    """Row indices of train, validation and test by a seeded shuffle; per class when `labels` are given
+    (stratified: each class keeps its share, at least one row in each held-out split, which
+    `tasks.data.profile.needed_per_class` checks every class can give)."""
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == k) for k in np.unique(labels)]
+    parts: dict[str, list] = {"train": [], "validation": [], "test": []}
+    for group in groups:
+        order = group[rng.permutation(len(group))]
+        sizes = [0 if f <= 0 else (max(1, round(len(group) * f)) if labels is not None else int(len(group) * f))
+                 for f in (test, validation)]
+        parts["test"].append(order[:sizes[0]])
+        parts["validation"].append(order[sizes[0]:sizes[0] + sizes[1]])
+        parts["train"].append(order[sizes[0] + sizes[1]:])
+    return {name: np.sort(np.concatenate(chunks)).astype(np.int64) for name, chunks in parts.items()}
+
+
+def load_table(spec: DataSpec, seed: int) -> TableDataset:
+    """Read or generate a table, split it, fill empty cells if asked, and describe its features from the
+    training split only (vocabularies, means and variances: nothing from held-out rows)."""
+    if isinstance(spec, (BlobsData, MoonsData)):
+        columns, labels = generate_table(spec, seed)
+        target, source = "label", spec.kind
+        where = lambda row: f"{source}: row {row + 1}"  # noqa: E731
+        kinds = {name: "number" for name in columns}
+        empty = {name: np.zeros(len(labels), bool) for name in columns}
+        columns[target], kinds[target], empty[target] = labels, "text", np.zeros(len(labels), bool)
+    else:
+        columns, kinds, empty, where = _read_table_columns(spec)
+        target, source = spec.target, Path(spec.path).name
+    features = [name for name in columns if name != target]
+    if empty[target].any():
+        row = int(np.flatnonzero(empty[target])[0])
+        raise DataError(f"{where(row)}: the target '{target}' is empty; a target cannot be imputed")
+    if not spec.impute:
+        first = min(((int(np.flatnonzero(empty[n])[0]), n) for n in features if empty[n].any()), default=None)
+        if first:
+            raise DataError(f"{where(first[0])}: column '{first[1]}' is empty "
+                            "(set data.impute: true to fill it)")
+    task = resolved_task(spec, "number" if kinds[target] == "number" else "text")
+    if task == "classification":
+        values = columns[target].astype(str) if kinds[target] == "bool" else columns[target]
+        classes, y = np.unique(values, return_inverse=True)
+        class_labels = [v.item() if hasattr(v, "item") else v for v in classes]
+        if kinds[target] == "bool":
+            class_labels = [label == "True" for label in class_labels]
+        y = y.astype(np.int32)
+    else:
+        class_labels, y = [], columns[target].astype(np.float32)
+    if len(y) < 2:
+        raise DataError(f"{source}: needs at least 2 rows, found {len(y)}")
+    index = split_indices(len(y), y if task == "classification" else None, spec.validation_split, spec.test_split, seed)
+    train = index["train"]
+    described, prepared = [], {}
+    for name in features:
+        values, missing = columns[name], empty[name]
+        if kinds[name] == "number":
+            observed = values[train][~missing[train]]
+            mean = float(observed.mean()) if observed.size else 0.0
+            variance = float(observed.var()) if observed.size else 1.0
+            prepared[name] = np.where(missing, mean, values).astype(np.float64)
+            described.append(Feature(name, input_name(name), "number", mean=mean, variance=variance))
+        else:
+            text = values.astype(str)
+            prepared[name] = np.where(missing, MISSING, text) if spec.impute else text
+            kept, counts = np.unique(prepared[name][train], return_counts=True)
+            vocabulary = [str(v) for v, _ in sorted(zip(kept, counts), key=lambda item: (-item[1], item[0]))]
+            described.append(Feature(name, input_name(name), "text", vocabulary=vocabulary))
+    schema = Schema(task, target, described, class_labels, spec.normalize, spec.impute)
+
+    def part(rows: np.ndarray) -> Split:
+        return Split({name: prepared[name][rows] for name in features}, y[rows], rows)
+
+    return TableDataset(schema, part(index["train"]), part(index["validation"]), part(index["test"]))

@@ -1,0 +1,152 @@
+"""The `data:` section: where the examples come from. Declared beside the work it configures (`tasks/data/`),
+read by `flows.spec` to compose the whole spec. Light: no TensorFlow, no NumPy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import Field, model_validator
+
+from tasks.common.sections import NOT_KEYED, Section
+
+#: Upper bound on generated examples: 1e8 float32 pairs is 800 MB, past that a typo is likelier than intent.
+MAX_EXAMPLES = 100_000_000
+
+
+class DataBase(Section):
+    validation_split: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Fraction of examples held out (by a seeded shuffle, stratified for classification) for "
+        "per-epoch validation metrics; 0 disables it.",
+    )
+    test_split: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Tables: fraction held out once (stratified for classification) and evaluated only after "
+        "training, as test_ metrics.",
+    )
+    task: Literal["auto", "regression", "classification"] = Field(
+        "auto", description="Tables: what the target is. auto: a numeric target is regression, any other "
+        "(text, booleans) classification.",
+    )
+    normalize: bool = Field(
+        True, description="Tables: standardise numeric features with the training split's mean and variance, "
+        "inside the model (a Normalization layer), so the saved model takes raw values.",
+    )
+    impute: bool = Field(
+        False, description="Tables: fill empty cells (numbers with the training split's mean, text with a "
+        "'missing' category) instead of failing on the first one.",
+    )
+
+
+class SyntheticData(DataBase):
+    num_examples: int = Field(201, ge=2, le=MAX_EXAMPLES, description="How many (x, y) pairs to generate.")
+    x_range: list[float] = Field(
+        [-2.0, 2.0], min_length=2, max_length=2, description="[lo, hi]: x is `linspace(lo, hi, num_examples)`, as in the guide."
+    )
+    noise_stddev: float = Field(1.0, ge=0.0, description="Std-dev of the Gaussian noise added to y.")
+
+    @model_validator(mode="after")
+    def _range_is_increasing(self) -> "SyntheticData":
+        if not self.x_range[0] < self.x_range[1]:
+            raise ValueError(f"x_range must be increasing, got {list(self.x_range)}")
+        return self
+
+
+class LinearData(SyntheticData):
+    """The guide's data: y = true_w·x + true_b + noise."""
+
+    kind: Literal["linear"] = Field(description="The guide's noisy line.")
+    true_w: float = Field(3.0, description="Slope of the ground-truth line (the guide's TRUE_W).")
+    true_b: float = Field(2.0, description="Intercept of the ground-truth line (the guide's TRUE_B).")
+
+
+class PolynomialData(SyntheticData):
+    """y = c0 + c1·x + c2·x² + … + noise."""
+
+    kind: Literal["polynomial"] = Field(description="A noisy polynomial.")
+    coefficients: list[float] = Field(
+        [1.0, 0.0, -1.0], min_length=1, max_length=16, description="c0, c1, c2, …: lowest degree first."
+    )
+
+
+class SineData(SyntheticData):
+    """y = amplitude·sin(frequency·x + phase) + noise."""
+
+    kind: Literal["sine"] = Field(description="A noisy sine wave.")
+    amplitude: float = Field(1.0, description="Peak height of the wave.")
+    frequency: float = Field(1.0, description="Angular frequency, radians per unit of x.")
+    phase: float = Field(0.0, description="Phase shift in radians.")
+
+
+class FileData(DataBase):
+    path: Annotated[str, NOT_KEYED] = Field(
+        min_length=1, description="Data file, relative to the spec file's folder. Cache keys hold the file's "
+        "sha256, not its path, so moving the file keeps cached results.",
+    )
+
+
+class TableFile(FileData):
+    target: Optional[str] = Field(
+        None, description="The column to predict; with it the file is a table of features. Without it, "
+        "x_column (or x_key) and y_column (or y_key) are the 1-D shorthand of the guide.",
+    )
+    features: Optional[list[str]] = Field(
+        None, min_length=1, description="The input columns, in order; default every column except the target.",
+    )
+
+
+class CsvData(TableFile):
+    """Columns of a CSV file with a header row."""
+
+    kind: Literal["csv"] = Field(description="A CSV file with a header row, read with pyarrow.")
+    x_column: str = Field("x", description="1-D shorthand: header of the input column.")
+    y_column: str = Field("y", description="1-D shorthand: header of the target column.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+
+
+class ParquetData(TableFile):
+    """Columns of a Parquet file."""
+
+    kind: Literal["parquet"] = Field(description="A Parquet file, read with pyarrow.")
+    x_column: str = Field("x", description="1-D shorthand: the input column.")
+    y_column: str = Field("y", description="1-D shorthand: the target column.")
+
+
+class NpzData(TableFile):
+    """Arrays of a NumPy `.npz` archive (with `target`, one 1-D array per column)."""
+
+    kind: Literal["npz"] = Field(description="A NumPy .npz archive.")
+    x_key: str = Field("x", description="1-D shorthand: name of the input array in the archive.")
+    y_key: str = Field("y", description="1-D shorthand: name of the target array in the archive.")
+
+
+class BlobsData(DataBase):
+    """Gaussian blobs, one per class: a table of numeric features and a text label, for classification."""
+
+    kind: Literal["blobs"] = Field(description="Seeded Gaussian clusters, one per class (classification).")
+    num_examples: int = Field(600, ge=4, le=MAX_EXAMPLES, description="Rows to generate, spread evenly over classes.")
+    classes: int = Field(3, ge=2, le=100, description="Number of classes (labels class_0, class_1, …).")
+    num_features: int = Field(2, ge=1, le=1000, description="Numeric feature columns f0, f1, ….")
+    spread: float = Field(1.0, gt=0.0, description="Std-dev of each cluster; the centres are about 4 apart.")
+
+
+class MoonsData(DataBase):
+    """Two interleaved half circles: a table of x0, x1 and a 0/1 label, for binary classification."""
+
+    kind: Literal["moons"] = Field(description="Seeded two moons (binary classification, not linearly separable).")
+    num_examples: int = Field(400, ge=4, le=MAX_EXAMPLES, description="Rows to generate, half per moon.")
+    noise: float = Field(0.1, ge=0.0, description="Std-dev of the Gaussian noise added to both coordinates.")
+
+
+DataSpec = Annotated[
+    Union[LinearData, PolynomialData, SineData, CsvData, ParquetData, NpzData, BlobsData, MoonsData],
+    Field(discriminator="kind"),
+]
+#: Data kinds that are always tables (generated with named features and a class label).
+TABLE_GENERATORS = ("blobs", "moons")
+
+
+def is_table(data: Any) -> bool:
+    """Whether the data is a table of features (a target is named, or a generator makes one), as opposed to the
+    guide's one input and one target."""
+    return getattr(data, "kind", None) in TABLE_GENERATORS or getattr(data, "target", None) is not None

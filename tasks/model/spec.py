@@ -1,0 +1,47 @@
+"""The `model:` section: what is fitted. Declared beside the models it builds (`tasks/model/`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from tasks.common.sections import Section
+
+KERAS_MODELS = ("keras_linear", "mlp")
+LINEAR_MODELS = ("linear", "keras_linear")
+
+
+class LinearInit(Section):
+    w: float = Field(5.0, description="Initial slope; the guide starts at 5.0.")
+    b: float = Field(0.0, description="Initial intercept; the guide starts at 0.0.")
+
+
+class LinearModel(Section):
+    """The guide's `MyModel(tf.Module)`: f(x) = w·x + b."""
+
+    kind: Literal["linear"] = Field(description="The guide's tf.Module with two tf.Variables.")
+    init: LinearInit = Field(default_factory=LinearInit, description="Initial values of w and b.")
+
+
+class KerasLinearModel(Section):
+    """The guide's `MyModelKeras`, with weights made by `add_weight` so Keras 3 tracks and trains them."""
+
+    kind: Literal["keras_linear"] = Field(description="A keras.Model subclass computing w·x + b.")
+    init: LinearInit = Field(default_factory=LinearInit, description="Initial values of w and b.")
+
+
+class MlpModel(Section):
+    """A small fully connected network, for data that is not a line."""
+
+    kind: Literal["mlp"] = Field(description="Dense layers, seeded Glorot initialisation.")
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        [32, 32], min_length=1, max_length=16, description="Width of each hidden layer."
+    )
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "silu", "elu"] = Field(
+        "tanh", description="Activation of the hidden layers."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate after each hidden layer (tables).")
+
+
+ModelSpec = Annotated[Union[LinearModel, KerasLinearModel, MlpModel], Field(discriminator="kind")]

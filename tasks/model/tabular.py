@@ -1,0 +1,123 @@
+"""Models of a table: Keras preprocessing inside the model, so a saved model takes raw columns by name.
+
+A table model is two Keras models composed:
+- `preprocess`: one named input per feature column; text goes through a `StringLookup` with the training
+  split's vocabulary and one out-of-vocabulary bucket (one-hot), numbers through a `Normalization` with the
+  training split's mean and variance (when `data.normalize`); the results are concatenated;
+- `core`: the learned part, from that vector to the output: `linear` is one Dense layer (one weight per
+  encoded input), `mlp` adds hidden Dense layers with dropout. Regression outputs a value, two classes the
+  positive class's probability, more classes a softmax.
+
+The full model is `core(preprocess(inputs))`. Training encodes each split once through `preprocess` and
+trains `core` on the matrix (XLA-compiled; string lookups are not), so what is saved and what was trained
+are the same layers. Only built-in Keras layers are used: a `.keras` file loads with plain Keras.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tasks.model.spec import LinearModel, MlpModel, ModelSpec
+from tasks.results import Schema, Split
+
+#: Rows encoded per call of the preprocessing model.
+ENCODE_BATCH = 65_536
+
+
+def outputs(schema: Schema) -> int:
+    return 1 if schema.task == "regression" or len(schema.classes) == 2 else len(schema.classes)
+
+
+def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """(full, preprocess, core) for the schema; the core's weights are seeded, the preprocessing's are the schema's."""
+    inputs, encoded = {}, []
+    for feature in schema.features:
+        if feature.kind == "number":
+            tensor = keras.Input(shape=(1,), name=feature.input_name, dtype="float32")
+            inputs[feature.input_name] = tensor
+            encoded.append(keras.layers.Normalization(mean=feature.mean, variance=max(feature.variance, 1e-12),
+                                                      name=f"normalize_{feature.input_name}")(tensor)
+                           if schema.normalize else tensor)
+        else:
+            tensor = keras.Input(shape=(1,), name=feature.input_name, dtype="string")
+            inputs[feature.input_name] = tensor
+            encoded.append(keras.layers.StringLookup(vocabulary=list(feature.vocabulary), num_oov_indices=1,
+                                                     output_mode="one_hot", name=f"lookup_{feature.input_name}")(tensor))
+    joined = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="features")(encoded)
+    preprocess = keras.Model(inputs, joined, name="preprocess")
+    width = int(joined.shape[-1])
+    core_input = keras.Input(shape=(width,), name="encoded")
+    hidden = core_input
+    init = lambda i: keras.initializers.GlorotUniform(seed=seed + i)  # noqa: E731
+    if isinstance(model, MlpModel):
+        for i, units in enumerate(model.hidden):
+            hidden = keras.layers.Dense(units, activation=model.activation, kernel_initializer=init(i),
+                                        name=f"hidden_{i}")(hidden)
+            if model.dropout:
+                hidden = keras.layers.Dropout(model.dropout, seed=seed + 100 + i, name=f"dropout_{i}")(hidden)
+        last_init = init(len(model.hidden))
+    elif isinstance(model, LinearModel):
+        last_init = "zeros"  # a convex problem: start from zero, as least squares and logistic regression do
+    else:  # pragma: no cover - the spec refuses keras_linear on tables
+        raise ValueError(f"model.kind '{model.kind}' does not take a table")
+    k = outputs(schema)
+    activation = None if schema.task == "regression" else ("sigmoid" if k == 1 else "softmax")
+    out = keras.layers.Dense(k, activation=activation, kernel_initializer=last_init, name="output")(hidden)
+    if k == 1:
+        out = keras.layers.Reshape((), name="squeeze")(out)
+    core = keras.Model(core_input, out, name="core")
+    full = keras.Model(inputs, core(preprocess(inputs)), name="table_model")
+    return full, preprocess, core
+
+
+def feed(schema: Schema, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Raw columns as the model's inputs: [N, 1] float32 numbers and strings, keyed by input name."""
+    fed = {}
+    for feature in schema.features:
+        values = columns[feature.name]
+        if feature.kind == "number":
+            fed[feature.input_name] = np.asarray(values, np.float32).reshape(-1, 1)
+        else:
+            fed[feature.input_name] = np.asarray(values).astype(str).reshape(-1, 1)
+    return fed
+
+
+def encode(preprocess: keras.Model, schema: Schema, split: Split) -> np.ndarray:
+    """A split's feature matrix, through the preprocessing layers, in batches."""
+    fed = feed(schema, split.columns)
+    n = len(split)
+    if n == 0:
+        return np.zeros((0, int(preprocess.output.shape[-1])), np.float32)
+    parts = []
+    for start in range(0, n, ENCODE_BATCH):
+        batch = {k: tf.constant(v[start:start + ENCODE_BATCH]) for k, v in fed.items()}
+        parts.append(np.asarray(preprocess(batch), np.float32))
+    return np.concatenate(parts)
+
+
+def predict(full: keras.Model, schema: Schema, columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The full model on raw columns (batched): values, or class probabilities."""
+    fed = feed(schema, columns)
+    n = len(next(iter(fed.values())))
+    parts = [np.asarray(full({k: tf.constant(v[s:s + ENCODE_BATCH]) for k, v in fed.items()}))
+             for s in range(0, n, ENCODE_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def serving_signature(schema: Schema) -> list[tf.TensorSpec]:
+    """One named input per feature column, each a vector of raw values (float32 numbers, strings)."""
+    return [tf.TensorSpec([None], tf.float32 if f.kind == "number" else tf.string, name=f.input_name)
+            for f in schema.features]
+
+
+def serving_outputs(schema: Schema, predicted: Any) -> dict[str, Any]:
+    """What the SavedModel's serving_default returns: `prediction` (regression) or `probabilities` [N, K]
+    and `class_index` (classification; the version's classes.json maps an index back to its label)."""
+    if schema.task == "regression":
+        return {"prediction": predicted}
+    probabilities = tf.stack([1.0 - predicted, predicted], axis=1) if outputs(schema) == 1 else predicted
+    return {"probabilities": probabilities, "class_index": tf.argmax(probabilities, axis=1, output_type=tf.int32)}

@@ -1,0 +1,124 @@
+"""What a version folder holds besides checkpoints and plots: history, metrics, the spec, and a report.
+
+Plain functions from results to bytes or text, so the publish step stays a list of writes and the same
+markdown feeds both `report.md` in the version and the Prefect UI's report artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+
+def report_line(row: dict) -> str:
+    """The guide's report line, with the true per-epoch loss (the guide prints a stale one), then every other
+    metric of the row (a table's accuracy, auc, rmse …, and their val_ twins)."""
+    parts = []
+    if "w" in row:
+        parts.append(f"W = {row['w']:1.2f}, b = {row['b']:1.2f}")
+    parts += [f"{name}={value:2.5f}" for name, value in row.items()
+              if name not in ("epoch", "w", "b") and isinstance(value, float)]
+    return ", ".join(parts)
+
+
+def logged_epochs(total: int, lines: int) -> set[int]:
+    """About `lines` evenly spaced epochs of 1..total, always including the first and the last: what the run
+    log and the console show, so a 5,000-epoch run does not bury its outcome."""
+    if total <= lines:
+        return set(range(1, total + 1))
+    step = (total - 1) / (lines - 1)
+    return {1 + round(i * step) for i in range(lines)}
+
+
+def history_csv(columns: dict) -> bytes:
+    """One row per epoch; floats are written with repr, so the CSV holds the exact float32 values."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(columns))
+    writer.writerows(zip(*(c.tolist() for c in columns.values())))
+    return buffer.getvalue().encode()
+
+
+def test_predictions_csv(schema, test) -> bytes:
+    """The final model on every test row: its row in the data (0-based), the actual and predicted values
+    (original labels for classification) and, for classification, each class's probability."""
+    from tasks.train.metrics import probabilities
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if schema.task == "regression":
+        writer.writerow(["row", "actual", "prediction"])
+        writer.writerows(zip(test.rows.tolist(), np.asarray(test.target).tolist(), np.asarray(test.predicted).tolist()))
+    else:
+        probs = probabilities(test.predicted)
+        writer.writerow(["row", "actual", "prediction", *(f"probability_{c}" for c in schema.classes)])
+        for row, actual, p in zip(test.rows.tolist(), np.asarray(test.target).tolist(), probs.tolist()):
+            writer.writerow([row, schema.classes[actual], schema.classes[int(np.argmax(p))], *p])
+    return buffer.getvalue().encode()
+
+
+def spec_yaml(resolved: dict) -> bytes:
+    """The resolved spec as YAML, in the spec's own key order, with non-ASCII text kept as written."""
+    return yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).encode()
+
+
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("tensorflow", "keras", "prefect", "numpy", "matplotlib", "pydantic", "trainflow"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(folder: Path) -> Optional[str]:
+    """The commit of the checkout holding `folder`, with '+dirty' when it has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def markdown(name: str, version: str, path: str, description: str, metrics: dict, initial: dict,
+             plots: dict[str, bytes], resolved: dict, embed_images: bool, promotion: Optional[dict] = None) -> str:
+    """The run report: the promotion decision, metrics, plots (embedded as data: URIs for the Prefect UI, else
+    linked), the spec."""
+    lines = [f"# {name} {version}", ""]
+    if description:
+        lines += [description, ""]
+    if promotion:
+        lines += [f"**Promotion to `{promotion['alias']}`: {promotion['decision']}.** {promotion.get('reason', '')}", ""]
+    lines += [f"Version folder: `{path}`", "", "| metric | value |", "|---|---|"]
+    lines += [f"| initial {k} | {_fmt(v)} |" for k, v in initial.items()]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if k != "initial_loss"]
+    lines.append("")
+    for file_name, png in plots.items():
+        title = file_name.removesuffix(".png")
+        src = f"data:image/png;base64,{base64.b64encode(png).decode()}" if embed_images else f"plots/{file_name}"
+        lines += [f"## {title}", "", f"![{title}]({src})", ""]
+    lines += ["## Spec", "", "```yaml", spec_yaml(resolved).decode().rstrip(), "```", ""]
+    return "\n".join(lines)

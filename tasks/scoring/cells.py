@@ -1,0 +1,116 @@
+"""Batches to model inputs: columns turned into features as training turned the file's cells into them
+(`tasks/data/tables.py`, `tasks/data/load.py`): text is trimmed, true/false cells become 'True'/'False', empty
+text is '' and an empty number NaN, unless the version was trained with `data.impute: true`: then, as in
+training, empty numbers get the training mean and empty text the 'missing' category.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from tasks.data import tables
+from tasks.data.load import MISSING
+from tasks.data.tables import NULL_MARKERS, excerpt
+from tasks.results import Feature
+from tasks.scoring.model import Model
+from tasks.scoring.read import BadCell, Source, is_binary, is_string
+
+TRUE_SPELLINGS = pacsv.ConvertOptions().true_values  # the spellings pyarrow reads as booleans, which training saw as
+FALSE_SPELLINGS = pacsv.ConvertOptions().false_values  # 'True' / 'False'
+
+
+def feature_columns(source: Source, batch: pa.RecordBatch) -> list[Union[np.ndarray, pa.Array]]:
+    """The batch's feature columns in the model's order: float32 NumPy numbers, or string arrays (no nulls)."""
+    columns = []
+    for i, feature in source.features.items():  # in the model's order (see _match)
+        array = batch.column(i)
+        if pa.types.is_dictionary(array.type):
+            array = array.dictionary_decode()
+        name = source.schema.names[i].strip()
+        columns.append(_number(name, array) if feature.kind == "number" else _text(name, array, feature))
+    return columns
+
+
+def impute(model: Model, columns: list) -> list:
+    """Empty cells filled as the version's training filled them (`data.impute: true`)."""
+    filled = []
+    for feature, column in zip(model.features, columns):
+        if feature.kind == "number":
+            filled.append(np.where(np.isnan(column), np.float32(feature.mean), column))
+        else:
+            filled.append(pc.if_else(pc.equal(column, ""), MISSING, column))
+    return filled
+
+
+def _number(name: str, array: pa.Array) -> np.ndarray:
+    kind = array.type
+    if pa.types.is_null(kind):
+        return np.full(len(array), np.nan, np.float32)
+    if is_string(kind):
+        trimmed = pc.utf8_trim_whitespace(array.cast(pa.string()))
+        empty = pc.or_(pc.equal(trimmed, ""), pc.is_in(trimmed, value_set=pa.array(NULL_MARKERS)))
+        cells = pc.if_else(empty, pa.scalar(None, pa.string()), trimmed)
+        try:
+            values = pc.cast(cells, pa.float64())
+        except pa.ArrowInvalid:
+            index = tables.first_unparsed(cells)
+            raise BadCell(name, index, f"holds text ({excerpt(cells[index].as_py())}), "
+                                        "the model needs numbers") from None
+    else:
+        values = pc.cast(array, pa.float64(), safe=False)
+    return values.fill_null(math.nan).to_numpy(zero_copy_only=False).astype(np.float32)
+
+
+def _text(name: str, array: pa.Array, feature: Feature) -> pa.Array:
+    """Cells as training saw them: trimmed text, 'True'/'False' for booleans, numbers as their text, ''
+    for empty cells."""
+    kind = array.type
+    if pa.types.is_null(kind):
+        return pa.array([""] * len(array), pa.string())
+    if pa.types.is_boolean(kind):
+        text = pc.if_else(array, "True", "False")
+    elif is_string(kind) or is_binary(kind):
+        try:
+            text = pc.utf8_trim_whitespace(array.cast(pa.string()))
+        except pa.ArrowInvalid:
+            index = next(j for j, v in enumerate(array.to_pylist()) if not _utf8(v))
+            raise BadCell(name, index, "holds a cell that is not UTF-8 text") from None
+    else:  # numbers, dates and times: their text, as training kept them
+        text = array.cast(pa.string())
+    if is_boolean_feature(feature) and not pa.types.is_boolean(kind):  # training read true/false cells
+        text = pc.if_else(pc.is_in(text, value_set=pa.array(TRUE_SPELLINGS)), "True",
+                          pc.if_else(pc.is_in(text, value_set=pa.array(FALSE_SPELLINGS)), "False", text))
+    return text.fill_null("")
+
+
+def _utf8(value: Optional[bytes]) -> bool:
+    try:
+        value is None or value.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def is_boolean_feature(feature: Feature) -> bool:
+    vocabulary = set(feature.vocabulary)
+    return bool(vocabulary & {"True", "False"}) and vocabulary <= {"True", "False", MISSING}
+
+
+def tensors(model: Model, columns: list) -> dict:
+    import tensorflow as tf
+
+    inputs = {}
+    for feature, column in zip(model.features, columns):
+        if feature.kind == "number":
+            inputs[feature.input_name] = tf.constant(column, tf.float32)
+        else:  # the distinct values once, then a gather: no Python string per row
+            encoded = pc.dictionary_encode(column)
+            values = tf.constant(encoded.dictionary.to_pylist(), tf.string)
+            inputs[feature.input_name] = tf.gather(values, encoded.indices.to_numpy(zero_copy_only=False))
+    return inputs

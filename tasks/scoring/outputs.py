@@ -1,0 +1,119 @@
+"""Model outputs as output columns: `prediction` (the original label for classification) and one
+`probability_<label>` per class, a running summary (mean and spread, or class counts, and the rows left
+unscored), and a JSON-ready preview of the first rows.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.common.errors import DataError
+from tasks.scoring.model import Model
+
+PREVIEW_ROWS = 10
+
+
+def output_fields(model: Model) -> list[pa.Field]:
+    if model.task == "regression":
+        return [pa.field("prediction", pa.float32())]
+    labels = class_labels(model.classes)
+    return [pa.field("prediction", labels.type),
+            *(pa.field(f"probability_{label}", pa.float32()) for label in model.classes)]
+
+
+def class_labels(classes: list) -> pa.Array:
+    """The class labels as an Arrow array of their JSON type (text, integers, floats or booleans)."""
+    try:
+        return pa.array(classes)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: their text
+        return pa.array([str(c) for c in classes])
+
+
+def predictions(model: Model, outputs: dict, rows: int) -> tuple[list[pa.Array], np.ndarray]:
+    """The output columns for one batch, and what the summary counts: values, or class indices (-1: none)."""
+    if model.task == "regression":
+        values = np.asarray(outputs[model.output_key], np.float32).reshape(-1)
+        if len(values) != rows:
+            raise DataError(f"{model.path}: the model returned {len(values)} predictions for {rows} rows")
+        return [pa.array(values)], values
+    probabilities = np.asarray(outputs["probabilities"], np.float32)
+    k = len(model.classes)
+    if probabilities.shape != (rows, k):
+        raise DataError(f"{model.path}: the model returned probabilities of shape {probabilities.shape}, "
+                        f"expected ({rows}, {k}) for the {k} classes in classes.json")
+    index = np.asarray(outputs["class_index"]).astype(np.int64).reshape(-1)
+    # a row with a NaN input has NaN probabilities: no class, rather than argmax's arbitrary first one
+    unknown = ~np.isfinite(probabilities).all(axis=1)
+    index[unknown] = -1
+    labels = class_labels(model.classes).take(pa.array(index, pa.int64(), mask=unknown))
+    per_class = np.ascontiguousarray(probabilities.T)
+    return [labels, *(pa.array(per_class[j]) for j in range(k))], index
+
+
+class Summary:
+    """Running statistics of the predictions: Chan's parallel mean/variance, or class counts."""
+
+    def __init__(self, model: Model):
+        self.model, self.count, self.mean, self.m2 = model, 0, 0.0, 0.0
+        self.low, self.high = math.inf, -math.inf
+        self.counts = np.zeros(len(model.classes), np.int64)
+        self.unscored = 0  # rows with an empty (NaN) feature cell: no prediction, said in the summary
+
+    def add(self, values: np.ndarray) -> None:
+        if self.model.task == "classification":
+            self.unscored += int((values < 0).sum())
+            self.counts += np.bincount(values[values >= 0], minlength=len(self.counts))[: len(self.counts)]
+            return
+        finite = np.isfinite(values)
+        self.unscored += int((~finite).sum())
+        values = values[finite].astype(np.float64)
+        if not len(values):
+            return
+        n, mean = len(values), float(values.mean())
+        m2 = float(((values - mean) ** 2).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.low, self.high = min(self.low, float(values.min())), max(self.high, float(values.max()))
+
+    def result(self, rows: int) -> dict:
+        if self.model.task == "classification":
+            return {"rows": rows, "unscored": self.unscored,
+                    "class_counts": {label: int(n) for label, n in zip(self.model.classes, self.counts)}}
+        if not self.count:
+            return {"rows": rows, "unscored": self.unscored, "mean": None, "std": None, "min": None, "max": None}
+        return {"rows": rows, "unscored": self.unscored, "mean": self.mean, "std": math.sqrt(self.m2 / self.count),
+                "min": self.low, "max": self.high}
+
+
+def _plain(value: Any) -> Any:
+    """A cell as a JSON value: NaN and infinities as None, dates as ISO text, decimals as floats."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return _plain(float(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def preview_rows(batch: pa.RecordBatch) -> list[dict]:
+    """Rows as plain dicts; float32 cells as the shortest decimal that reads back the same (0.1, not 0.100000001)."""
+    single = {f.name for f in batch.schema if pa.types.is_float32(f.type)}
+    return [{k: _plain(float(str(np.float32(v))) if k in single and v is not None else v) for k, v in row.items()}
+            for row in batch.to_pylist()]

@@ -1,0 +1,104 @@
+"""Which training step a run (or a sweep's trials) takes, and why not the faster ones: one function.
+
+The trainer, the sweep and `trainflow plan` all ask `choose_step`, so the answer a user reads in the plan is
+the one the run takes. Kept free of TensorFlow so that `plan` answers instantly.
+
+The steps (see `tasks/train/steps.py`):
+- "tape": the general GradientTape step; any model, loss, optimizer, batch size.
+- "moments": the guide's case at scale: linear models, mse, plain SGD on one full batch of at least
+  MIN_MOMENTS_EXAMPLES. The data is read once into six moments and each epoch costs O(1).
+- "trials": several linear models trained by plain SGD on one full batch at once, with a leading trial
+  axis; a sweep whose trials differ only in FUSABLE_PATHS takes it (with moments at scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from tasks.model.spec import LINEAR_MODELS
+from tasks.train.spec import CLIP_OPTIONS
+
+#: Below this many examples the general XLA loop is overhead-bound (a few µs per epoch at N=201), and the
+#: guide's own problem keeps running the guide's GradientTape step.
+MIN_MOMENTS_EXAMPLES = 65_536
+#: Paths fused trials may differ in; everything else must be identical across them.
+FUSABLE_PATHS = ("training.optimizer.learning_rate", "model.init.w", "model.init.b", "training.epochs")
+
+
+@dataclass(frozen=True)
+class Choice:
+    step: str  # "tape", "moments" or "trials"
+    why: str  # in words, for the run log, the sweep report and `trainflow plan`
+
+    @property
+    def fast(self) -> bool:
+        return self.step != "tape"
+
+
+def plain_sgd(model_kind: str, training: Any) -> Optional[str]:
+    """None when the model is linear and trained by the guide's SGD (optionally clipped) on one full batch,
+    else the reason it is not."""
+    if model_kind == "table":
+        return "a table's model (Keras layers on encoded features)"
+    if model_kind not in LINEAR_MODELS:
+        return f"model.kind '{model_kind}' is not linear"
+    if training.trainer != "manual":
+        return "the keras trainer trains through fit"
+    if training.optimizer.kind != "sgd":
+        return f"optimizer '{training.optimizer.kind}' is not plain SGD"
+    other = sorted(set(training.optimizer.options) - set(CLIP_OPTIONS))
+    if other:
+        return f"optimizer options {other} need Keras's optimizer (only {', '.join(CLIP_OPTIONS)} are fused)"
+    if training.lr_schedule is not None:
+        return "lr_schedule needs Keras's optimizer"
+    if training.early_stopping is not None:
+        return "early stopping runs in the general step"
+    if training.batch_size is not None:
+        return "minibatches (batch_size is set)"
+    if training.shuffle:
+        return "shuffle is on"
+    return None
+
+
+def choose_step(model_kind: str, training: Any, examples: Optional[int] = None,
+                trials: Optional[Sequence[tuple[dict, str, Any]]] = None, fuse: bool = True,
+                runner: str = "thread") -> Choice:
+    """The step for one run (`trials` None) or for a sweep's trials, given as (swept values, model kind,
+    training section).
+
+    `examples` is the number of training examples when known (a file's length is known only once read);
+    None answers for any size and says where the size matters."""
+    if trials is not None:
+        return _for_trials(trials, examples, fuse, runner)
+    if training.trainer == "keras":
+        return Choice("fit", "Keras compile/fit on a repeated full batch or minibatches (training.trainer: keras)")
+    reason = plain_sgd(model_kind, training) or (None if training.loss.kind in ("mse", "auto") else
+                                            f"loss '{training.loss.kind}' is not mse")
+    if reason:
+        return Choice("tape", f"general GradientTape step: {reason}")
+    if examples is None:
+        return Choice("moments", f"data moments when there are at least {MIN_MOMENTS_EXAMPLES:,} training "
+                                 "examples, else the GradientTape step")
+    if examples < MIN_MOMENTS_EXAMPLES:
+        return Choice("tape", f"GradientTape step: {examples:,} examples (moments from {MIN_MOMENTS_EXAMPLES:,})")
+    return Choice("moments", f"linear model, mse, full batch of {examples:,}: trained from one pass of data moments")
+
+
+def _for_trials(trials: Sequence[tuple[dict, str, Any]], examples: Optional[int], fuse: bool,
+                runner: str) -> Choice:
+    if not fuse:
+        return Choice("tape", "separate trials: sweep.fuse is false")
+    if runner == "dask":
+        return Choice("tape", "separate trials: runner is dask, trials are spread over its workers")
+    values, model_kind, training = trials[0]
+    reason = plain_sgd(model_kind, training)
+    if reason:
+        return Choice("tape", f"separate trials: {reason}")
+    swept = sorted({path for v, _, _ in trials for path in v})
+    other = [path for path in swept if path not in FUSABLE_PATHS]
+    if other:
+        return Choice("tape", f"separate trials: they differ in {other}, not only in {list(FUSABLE_PATHS)}")
+    scale = "" if examples is None or examples < MIN_MOMENTS_EXAMPLES or training.loss.kind not in ("mse", "auto") else \
+        ", from data moments"
+    return Choice("trials", f"fused: trials differ only in {swept}, trained at once with a trial axis{scale}")

@@ -1,0 +1,370 @@
+"""The training steps the one driver (`tasks/train/driver.py`) runs: what an epoch does, compiled.
+
+Each step exposes the same small interface, so the driver's chunking, divergence checks, progress and
+snapshots are written once:
+
+- `names`: the history fields (loss, val_loss when there is a validation split, w and b for linear models);
+- `trials`: K, the size of the trailing trial axis (1 for one model);
+- `chunk`: the most epochs one call may run;
+- `initial()`: the state before training, [fields, K];
+- `run(start, count)`: `count` epochs from epoch `start`, returning the state after each, [CHUNK, fields, K]
+  (rows past those run are padding), and how many ran (fewer when early stopping stopped training). It is one `tf.function` compiled once: the epoch loop is a
+  `tf.while_loop` with a static `maximum_iterations`, so `count` is a runtime value. (Autograph's
+  `for i in tf.range(count)` makes `count` a compile-time constant under XLA, and every new chunk size
+  cost a ~0.13 s recompile: the first dozen chunks of every run.)
+- `variables()`: the state a snapshot saves and a resume restores.
+
+`TapeStep` is the general GradientTape step for any model. `LinearStep` trains K linear models by the
+guide's SGD at once (a leading trial axis); at scale its data term comes from six float64 moments
+(n, Σx, Σy, Σx², Σxy, Σy²), of which mse and both gradients are exact quadratic forms, so an epoch costs
+O(1) instead of a pass over x and y. `tasks/train/fastpath.py` says which step applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tasks.model import models
+from tasks.results import Dataset
+from tasks.train import losses, metrics
+from tasks.train.fastpath import MIN_MOMENTS_EXAMPLES
+from tasks.train.spec import CLIP_OPTIONS, MAXIMISED, LossSpec, OptimizerSpec, TrainingSpec
+
+#: Most epochs one compiled call runs; also the static size of its in-graph history.
+CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a run learns: the guide's one input (regression on a loss alone) or a table's task, whose history
+    adds the task's metrics (`tasks.train.metrics`)."""
+
+    task: str = "regression"
+    classes: int = 0
+    table: bool = False
+
+    def loss(self, spec: LossSpec, axis=None):
+        return losses.manual(spec, axis, self.task, self.classes)
+
+
+#: Per-epoch metrics of a table are computed on at most this many rows of each split (a seeded sample): an
+#: epoch of a million rows would otherwise pay a second full pass; the test metrics use every row.
+EVAL_ROWS = 65_536
+
+
+def learning_rate(spec: TrainingSpec, steps_per_epoch: int):
+    """The optimizer's learning rate: a number, or a Keras schedule over optimizer steps for `lr_schedule`."""
+    schedule, rate = spec.lr_schedule, spec.optimizer.learning_rate
+    if schedule is None:
+        return rate
+    schedules = keras.optimizers.schedules
+    if schedule.kind == "cosine":
+        steps = (schedule.decay_epochs or spec.epochs) * steps_per_epoch
+        return schedules.CosineDecay(rate, max(1, steps), alpha=schedule.alpha)
+    steps = (schedule.decay_epochs or max(1, spec.epochs // 10)) * steps_per_epoch
+    return schedules.ExponentialDecay(rate, max(1, steps), schedule.decay_rate, staircase=schedule.kind == "step")
+
+
+def make_optimizer(spec: OptimizerSpec, training: Optional[TrainingSpec] = None, steps_per_epoch: int = 1):
+    """Keras's optimizer with every option (and the schedule); None for plain SGD without options or a
+    schedule, which the tape step does as the guide's `v.assign_sub(lr * dv)`."""
+    schedule = training.lr_schedule if training is not None else None
+    if spec.kind == "sgd" and not spec.options and schedule is None:
+        return None
+    rate = learning_rate(training, steps_per_epoch) if training is not None else spec.learning_rate
+    return keras.optimizers.get({"class_name": spec.kind, "config": {"learning_rate": rate, **spec.options}})
+
+
+def optimizer_variables(optimizer: Optional[keras.optimizers.Optimizer]) -> list:
+    return [] if optimizer is None else [v.value if hasattr(v, "value") else v for v in optimizer.variables]
+
+
+def _loop(body_fn, count, width: list[int], chunk: int, go_on=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Run `body_fn(i) -> state` for i < count (and while `go_on()`, for early stopping) inside a while loop of
+    static bound `chunk`; returns the states and how many epochs ran."""
+    history = tf.TensorArray(tf.float32, size=chunk, element_shape=width)
+
+    def body(i, history):
+        return i + 1, history.write(i, body_fn(i))
+
+    def cond(i, _):
+        return i < count if go_on is None else tf.logical_and(i < count, go_on())
+
+    ran, history = tf.while_loop(cond, body, (tf.constant(0), history), maximum_iterations=chunk)
+    return history.stack(), ran
+
+
+def _subsample(x: np.ndarray, y: np.ndarray, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) <= rows:
+        return x, y
+    index = np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))
+    return x[index], y[index]
+
+
+class Evaluator:
+    """The state a history row records: for one input, the losses on the splits (and w, b for linear models);
+    for a table, the loss and the task's metrics on each split (`tasks.train.metrics`)."""
+
+    def __init__(self, model: models.Model, data: Dataset, loss_fn, objective: Objective = Objective(), seed: int = 0):
+        self.model, self.loss_fn, self.objective = model, loss_fn, objective
+        x, y, x_val, y_val = data.x, data.y, data.x_val, data.y_val
+        if objective.table:
+            x, y = _subsample(x, y, EVAL_ROWS, seed)
+            x_val, y_val = _subsample(x_val, y_val, EVAL_ROWS, seed + 1)
+        self.x, self.y = tf.constant(x), tf.constant(y)
+        self.has_val = len(data.x_val) > 0
+        self.x_val, self.y_val = tf.constant(x_val), tf.constant(y_val)
+        self.linear = not objective.table and models.is_linear(model)
+        self.metric_names, self.metric_fn = (metrics.graph_metrics(objective.task, objective.classes)
+                                             if objective.table else ([], None))
+        plain = ["loss"] + self.metric_names
+        self.names = plain + ([f"val_{m}" for m in plain] if self.has_val else []) + (["w", "b"] if self.linear else [])
+
+    def _split(self, x, y) -> list:
+        predicted = self.model(x, training=False) if isinstance(self.model, keras.Model) else self.model(x)
+        values = [self.loss_fn(y, predicted)]
+        if self.metric_fn is not None:
+            values.extend(self.metric_fn(y, predicted))
+        return values
+
+    def state(self) -> tf.Tensor:
+        """A vector of `self.names`, computed in-graph when called from a tf.function."""
+        values = self._split(self.x, self.y)
+        if self.has_val:
+            values.extend(self._split(self.x_val, self.y_val))
+        if self.linear:
+            values.extend(tf.convert_to_tensor(v) for v in models.variables(self.model))
+        return tf.stack([tf.cast(v, tf.float32) for v in values])
+
+
+class EarlyStopping:
+    """Early stopping kept in tf.Variables, so the compiled loop itself stops at the epoch it should and keeps
+    the best epoch's weights; `flows.spec.EarlyStoppingSpec` says how. Improvement is `min_delta` beyond the
+    best value so far, in the monitored metric's direction (up for accuracy, auc and r2)."""
+
+    def __init__(self, spec, names: list[str], weights: list):
+        self.spec, self.weights = spec, weights
+        self.index = names.index(spec.monitor)
+        self.sign = 1.0 if spec.monitor.removeprefix("val_") in MAXIMISED else -1.0
+        self.best_value = tf.Variable(-np.inf if self.sign > 0 else np.inf, dtype=tf.float32)
+        self.best_epoch = tf.Variable(0, dtype=tf.int32)
+        self.wait = tf.Variable(0, dtype=tf.int32)
+        self.stopped = tf.Variable(False)
+        self.best_weights = [tf.Variable(w) for w in weights]
+
+    def update(self, epoch, state) -> None:
+        """After `epoch` (1-based) with `state`, in-graph."""
+        value = state[self.index]
+        improved = self.sign * (value - self.best_value) > self.spec.min_delta
+        for best, current in zip(self.best_weights, self.weights):
+            best.assign(tf.where(improved, current, best))
+        self.best_value.assign(tf.where(improved, value, self.best_value))
+        self.best_epoch.assign(tf.where(improved, tf.cast(epoch, tf.int32), self.best_epoch))
+        self.wait.assign(tf.where(improved, 0, self.wait + 1))
+        self.stopped.assign(self.wait >= self.spec.patience)
+
+    def variables(self) -> list:
+        return self.best_weights + [self.best_value, self.best_epoch, self.wait, self.stopped]
+
+    def finish(self) -> Optional[int]:
+        """Restore the best weights if asked; the restored epoch (None when nothing was restored)."""
+        best = int(self.best_epoch.numpy())
+        if not self.spec.restore_best or best == 0:
+            return None
+        for current, kept in zip(self.weights, self.best_weights):
+            current.assign(kept)
+        return best
+
+
+class TapeStep:
+    """The general step: a GradientTape over minibatches (or the full batch), for any model and optimizer."""
+
+    trials = 1
+
+    def __init__(self, model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
+                 objective: Objective = Objective()):
+        self.chunk = chunk = min(CHUNK, spec.epochs)  # a smaller static history compiles faster
+        loss_fn = objective.loss(spec.loss)
+        self.evaluator = Evaluator(model, data, loss_fn, objective, seed)
+        self.names = self.evaluator.names
+        self.model = model
+        weights = models.variables(model)
+        n = len(data.x)
+        batch = n if spec.batch_size is None else min(spec.batch_size, n)
+        num_batches = -(-n // batch)
+        self.optimizer = make_optimizer(spec.optimizer, spec, num_batches)
+        if self.optimizer is not None:
+            self.optimizer.build(weights)
+        self.stopping = EarlyStopping(spec.early_stopping, self.names, weights) if spec.early_stopping else None
+        lr = tf.constant(spec.optimizer.learning_rate, tf.float32)
+        x, y = tf.constant(data.x), tf.constant(data.y)
+        seed_t = tf.constant(seed, tf.int64)
+        optimizer, stopping = self.optimizer, self.stopping
+        keras_model = isinstance(model, keras.Model)
+
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                current = loss_fn(yb, model(xb, training=True) if keras_model else model(xb))
+            grads = tape.gradient(current, weights)
+            if optimizer is None:
+                for var, grad in zip(weights, grads):
+                    var.assign_sub(lr * grad)
+            else:
+                optimizer.apply_gradients(zip(grads, weights))
+
+        def one_epoch(epoch):
+            if num_batches == 1 and not spec.shuffle:
+                step(x, y)
+                return
+            order = tf.range(n)
+            if spec.shuffle:  # keyed by (seed, epoch): a resumed run shuffles exactly as an uninterrupted one
+                order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed_t, tf.cast(epoch, tf.int64)]))
+            xs, ys = tf.gather(x, order), tf.gather(y, order)
+
+            def batch_step(i):
+                lo = i * batch
+                hi = tf.minimum(lo + batch, n)
+                step(xs[lo:hi], ys[lo:hi])
+                return i + 1
+
+            tf.while_loop(lambda i: i < num_batches, batch_step, (tf.constant(0),))
+
+        def run(start, count):
+            def epoch(i):
+                one_epoch(start + i)
+                state = self.evaluator.state()
+                if stopping is not None:
+                    stopping.update(start + i + 1, state)
+                return state
+
+            go_on = (lambda: tf.logical_not(stopping.stopped)) if stopping is not None else None
+            history, ran = _loop(epoch, count, [len(self.names)], chunk, go_on)
+            return history[..., None], ran
+
+        # Written with explicit while loops, so autograph's source conversion (~0.4 s per run) is not needed.
+        self.run = tf.function(run, jit_compile=n % batch == 0, reduce_retracing=True, autograph=False)
+
+    def initial(self) -> np.ndarray:
+        return self.evaluator.state().numpy()[:, None]
+
+    def variables(self) -> list:
+        extra = self.stopping.variables() if self.stopping is not None else []
+        return models.variables(self.model) + optimizer_variables(self.optimizer) + extra
+
+
+def _moments(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """[n, Σx, Σy, Σx², Σxy, Σy²] in float64: products of float32 values are exact there, and the
+    cancellation in the loss stays far below float32 rounding."""
+    x64, y64 = tf.cast(x, tf.float64), tf.cast(y, tf.float64)
+    sums = [tf.reduce_sum(v) for v in (x64, y64, x64 * x64, x64 * y64, y64 * y64)]
+    return tf.stack([tf.cast(tf.size(x), tf.float64)] + sums)
+
+
+def moments_mse(m: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """mean((w·x + b − y)²) from the moments, elementwise over a trial axis."""
+    n, sx, sy, sxx, sxy, syy = tf.unstack(m)
+    return (w * w * sxx + 2.0 * w * b * sx - 2.0 * w * sxy + b * b * n - 2.0 * b * sy + syy) / n
+
+
+def moments_gradients(m: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    n, sx, sy, sxx, sxy, _ = tf.unstack(m)
+    return 2.0 * (w * sxx + b * sx - sxy) / n, 2.0 * (w * sx + b * n - sy) / n
+
+
+def clip_gradients(dw: tf.Tensor, db: tf.Tensor, options: dict) -> tuple[tf.Tensor, tf.Tensor]:
+    """Keras's clipping (`clipnorm` per variable, `global_clipnorm` over all, `clipvalue` per element),
+    applied to each trial's scalar gradients, as Keras's SGD applies it to one model's."""
+    if "clipnorm" in options:
+        c = tf.constant(options["clipnorm"], dw.dtype)
+        return dw * c / tf.maximum(tf.abs(dw), c), db * c / tf.maximum(tf.abs(db), c)
+    if "global_clipnorm" in options:
+        c = tf.constant(options["global_clipnorm"], dw.dtype)
+        scale = c / tf.maximum(tf.sqrt(dw * dw + db * db), c)
+        return dw * scale, db * scale
+    if "clipvalue" in options:
+        c = tf.constant(options["clipvalue"], dw.dtype)
+        return tf.clip_by_value(dw, -c, c), tf.clip_by_value(db, -c, c)
+    return dw, db
+
+
+class LinearStep:
+    """K linear models w·x + b trained at once by plain (optionally clipped) SGD on the full batch.
+
+    Trials are independent: the gradient of the summed losses with respect to trial k's weights is trial
+    k's own gradient, so each trial's history equals training it alone. A trial past its own epoch count
+    stops moving (its rate drops to 0). With mse and at least MIN_MOMENTS_EXAMPLES examples (or
+    `use_moments=True`) the data term comes from float64 moments."""
+
+    def __init__(self, data: Dataset, loss: LossSpec, learning_rates, w0, b0, epochs, options: dict,
+                 use_moments: Optional[bool] = None):
+        self.chunk = chunk = min(CHUNK, int(max(epochs)))
+        options = {k: v for k, v in options.items() if k in CLIP_OPTIONS}
+        self.trials = len(learning_rates)
+        self.has_val = len(data.x_val) > 0
+        self.names = ["loss"] + (["val_loss"] if self.has_val else []) + ["w", "b"]
+        self.w = tf.Variable(np.asarray(w0, np.float32))
+        self.b = tf.Variable(np.asarray(b0, np.float32))
+        lr = tf.constant(np.asarray(learning_rates, np.float32))
+        stop = tf.constant(np.asarray(epochs, np.int32))
+        if use_moments is None:
+            use_moments = losses.kind(loss) == "mse" and len(data.x) >= MIN_MOMENTS_EXAMPLES
+        self.uses_moments = use_moments
+        w, b = self.w, self.b
+        if use_moments:
+            train = _moments(tf.constant(data.x), tf.constant(data.y))
+            val = _moments(tf.constant(data.x_val), tf.constant(data.y_val)) if self.has_val else None
+
+            def gradients():
+                dw, db = moments_gradients(train, tf.cast(w, tf.float64), tf.cast(b, tf.float64))
+                return tf.cast(dw, tf.float32), tf.cast(db, tf.float32)
+
+            def state():
+                w64, b64 = tf.cast(w, tf.float64), tf.cast(b, tf.float64)
+                losses_ = [moments_mse(train, w64, b64)] + ([moments_mse(val, w64, b64)] if val is not None else [])
+                return tf.concat([tf.cast(tf.stack(losses_), tf.float32), [w.read_value(), b.read_value()]], 0)
+        else:
+            loss_fn = losses.manual(loss, axis=-1)
+            x, y = tf.constant(data.x)[None, :], tf.constant(data.y)[None, :]
+            x_val, y_val = tf.constant(data.x_val)[None, :], tf.constant(data.y_val)[None, :]
+
+            def predict(inputs):
+                return w[:, None] * inputs + b[:, None]
+
+            def gradients():
+                with tf.GradientTape() as tape:
+                    current = tf.reduce_sum(loss_fn(y, predict(x)))
+                return tape.gradient(current, [w, b])
+
+            def state():
+                rows = [loss_fn(y, predict(x))] + ([loss_fn(y_val, predict(x_val))] if self.has_val else [])
+                return tf.stack(rows + [w.read_value(), b.read_value()])
+
+        self._state = state
+
+        @tf.function(jit_compile=True, autograph=False)
+        def run(start, count):
+            def epoch(i):
+                dw, db = clip_gradients(*gradients(), options)
+                rate = tf.where(start + i < stop, lr, 0.0)
+                w.assign_sub(rate * dw)
+                b.assign_sub(rate * db)
+                return state()
+
+            return _loop(epoch, count, [len(self.names), self.trials], chunk)
+
+        self.run = run
+
+    def initial(self) -> np.ndarray:
+        return self._state().numpy()
+
+    def variables(self) -> list:
+        return [self.w, self.b]
+
+    def weights(self, trial: int) -> list[np.ndarray]:
+        """Trial k's final (w, b), in `models.variables` order."""
+        return [np.float32(self.w.numpy()[trial]), np.float32(self.b.numpy()[trial])]
