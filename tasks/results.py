@@ -54,7 +54,8 @@ class TrainResult:
     maximize: bool = False  # whether larger `monitor` is better
     restored_epoch: Optional[int] = None  # the epoch whose weights early stopping restored
     stopped_early: bool = False  # early stopping ended training before training.epochs
-    test: dict = field(default_factory=dict)  # test_ metrics, computed once after training
+    test: dict = field(default_factory=dict)  # test_ metrics (with baseline_ and margin_ twins), once after training
+    warnings: list = field(default_factory=list)  # what a user must hear although the run succeeded
 
     @classmethod
     def from_rows(cls, initial: dict, rows: list[dict], weights: list[np.ndarray], seconds: float) -> "TrainResult":
@@ -77,8 +78,11 @@ class TrainResult:
         """The final model's values (the last epoch's, or the restored best epoch's), the epochs run, the
         initial loss, the best epoch (by the early-stopping monitor, else val_loss when there is a validation
         split, else loss) with its losses, where early stopping stopped, and the test_ metrics."""
-        final = -1 if self.restored_epoch is None else self.restored_epoch - 1
-        out = {k: v for k, v in self.row(final).items() if k != "epoch"}
+        if self.restored_epoch == 0:  # early stopping kept the state before training
+            out = {k: float(v) for k, v in self.initial.items()}
+        else:
+            final = -1 if self.restored_epoch is None else self.restored_epoch - 1
+            out = {k: v for k, v in self.row(final).items() if k != "epoch"}
         out["epochs"] = self.epochs
         out["initial_loss"] = self.initial["loss"]
         monitor = self.monitor or ("val_loss" if "val_loss" in self.columns else "loss")
@@ -151,6 +155,8 @@ class Schema:
     classes: list = field(default_factory=list)  # original labels (text, numbers or booleans), index order
     normalize: bool = True
     impute: bool = False  # empty cells were filled (numbers: the training mean; text: "missing"), so scoring fills them too
+    target_mean: float = 0.0  # regression with normalize: the model's output layer maps z to z · std + mean
+    target_std: float = 1.0
 
     def as_json(self) -> dict:
         from dataclasses import asdict
@@ -179,6 +185,7 @@ class TableDataset:
     train: Split
     validation: Split
     test: Split
+    warnings: list = field(default_factory=list)  # what the data looks like that a user should hear (ID columns, …)
 
 
 @dataclass

@@ -63,7 +63,7 @@ def test_a_gate_moves_the_alias_only_to_a_better_version_and_keeps_every_decisio
 
 def test_rollback_restores_the_previous_holder_and_predict_uses_it(tmp_path, artifacts):
     spec = _gated(tmp_path)
-    first, second = run_spec(spec), run_spec(spec, overrides=["training.epochs=5"])
+    first, second = run_spec(spec), run_spec(spec, overrides=["training.epochs=2", "training.batch_size=null"])
     assert first["promotion"]["decision"] == "moved"
     assert trainflow("alias", "churn@v2", "production").returncode == 0, "a person moves it"
     out = trainflow("alias", "churn", "production", "--rollback")

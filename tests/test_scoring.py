@@ -32,7 +32,8 @@ def _training_csv(folder: Path, n: int = 400) -> Path:
     rng = np.random.default_rng(0)
     age = rng.integers(18, 80, n)
     plan = rng.choice(PLANS, n)
-    charges = rng.normal(50, 20, n).round(2)
+    charges = (20 + 0.5 * age + np.select([plan == "pro", plan == "max"], [15.0, 30.0], 0.0)
+               + rng.normal(0, 5, n)).round(2)  # something a regression on the other columns can learn
     zips = rng.choice(ZIPS, n)
     promo = rng.random(n) < 0.5
     logit = (-0.05 * (age - 45) + np.where(plan == "basic", 1.5, -1.0) + np.where(zips == "02134", 2.0, -0.5)

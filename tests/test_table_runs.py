@@ -61,9 +61,11 @@ def _lstsq_table(folder: Path) -> tuple[Path, float]:
 @pytest.mark.parametrize("trainer", ["manual", "keras"])
 def test_a_normalized_linear_model_reaches_the_least_squares_fit(tmp_path, trainer):
     path, reference = _lstsq_table(tmp_path)
-    spec = validate_data({"name": "corr", "seed": 0, "data": {"kind": "npz", "path": str(path), "target": "y"},
-                          "model": {"kind": "linear"}, "training": {"trainer": trainer, "epochs": 1500,
-                                                                    "optimizer": {"kind": "adam", "learning_rate": 0.1}}})
+    spec = validate_data({"name": "corr", "seed": 0, "data": {"kind": "npz", "path": str(path), "target": "y",
+                                                              "validation_split": 0.0, "test_split": 0.0},
+                          "model": {"kind": "linear"},
+                          "training": {"trainer": trainer, "epochs": 1500, "batch_size": None, "early_stopping": None,
+                                       "optimizer": {"kind": "adam", "learning_rate": 0.1}}})
     dataset = data.load(spec.data, 0)
     trained = trainers.fit(0, spec.model, spec.training, dataset, models.initial_state(spec.model, 0, dataset))
     assert len(dataset.schema.features) == 12 and dataset.schema.task == "regression"
@@ -196,12 +198,12 @@ def test_bad_table_specs_are_exit_2_before_anything_runs(tmp_path, artifacts, ch
 @pytest.mark.usefixtures("prefect_server")
 @pytest.mark.parametrize("kind, content, expect", [
     ("csv", "age,plan,monthly_charges,tenure,churned\n" + "30,basic,20.5,3,yes\n31,pro,21.5,4,no\n" * 20
-     + "32,pro,x1,5,no\n", "customers.csv:42: column 'monthly_charges' holds 'x1', not a number"),
+     + "32,pro,x1,5,no\n", "column 'monthly_charges' holds 1 cell(s) that are not numbers (first: customers.csv:42 'x1')"),
     ("csv", "age,plan,monthly_charges,tenure,churned\n" + "30,basic,20.5,3,yes\n31,,21.5,4,no\n" * 20,
-     "customers.csv:3: column 'plan' is empty"),
+     "column 'plan' is empty in 20 row(s) (first: customers.csv:3, customers.csv:5, customers.csv:7, …)"),
     ("parquet", "not a parquet file at all", "customers.parquet: not a Parquet file"),
 ])
-def test_bad_table_data_fails_the_run_naming_file_row_and_column(tmp_path, artifacts, kind, content, expect):
+def test_bad_table_data_is_refused_naming_file_rows_and_column(tmp_path, artifacts, kind, content, expect):
     name = f"customers.{kind}"
     (tmp_path / name).write_text(content)
     text = CHURN.replace("kind: csv, path: customers.csv", f"kind: {kind}, path: {name}").replace(
@@ -210,14 +212,14 @@ def test_bad_table_data_fails_the_run_naming_file_row_and_column(tmp_path, artif
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.table({"age": [1, 2], "churned": ["a", "b"]}), tmp_path / name)
+        pq.write_table(pa.table({"age": list(range(20)), "churned": ["a", "b"] * 10}), tmp_path / name)
         spec = load_spec(write_spec(tmp_path, text))
         (tmp_path / name).write_text(content)
         with pytest.raises(Exception, match=expect):
             run_spec(spec)
     else:
-        out = trainflow("run", str(write_spec(tmp_path, text)))
-        assert out.returncode == 1 and expect in out.stderr, out.stderr[-2000:]
+        out = trainflow("run", str(write_spec(tmp_path, text)))  # every bad cell, before anything runs
+        assert out.returncode == 2 and expect in out.stderr, out.stderr[-2000:]
     assert Store(artifacts).versions("churn") == []
 
 

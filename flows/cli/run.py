@@ -65,7 +65,7 @@ def _print_report(result: dict, lines: int) -> None:
     if result.get("kind") == "sweep":
         _print_sweep(result)
         return
-    from tasks.publish.report import logged_epochs, report_line
+    from tasks.publish.report import logged_epochs, report_line, test_lines
 
     history = result["history"]
     shown = logged_epochs(len(history), lines)
@@ -74,11 +74,13 @@ def _print_report(result: dict, lines: int) -> None:
         if row["epoch"] in shown:
             typer.echo(f"Epoch {row['epoch']:2d}: {report_line(row)}")
     metrics = result["metrics"]
-    if any(name.startswith("test_") for name in metrics):
-        typer.echo("Test: " + ", ".join(f"{name.removeprefix('test_')}={value:.5g}" for name, value in metrics.items()
-                                        if name.startswith("test_")))
+    tested = test_lines(metrics)
+    if tested:
+        typer.echo("Test: " + "; ".join(tested))
     if "stopped_epoch" in metrics:
         typer.echo(f"Early stopping: stopped at epoch {metrics['stopped_epoch']}, best epoch {metrics['best_epoch']}")
+    for warning in result.get("warnings") or ():
+        typer.echo(f"warning: {warning}", err=True)
     states = ", ".join(f"{t['name']}={t['state']}" for t in result["tasks"])
     typer.echo(f"Tasks: {states}")
     verb = "Reused identical" if result["reused"] else "Published"
@@ -104,8 +106,12 @@ def _print_sweep(result: dict) -> None:
 
 @app.command()
 def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
-             overrides: Optional[List[str]] = SetOption, debug: bool = DebugOption) -> None:
-    """Check specs, data files' columns included; print every problem as file:line:col: path: message."""
+             overrides: Optional[List[str]] = SetOption,
+             resolved: bool = typer.Option(False, "--resolved", help="Also print each spec as it will run: every "
+                                                                     "default filled in (what spec.yaml records)."),
+             debug: bool = DebugOption) -> None:
+    """Check specs and their data (columns, every cell of a table, classes); print every problem as
+    file:line:col: path: message, and warnings about the data (ID-like or constant columns, …)."""
     with errors(debug):
         from flows.spec.document import SpecError
         from flows.spec.load import collect, load_any
@@ -117,7 +123,15 @@ def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders
         for path in files:
             try:
                 spec = load_any(path, overrides or [])
-                typer.echo(f"{path}: ok ({spec.name}, spec hash {spec.spec_hash()[:8]})")
+                findings = getattr(spec, "data_findings", None)
+                summary = f"; {findings.summary}" if findings and findings.summary else ""
+                typer.echo(f"{path}: ok ({spec.name}, spec hash {spec.spec_hash()[:8]}{summary})")
+                for warning in findings.warnings if findings else ():
+                    typer.echo(f"{path}: warning: {warning}", err=True)
+                if resolved:
+                    from tasks.publish.report import spec_yaml
+
+                    typer.echo(spec_yaml(spec.resolved()).decode(), nl=False)
             except SpecError as exc:
                 if debug:
                     raise
@@ -166,13 +180,20 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
         step = choose_step("table" if is_table(resolved.data) else resolved.model.kind, resolved.training,
                            examples=_examples(resolved))
         fused, why, trials = _plan_trials(resolved, root) if resolved.sweep else (False, "", None)
+        from flows.spec import defaults
+
+        filled = defaults.in_effect(resolved.resolved())
         if as_json:
             typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
                                    "compared_with": latest.label if latest else None, "tasks": rows,
                                    "training_step": {"step": step.step, "why": step.why},
                                    "trials": trials, "trials_path": ("fused" if fused else "separate") if trials else None,
-                                   "trials_why": why or None}))
+                                   "trials_why": why or None, "table_defaults": filled}))
             return
+        if filled:
+            typer.echo("table defaults (what the spec leaves unsaid; `validate --resolved` prints it all): "
+                       + ", ".join(f"{path}={value if isinstance(value, str) else json.dumps(value)}"
+                                   for path, value in filled.items()))
         if trials is not None:
             typer.echo(f"{resolved.name}: sweep of {len(trials)} trials, {'fused' if fused else 'separate'} ({why}):")
             for trial in trials:

@@ -19,7 +19,8 @@ from flows.run.graph import NODES, Node
 from flows.run.nodes import run_node
 from flows.run.options import RunOptions
 from flows.run.plan import Plan, artifact_root, compile_plan, progress_dir
-from flows.run.publish import after_publish, experiment_files, publish_and_record, summary, ui_artifacts
+from flows.run.publish import (after_publish, experiment_files, node_warnings, publish_and_record, summary,
+                               ui_artifacts)
 from flows.spec import Spec
 
 
@@ -99,6 +100,8 @@ class GraphRunner:
             if node.output in self.outputs:
                 continue
             self.run(node, (injected or {}).get(node.name))
+            for warning in node_warnings(node.name, self.outputs):  # cached or not: said on every run
+                self.logger.warning(warning)
             if node.name == "train" and self.records[-1]["state"] == "Completed":
                 result = self.outputs["trained"].result
                 resumed = result.resumed_from
@@ -119,7 +122,7 @@ def run_experiment(spec: Spec, seed: int, options: RunOptions) -> dict:
     files, manifest, figures = experiment_files(spec, seed, plan, outputs, runner.records)
     published = publish_and_record(spec, plan, runner.root, files, manifest, runner.records, runner.tags, [figures])
     reused = published["reused"]
-    result = summary(spec, seed, plan, outputs["trained"], published, runner.records, reused)
+    result = summary(spec, seed, plan, outputs, published, runner.records, reused)
     result["promotion"] = after_publish(spec, runner.root, published, result["metrics"], runner.records, runner.tags)
     ui_artifacts(spec, result)
     return result

@@ -57,7 +57,7 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
         "kind": "experiment", "spec": resolved, "spec_hash": plan.spec_hash, "seed": seed, "tasks": records,
         "libraries": report.library_versions(), "git_commit": report.git_commit(Path(__file__).parent),
         "flow_run_id": str(current_flow_run.id) if current_flow_run.id else None,
-        "metrics": result.metrics, "initial": result.initial,
+        "metrics": result.metrics, "initial": result.initial, "warnings": run_warnings(outputs),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     figures = FigureSet(f"{folder}plots", outputs["figures"], heading or f"{spec.name} {{version}}", spec.plots.dpi)
@@ -153,8 +153,25 @@ def comparison_artifact(name: str, root: Path) -> None:
                                       + (f" (settings that differ: {', '.join(settings)})" if settings else ""))
 
 
-def summary(spec: Spec, seed: int, plan: Plan, trained, published: dict, records: list[dict], reused: bool) -> dict:
+def node_warnings(node: str, outputs: dict[str, Any]) -> list[str]:
+    """What a node's output warns about: the data (ID-like or constant columns, …) or the trained model (a test
+    metric no better than the trivial baseline)."""
+    if node == "data":
+        return list(getattr(outputs.get("dataset"), "warnings", []))
+    if node == "train" and "trained" in outputs:
+        return list(outputs["trained"].result.warnings)
+    return []
+
+
+def run_warnings(outputs: dict[str, Any]) -> list[str]:
+    """Every warning of a run, for the manifest, `--json` and the console."""
+    return [*node_warnings("data", outputs), *node_warnings("train", outputs)]
+
+
+def summary(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any], published: dict, records: list[dict],
+            reused: bool) -> dict:
     """The run's outcome; `history` is columns of arrays here (cheap for Prefect), rows in `run_spec`'s result."""
+    trained = outputs["trained"]
     result = trained.result
     out = {
         "name": spec.name, "version": published["version"], "path": published["path"], "reused": reused,
@@ -166,6 +183,7 @@ def summary(spec: Spec, seed: int, plan: Plan, trained, published: dict, records
     if "w" in result.initial:
         out["weights"] = {"w": result.metrics["w"], "b": result.metrics["b"]}
     out.update(task_description(spec, trained))
+    out["warnings"] = run_warnings(outputs)
     return out
 
 
@@ -202,7 +220,7 @@ def ui_artifacts(spec: Spec, summary: dict) -> None:
         key=key, description=f"{spec.name} {summary['version']}",
         markdown=report.markdown(spec.name, summary["version"], summary["path"], spec.description,
                                  summary["metrics"], summary["initial"], plot_files, spec.resolved(), embed_images=True,
-                                 promotion=summary.get("promotion")),
+                                 promotion=summary.get("promotion"), warnings=summary.get("warnings")),
     )
     columns = summary["history"]
     total = len(columns["epoch"])

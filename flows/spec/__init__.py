@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
+from flows.spec import defaults
 from flows.spec.orchestration import PredictSpec, PromoteSpec, ScheduleSpec, SweepSpec
 from tasks.checkpoint.spec import CheckpointSpec
 from tasks.common.hashing import canonical_hash
@@ -56,8 +57,12 @@ class Spec(Section):
         42, ge=0, le=2**31 - 1,
         description="Seeds data noise, splits, initialisation and shuffles. null makes the run uncacheable.",
     )
-    data: DataSpec = Field(description="Where the (x, y) pairs come from.")
-    model: ModelSpec = Field(description="What is fitted.")
+    data: DataSpec = Field(description="Where the examples come from: the guide's one input and one target, or a "
+                           "table (data.target names the column to predict).")
+    model: Optional[ModelSpec] = Field(
+        None, description="What is fitted. Required for the guide's one-input data; a table's default is an MLP "
+        "of two relu layers of 64.",
+    )
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="How it is fitted.")
     plots: PlotSpec = Field(default_factory=PlotSpec, description="The matplotlib figures to draw.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="How the trained model is saved.")
@@ -66,11 +71,27 @@ class Spec(Section):
         [], description="Schedules for `trainflow serve` / `deploy`; empty means runs only when asked."
     )
     promote: Optional[PromoteSpec] = Field(None, description="Move an alias to each new version that beats its holder.")
+    #: What loading found in the spec's data besides errors (`flows.spec.datacheck.Findings`): warnings and a
+    #: summary `validate` prints. Not part of the spec: never dumped, hashed or keyed.
+    _data_findings: Any = PrivateAttr(default=None)
+
+    @property
+    def data_findings(self):
+        return self._data_findings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_that_fit_the_data(cls, raw: Any) -> Any:
+        """A table's unsaid settings are a practitioner's, not the guide's (`flows.spec.defaults`)."""
+        return defaults.fill(raw)
 
     @model_validator(mode="after")
     def _parts_fit_together(self) -> "Spec":
-        problems = []
         table = is_table(self.data)
+        if self.model is None:
+            raise CrossFieldError([("model", "required for the guide's one-input data: give model.kind (linear, "
+                                             "keras_linear or mlp)")])
+        problems = []
         keras_models = ("linear", "mlp") if table else KERAS_MODELS
         if table and self.model.kind == "keras_linear":
             problems.append(("model.kind", "'keras_linear' is the guide's one-input model; for a table use "
@@ -94,8 +115,25 @@ class Spec(Section):
             if self.training.loss.kind == "cross_entropy":
                 problems.append(("training.loss.kind", "'cross_entropy' needs a classification table "
                                                        "(data.target), the guide's data is regression"))
+        if not table:
+            for field, hint in (("normalize", "its w and b stay in the data's units"),
+                                ("impute", "an empty cell there fails the run, naming its row")):
+                if getattr(data, field):
+                    problems.append((f"data.{field}", f"applies to tables only; the guide's one-input data is never "
+                                                      f"{'standardised' if field == 'normalize' else 'imputed'} "
+                                                      f"({hint}). To use it, make the file a table: data.target "
+                                                      f"names the column to predict, the others are features"))
+            if getattr(data, "exclude", None):
+                problems.append(("data.exclude", "applies to tables only (name the column to predict in data.target)"))
         if isinstance(getattr(data, "features", None), list) and data.target in data.features:
             problems.append(("data.features", f"the target '{data.target}' cannot also be a feature"))
+        if getattr(data, "exclude", None) and table:
+            if data.features is not None:
+                problems.append(("data.exclude", "give features (the columns to use) or exclude (the columns not "
+                                                 "to use), not both"))
+            if data.target in data.exclude:
+                problems.append(("data.exclude", f"the target '{data.target}' is never a feature; leave it out "
+                                                 f"of exclude"))
         for kind in self.plots.include or ():
             if kind in LINE_PLOTS and table:
                 problems.append(("plots.include", f"'{kind}' plots one input against the target; this data is a "

@@ -8,9 +8,10 @@ with its position, not a failed run after the server started. What the data hold
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 
 from flows.spec import Spec, metric_problems
-from tasks.data.profile import DataProblem, column_problems, needed_per_class, resolved_task, target_profile
+from tasks.data.profile import DataProblem, column_problems, needed_per_class, resolved_task, scan, target_profile
 from tasks.data.spec import FileData, is_table
 from tasks.plots.spec import CLASSIFICATION_PLOTS, REGRESSION_PLOTS
 from tasks.train.spec import REGRESSION_LOSSES
@@ -52,13 +53,24 @@ def task_problems(spec: Spec, task: str, target_kind: str, counts: Counter) -> l
     return problems
 
 
-def check_data(spec: Spec, list_header: bool = True) -> list[DataProblem]:
-    """Every problem of the spec against its data (an empty list when it fits)."""
+def check_data(spec: Spec, list_header: bool = True) -> Findings:
+    """Every problem of the spec against its data (none when it fits), and what `validate` warns about."""
     if isinstance(spec.data, FileData):
         problems = column_problems(spec.data, list_header)
         if problems:
-            return problems
+            return Findings(problems)
     if not is_table(spec.data):
-        return []
-    target_kind, counts = target_profile(spec.data)
-    return task_problems(spec, resolved_task(spec.data, target_kind), target_kind, counts)
+        return Findings()
+    found = scan(spec.data) if isinstance(spec.data, FileData) else None
+    if found is not None and (found.problems or found.raw is None):
+        return Findings(found.problems, found.warnings, found.summary)
+    target_kind, counts = target_profile(spec.data, found.raw if found else None)
+    problems = task_problems(spec, resolved_task(spec.data, target_kind), target_kind, counts)
+    return Findings(problems, found.warnings if found else [], found.summary if found else "")
+
+
+@dataclass
+class Findings:
+    problems: list[DataProblem] = field(default_factory=list)  # errors: the spec cannot run on this data
+    warnings: list[str] = field(default_factory=list)  # what a practitioner would question; the run goes ahead
+    summary: str = ""  # rows, text columns' distinct values, whether only a sample was read

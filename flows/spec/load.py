@@ -129,18 +129,20 @@ def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None, la
         looked = "" if lanes is not None else f" (looked for {path})"
         raise SpecError([Problem(where, "data.path", f"no such data file '{spec.data.path}'{looked}")])
     resolved = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path)})})
-    check_columns(resolved, doc, list_header=lanes is None)
+    resolved._data_findings = check_columns(resolved, doc, list_header=lanes is None)
     return resolved
 
 
-def check_columns(spec: Spec, doc: Optional[Document] = None, list_header: bool = True) -> None:
-    """The spec against its data (`flows.spec.datacheck`): columns, target, classes; problems get positions."""
+def check_columns(spec: Spec, doc: Optional[Document] = None, list_header: bool = True):
+    """The spec against its data (`flows.spec.datacheck`): columns, every cell, target, classes; problems get
+    positions. Returns the findings (warnings and a summary for `validate`) when there is no problem."""
     from flows.spec.datacheck import check_data
 
-    problems = check_data(spec, list_header)
-    if problems:
+    findings = check_data(spec, list_header)
+    if findings.problems:
         raise SpecError([Problem(locate(doc, tuple(_path_parts(p.path))) if doc else None, p.path, p.message)
-                         for p in problems])
+                         for p in findings.problems])
+    return findings
 
 
 def _path_parts(dotted_path: str) -> list:

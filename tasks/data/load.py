@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
-from tasks.common.errors import DataError, TransientDataError
+from tasks.common.errors import DataError
+from tasks.data import hygiene
+from tasks.data.columns import open_npz, read_columns
 from tasks.data.profile import resolved_task
 from tasks.data.spec import BlobsData, DataSpec, FileData, MoonsData, NpzData, is_table
 from tasks.data.synthetic import generate, generate_table
@@ -78,19 +80,8 @@ def _not_a_number(table, name: str) -> str:
     return f"{table.path.name}: column '{name}' is not numeric"
 
 
-def _open_npz(path: Path):
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise TransientDataError(f"{path.name}: no such data file") from None
-    except OSError as exc:
-        raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
-    except ValueError:
-        raise DataError(f"{path.name}: not a readable .npz archive") from None
-
-
 def _read_npz(path: Path, spec: NpzData) -> tuple[np.ndarray, np.ndarray]:
-    archive = _open_npz(path)
+    archive = open_npz(path)
     with archive:
         arrays = []
         for key, role in ((spec.x_key, "x_key"), (spec.y_key, "y_key")):
@@ -109,38 +100,6 @@ def _read_npz(path: Path, spec: NpzData) -> tuple[np.ndarray, np.ndarray]:
 
 #: The category an empty text cell becomes with `data.impute: true`.
 MISSING = "missing"
-
-
-def _read_table_columns(spec: FileData) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, np.ndarray], Callable]:
-    """(columns, kinds, empty masks, how a row is named in messages) of the file's features and then its target."""
-    path = Path(spec.path)
-    if isinstance(spec, NpzData):
-        with _open_npz(path) as archive:
-            names = spec.features or [n for n in archive.files if n != spec.target]
-            columns, kinds, empty = {}, {}, {}
-            for name in [*names, spec.target]:
-                if name not in archive.files:
-                    raise DataError(f"{path.name}: no array '{name}'")
-                values = archive[name]
-                if values.ndim != 1:
-                    raise DataError(f"{path.name}: array '{name}' must be 1-D, got shape {values.shape}")
-                number = values.dtype.kind in "iuf"
-                columns[name] = values.astype(np.float64) if number else values.astype(str)
-                kinds[name] = "number" if number else ("bool" if values.dtype.kind == "b" else "text")
-                empty[name] = np.isnan(columns[name]) if number else columns[name] == ""
-        return columns, kinds, empty, lambda row: f"{path.name}: row {row + 1}"
-    from tasks.data import tables
-
-    wanted = None if spec.features is None else [*spec.features, spec.target]
-    table = tables.read_table(path, spec.kind, wanted, getattr(spec, "delimiter", ","))
-    names = [n for n in table.names if n != spec.target] + [spec.target]
-    separator = ":" if spec.kind == "csv" else ": "  # data.csv:42 (a line), data.parquet: row 41
-
-    def label(row: int) -> str:
-        return f"{path.name}{separator}{tables.row_label(table, row)}"
-
-    return ({n: table.columns[n] for n in names}, {n: table.kinds[n] for n in names},
-            {n: table.empty[n] for n in names}, label)
 
 
 def split_indices(n: int, labels: Optional[np.ndarray], validation: float, test: float, seed: int) -> dict[str, np.ndarray]:
@@ -170,9 +129,12 @@ def load_table(spec: DataSpec, seed: int) -> TableDataset:
         kinds = {name: "number" for name in columns}
         empty = {name: np.zeros(len(labels), bool) for name in columns}
         columns[target], kinds[target], empty[target] = labels, "text", np.zeros(len(labels), bool)
+        warnings = []
     else:
-        columns, kinds, empty, where = _read_table_columns(spec)
+        raw = read_columns(spec)
+        columns, kinds, empty, where = raw.columns, raw.kinds, raw.empty, raw.where
         target, source = spec.target, Path(spec.path).name
+        warnings = hygiene.column_warnings(raw, target, spec.max_categories)
     features = [name for name in columns if name != target]
     if empty[target].any():
         row = int(np.flatnonzero(empty[target])[0])
@@ -210,10 +172,14 @@ def load_table(spec: DataSpec, seed: int) -> TableDataset:
             prepared[name] = np.where(missing, MISSING, text) if spec.impute else text
             kept, counts = np.unique(prepared[name][train], return_counts=True)
             vocabulary = [str(v) for v, _ in sorted(zip(kept, counts), key=lambda item: (-item[1], item[0]))]
-            described.append(Feature(name, input_name(name), "text", vocabulary=vocabulary))
-    schema = Schema(task, target, described, class_labels, spec.normalize, spec.impute)
+            limit = getattr(spec, "max_categories", len(vocabulary))
+            described.append(Feature(name, input_name(name), "text", vocabulary=vocabulary[:limit]))
+    target_mean, target_std = 0.0, 1.0
+    if task == "regression" and spec.normalize:
+        target_mean, target_std = float(y[train].mean()), float(y[train].std()) or 1.0
+    schema = Schema(task, target, described, class_labels, spec.normalize, spec.impute, target_mean, target_std)
 
     def part(rows: np.ndarray) -> Split:
         return Split({name: prepared[name][rows] for name in features}, y[rows], rows)
 
-    return TableDataset(schema, part(index["train"]), part(index["validation"]), part(index["test"]))
+    return TableDataset(schema, part(index["train"]), part(index["validation"]), part(index["test"]), warnings)

@@ -1,22 +1,30 @@
-"""What a data section's file or generator holds, read cheaply, before anything runs: the columns the spec
-names (with "did you mean"), the target's kind and class counts, the resolved task, and how many rows a
-class needs for the stratified splits. `flows.spec.datacheck` turns these into positioned spec errors.
-
-Cheap on purpose: a CSV's header line, a Parquet file's schema, an NPZ archive's names, and the target
-column alone (pyarrow) when the task or the class counts depend on it. No TensorFlow, no Prefect.
+"""What a data section's file or generator holds, read before anything runs: the columns the spec names
+(with "did you mean", from the header alone), then one scan of the table (every cell that cannot be used,
+the columns to question: `tasks.data.hygiene`), the target's kind and class counts, the resolved task, and
+how many rows a class needs for the stratified splits. `flows.spec.datacheck` turns these into positioned
+spec errors and `validate`'s warnings. No TensorFlow, no Prefect.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import numpy as np
+
+from tasks.common.errors import DataError
 from tasks.common.suggest import did_you_mean
+from tasks.data import hygiene
+from tasks.data.columns import RawTable, file_columns, read_columns
 from tasks.data.spec import BlobsData, FileData, MoonsData, NpzData, ParquetData, is_table
 
 #: A header listing in an error shows at most this many names.
 MAX_LISTED_COLUMNS = 20
+#: `validate` (and loading a spec to run it) reads a table file whole up to this size; a larger file only
+#: that far, and says so: checking every cell of a many-gigabyte file would make validation as slow as a run.
+SCAN_BYTES = 256 * 2**20
 
 
 class DataProblem(Exception):
@@ -25,25 +33,6 @@ class DataProblem(Exception):
     def __init__(self, path: str, message: str):
         super().__init__(message)
         self.path, self.message = path, message
-
-
-def file_columns(data: FileData) -> list[str]:
-    """The column names of a data file, read cheaply: a CSV's header line, a Parquet schema, an NPZ's names."""
-    path = Path(data.path)
-    if isinstance(data, NpzData):
-        import zipfile
-
-        with zipfile.ZipFile(path) as archive:
-            return [name.removesuffix(".npy") for name in archive.namelist()]
-    if isinstance(data, ParquetData):
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    import csv
-
-    with path.open(newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle, delimiter=data.delimiter), None)
-    return [name.strip() for name in header or []]
 
 
 def requested_columns(data: FileData) -> list[tuple[str, str]]:
@@ -79,35 +68,51 @@ def column_problems(data: FileData, list_header: bool = True) -> list[DataProble
     return problems
 
 
-def target_profile(data: Any) -> tuple[str, Counter]:
-    """("number" | "text", class counts) of the target: read alone from a file, or known for a generator."""
+def target_profile(data: Any, raw: Optional[RawTable] = None) -> tuple[str, Counter]:
+    """("number" | "text", class counts) of the target's non-empty cells: from a file's scan, or known for a
+    generator."""
     if isinstance(data, BlobsData):
         base, extra = divmod(data.num_examples, data.classes)
         return "text", Counter({f"class_{k}": base + (k < extra) for k in range(data.classes)})
     if isinstance(data, MoonsData):
         half = data.num_examples // 2
         return "text", Counter({"upper": data.num_examples - half, "lower": half})
-    path = Path(data.path)
-    if isinstance(data, NpzData):
-        import numpy as np
+    raw = raw or read_columns(data)
+    values = raw.columns[data.target][~raw.empty[data.target]]
+    labels, counts = np.unique(values, return_counts=True)
+    return ("number" if raw.kinds[data.target] == "number" else "text",
+            Counter(dict(zip(labels.tolist(), counts.tolist()))))
 
-        with np.load(path, allow_pickle=False) as archive:
-            values = archive[data.target]
-        kind = "number" if values.dtype.kind in "iuf" else "text"
-        return kind, Counter(values.tolist())
-    import pyarrow as pa
 
-    if isinstance(data, ParquetData):
-        import pyarrow.parquet as pq
+@dataclass
+class Scan:
+    """One read of a table file's features and target: what cannot be used, what to warn about, and a summary."""
 
-        column = pq.read_table(path, columns=[data.target]).column(0)
-    else:
-        import pyarrow.csv as pacsv
+    raw: Optional[RawTable]
+    problems: list[DataProblem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: str = ""
 
-        column = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=data.delimiter),
-                                convert_options=pacsv.ConvertOptions(include_columns=[data.target])).column(0)
-    kind = "number" if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) else "text"
-    return kind, Counter(column.to_pylist())
+
+def scan(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
+    """Read the table once (up to `max_bytes`; a larger file only that far, which the summary says) and find
+    every cell a run could not use, per column, and the columns a practitioner would question."""
+    try:
+        raw = read_columns(data, collect=True, max_bytes=max_bytes)
+    except DataError as exc:
+        return Scan(None, [DataProblem("data.path", str(exc))])
+    at = {data.target: "data.target", **{name: f"data.features.{i}" for i, name in enumerate(data.features or [])}}
+    problems = [DataProblem(at.get(name, "data.path"), message)
+                for name, message in hygiene.cell_problems(raw, data.target, data.impute)]
+    warnings = hygiene.column_warnings(raw, data.target, data.max_categories)
+    texts = hygiene.text_cardinality(raw, data.target)
+    summary = f"{raw.rows:,} rows" + (f"; text columns: {', '.join(f'{n} ({k:,} values)' for n, k in texts.items())}"
+                                      if texts else "")
+    if raw.sampled:
+        size = Path(data.path).stat().st_size
+        summary += (f"; a sample: the file is {size / 2**20:,.0f} MiB, its first {max_bytes / 2**20:,.0f} MiB were "
+                    "checked (the run reads it all)")
+    return Scan(raw, problems, warnings, summary)
 
 
 def resolved_task(data: Any, target_kind: str) -> str:

@@ -11,6 +11,9 @@ from tasks.common.sections import NOT_KEYED, Section
 
 #: Upper bound on generated examples: 1e8 float32 pairs is 800 MB, past that a typo is likelier than intent.
 MAX_EXAMPLES = 100_000_000
+#: What a table's data section gets when the spec leaves it unsaid: rows held out for early stopping
+#: (validation) and for an honest score nobody tuned on (test). The guide's one-input data keeps 0 and 0.
+TABLE_DATA_DEFAULTS = {"validation_split": 0.2, "test_split": 0.2, "normalize": True}
 
 
 class DataBase(Section):
@@ -28,9 +31,11 @@ class DataBase(Section):
         "auto", description="Tables: what the target is. auto: a numeric target is regression, any other "
         "(text, booleans) classification.",
     )
-    normalize: bool = Field(
-        True, description="Tables: standardise numeric features with the training split's mean and variance, "
-        "inside the model (a Normalization layer), so the saved model takes raw values.",
+    normalize: Optional[bool] = Field(
+        None, description="Tables (default true): standardise numeric features, and a regression target, with "
+        "the training split's mean and variance, inside the model (a Normalization layer in, a Rescaling layer "
+        "out), so the saved model takes and gives raw values. The guide's one-input data is never standardised "
+        "(its w and b stay in the data's units): it resolves to false, and true is refused.",
     )
     impute: bool = Field(
         False, description="Tables: fill empty cells (numbers with the training split's mean, text with a "
@@ -91,7 +96,18 @@ class TableFile(FileData):
         "x_column (or x_key) and y_column (or y_key) are the 1-D shorthand of the guide.",
     )
     features: Optional[list[str]] = Field(
-        None, min_length=1, description="The input columns, in order; default every column except the target.",
+        None, min_length=1, description="The input columns, in order; default every column except the target "
+        "and those in exclude.",
+    )
+    exclude: list[str] = Field(
+        [], description="Columns that are not features (IDs, leaks, free text): every other column but the target "
+        "is one. The complement of features; give one or the other.",
+    )
+    max_categories: int = Field(
+        100, ge=1, le=100_000,
+        description="A text feature is one-hot encoded over at most this many of its training split's values, the "
+        "most frequent; rarer and unseen values share one out-of-vocabulary bucket, so a column of IDs or free "
+        "text cannot blow up the model (`validate` reports each text column's distinct values).",
     )
 
 
@@ -149,4 +165,6 @@ TABLE_GENERATORS = ("blobs", "moons")
 def is_table(data: Any) -> bool:
     """Whether the data is a table of features (a target is named, or a generator makes one), as opposed to the
     guide's one input and one target."""
+    if isinstance(data, dict):  # the raw section, before validation (flows.spec fills table defaults from it)
+        return data.get("kind") in TABLE_GENERATORS or data.get("target") is not None
     return getattr(data, "kind", None) in TABLE_GENERATORS or getattr(data, "target", None) is not None

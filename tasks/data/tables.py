@@ -55,30 +55,47 @@ class Table:
     empty: dict[str, np.ndarray]  # per column, a bool mask of empty cells (all False when none)
     rows: int
     fmt: str = "csv"
+    #: With `read_table(collect=True)`: per mostly-numeric column, its cells that are not numbers (NaN in
+    #: `columns`), instead of an error at the first one.
+    bad: dict[str, "BadCells"] = field(default_factory=dict)
+    collect: bool = False
+    sampled: bool = False  # only the file's first `max_bytes` were read
     #: CSV only: the file's blank lines (1-based), found on the first `row_label` call. Blank lines are
     #: skipped by the reader, so they shift line numbers; an error path cost, not a read cost.
     _blank_lines: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
 
+@dataclass
+class BadCells:
+    """The cells of a numeric column that are not numbers: how many, and the first few (row index, excerpt)."""
+
+    count: int
+    rows: list[int]
+    values: list[str]
+
+
 def read_table(path: Union[Path, str], fmt: str, columns: Optional[list[str]] = None, delimiter: str = ",",
-               *, block_size: Optional[int] = None) -> Table:
+               *, block_size: Optional[int] = None, collect: bool = False, max_bytes: Optional[int] = None) -> Table:
     """Read `columns` (None: all) of a CSV or Parquet file into NumPy. Raises DataError for a file that
-    cannot be used as it is, TransientDataError for one that could not be read just now."""
+    cannot be used as it is, TransientDataError for one that could not be read just now. With `collect`, a
+    numeric column's cells that are not numbers are counted in `Table.bad` instead of raising at the first;
+    with `max_bytes`, a larger file is read only that far (whole rows; `Table.sampled`)."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     _check_readable(path)
     wanted = None if columns is None else list(dict.fromkeys(columns))
+    sampled = max_bytes is not None and path.stat().st_size > max_bytes
     try:
         if fmt == "csv":
-            arrow = _read_csv(path, wanted, delimiter, block_size or BLOCK_SIZE)
+            arrow = _read_csv(path, wanted, delimiter, block_size or BLOCK_SIZE, max_bytes if sampled else None)
         else:
-            arrow = _read_parquet(path, wanted)
+            arrow = _read_parquet(path, wanted, max_bytes if sampled else None)
     except FileNotFoundError:
         raise TransientDataError(f"{path.name}: no such data file") from None
     except OSError as exc:
         raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or short_reason(str(exc))})") from None
-    table = Table(path, list(arrow.column_names), {}, {}, {}, arrow.num_rows, fmt)
+    table = Table(path, list(arrow.column_names), {}, {}, {}, arrow.num_rows, fmt, collect=collect, sampled=sampled)
     for i, name in enumerate(table.names):
         _convert(table, name, arrow.column(i))
     return table
@@ -151,10 +168,22 @@ def _check_readable(path: Path) -> None:
         raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
 
 
-def _read_csv(path: Path, wanted: Optional[list[str]], delimiter: str, block_size: Optional[int]) -> pa.Table:
+def _head(path: Path, max_bytes: int) -> pa.Buffer:
+    """The file's first `max_bytes`, cut after its last whole line."""
+    with path.open("rb") as handle:
+        data = handle.read(max_bytes)
+    return pa.py_buffer(data[: data.rfind(b"\n") + 1] or data)
+
+
+def _read_csv(path: Path, wanted: Optional[list[str]], delimiter: str, block_size: Optional[int],
+              max_bytes: Optional[int] = None) -> pa.Table:
     if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
         raise DataError(f"{path.name}: the CSV delimiter must be one character, got {delimiter!r}")
-    source = str(path)
+    head = _head(path, max_bytes) if max_bytes else None
+
+    def source():  # each read needs its own reader of a sample
+        return str(path) if head is None else pa.BufferReader(head)
+
     # Quoted cells spanning lines need pyarrow's slower quote-aware chunker (~30% more CPU). Without it, a
     # block boundary inside such a cell makes pyarrow fail ("out of sync with chunker", a row of the wrong
     # length) or, with one column, split the cell; but the blocks read whole still hold cells with line
@@ -164,7 +193,7 @@ def _read_csv(path: Path, wanted: Optional[list[str]], delimiter: str, block_siz
     while True:
         try:
             # the header alone (the reader stops after its first block): names to check and strip
-            with pacsv.open_csv(source, read_options=read, parse_options=parse) as reader:
+            with pacsv.open_csv(source(), read_options=read, parse_options=parse) as reader:
                 raw = reader.schema.names
             break
         except UnicodeDecodeError:  # pyarrow decodes column names with Python
@@ -180,7 +209,7 @@ def _read_csv(path: Path, wanted: Optional[list[str]], delimiter: str, block_siz
     while True:
         convert = pacsv.ConvertOptions(include_columns=include, column_types=as_text)
         try:
-            arrow = pacsv.read_csv(source, read_options=read, parse_options=parse, convert_options=convert)
+            arrow = pacsv.read_csv(source(), read_options=read, parse_options=parse, convert_options=convert)
             if parse.newlines_in_values or not has_line_breaks(arrow):
                 break
             parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
@@ -199,13 +228,19 @@ def _read_csv(path: Path, wanted: Optional[list[str]], delimiter: str, block_siz
     return arrow.rename_columns(wanted)
 
 
-def _read_parquet(path: Path, wanted: Optional[list[str]]) -> pa.Table:
+def _read_parquet(path: Path, wanted: Optional[list[str]], max_bytes: Optional[int] = None) -> pa.Table:
     try:
         names = pq.read_schema(str(path)).names
     except pa.ArrowInvalid:
         raise DataError(f"{path.name}: not a Parquet file") from None
     wanted = _check_columns(path, names, wanted, "file")
     try:
+        if max_bytes:  # the first row groups, up to about max_bytes of data
+            with pq.ParquetFile(str(path)) as handle:
+                sizes = np.cumsum([handle.metadata.row_group(i).total_byte_size
+                                   for i in range(handle.metadata.num_row_groups)])
+                groups = list(range(max(1, int(np.searchsorted(sizes, max_bytes)))))
+                return handle.read_row_groups(groups, columns=wanted, use_threads=True)
         return pq.read_table(str(path), columns=wanted, use_threads=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise DataError(f"{path.name}: damaged or unsupported Parquet file ({short_reason(str(exc))})") from None
@@ -383,17 +418,30 @@ def _numeric_text(table: Table, name: str, trimmed: pa.Array, missing: np.ndarra
     """A text column that is mostly numbers: a number column if every cell parses (say, padded numbers in a
     Parquet string column), else an error naming the first bad cell."""
     cells = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), trimmed)
-    try:
-        values = pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)
-    except pa.ArrowInvalid:
-        # dictionary codes follow first appearance, so the lowest bad code is the first bad row's value
-        bad = first_unparsed(cells)
-        index = int(np.argmax(codes == bad))
-        raise DataError(f"{table.path.name}:{row_label(table, index)}: column '{name}' holds "
-                        f"{excerpt(cells[bad].as_py())}, not a number") from None
+    bad = np.zeros(len(trimmed), bool)  # dictionary entries that are not numbers
+    while True:
+        try:
+            values = pc.cast(pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), cells),
+                             pa.float64()).to_numpy(zero_copy_only=False)
+            break
+        except pa.ArrowInvalid:
+            # dictionary codes follow first appearance, so the lowest bad code is the first bad row's value
+            first = first_unparsed(pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), cells))
+            if not table.collect:
+                index = int(np.argmax(codes == first))
+                raise DataError(f"{table.path.name}:{row_label(table, index)}: column '{name}' holds "
+                                f"{excerpt(cells[first].as_py())}, not a number") from None
+            if not bad.any():  # every entry the number pattern refuses at once, then Arrow's own verdict
+                regex = pc.match_substring_regex(trimmed, _NUMBER, ignore_case=True).to_numpy(zero_copy_only=False)
+                bad |= ~regex & ~missing
+            bad[first] = True
     values = np.append(values, math.nan)[codes]
     table.columns[name] = values
     table.kinds[name], table.empty[name] = "number", np.isnan(values)
+    if bad.any():  # collected: NaN in `columns`, but bad rather than empty
+        rows = np.flatnonzero(np.append(bad, False)[codes])
+        table.empty[name][rows] = False
+        table.bad[name] = BadCells(len(rows), rows[:3].tolist(), [excerpt(cells[int(codes[r])].as_py()) for r in rows[:3]])
 
 
 # --- line numbers --------------------------------------------------------------------------------------

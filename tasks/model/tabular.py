@@ -5,8 +5,10 @@ A table model is two Keras models composed:
   split's vocabulary and one out-of-vocabulary bucket (one-hot), numbers through a `Normalization` with the
   training split's mean and variance (when `data.normalize`); the results are concatenated;
 - `core`: the learned part, from that vector to the output: `linear` is one Dense layer (one weight per
-  encoded input), `mlp` adds hidden Dense layers with dropout. Regression outputs a value, two classes the
-  positive class's probability, more classes a softmax.
+  encoded input), `mlp` adds hidden Dense layers with dropout. Regression outputs a value (with
+  `data.normalize`, a standardised one mapped back to the target's units by a final `Rescaling` layer, so
+  the output starts near the training mean with the target's spread and the loss and metrics stay in the
+  target's units), two classes the positive class's probability, more classes a softmax.
 
 The full model is `core(preprocess(inputs))`. Training encodes each split once through `preprocess` and
 trains `core` on the matrix (XLA-compiled; string lookups are not), so what is saved and what was trained
@@ -59,14 +61,20 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
                                         name=f"hidden_{i}")(hidden)
             if model.dropout:
                 hidden = keras.layers.Dropout(model.dropout, seed=seed + 100 + i, name=f"dropout_{i}")(hidden)
-        last_init = init(len(model.hidden))
+        last_init, bias_init = init(len(model.hidden)), "zeros"
     elif isinstance(model, LinearModel):
-        last_init = "zeros"  # a convex problem: start from zero, as least squares and logistic regression do
+        # a convex problem: a table's default init is zero, as least squares and logistic regression start
+        last_init = keras.initializers.Constant(model.init.w)
+        bias_init = keras.initializers.Constant(model.init.b)
     else:  # pragma: no cover - the spec refuses keras_linear on tables
         raise ValueError(f"model.kind '{model.kind}' does not take a table")
     k = outputs(schema)
     activation = None if schema.task == "regression" else ("sigmoid" if k == 1 else "softmax")
-    out = keras.layers.Dense(k, activation=activation, kernel_initializer=last_init, name="output")(hidden)
+    out = keras.layers.Dense(k, activation=activation, kernel_initializer=last_init, bias_initializer=bias_init,
+                             name="output")(hidden)
+    if schema.task == "regression" and schema.normalize:
+        # the network learns a standardised target; this layer gives predictions in the target's units
+        out = keras.layers.Rescaling(scale=schema.target_std, offset=schema.target_mean, name="target_units")(out)
     if k == 1:
         out = keras.layers.Reshape((), name="squeeze")(out)
     core = keras.Model(core_input, out, name="core")

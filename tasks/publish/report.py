@@ -103,18 +103,37 @@ def _fmt(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+def test_lines(metrics: dict) -> list[str]:
+    """Each test metric beside the trivial baseline's on the same rows and the margin over it (positive is
+    better): what the console, the UI report and `show` say about a table's test split."""
+    return [f"{name.removeprefix('test_')}={value:.5g} (trivial baseline {metrics[f'baseline_{name}']:.5g}, "
+            f"margin {metrics[f'margin_{name}']:+.4g})" if f"baseline_{name}" in metrics else
+            f"{name.removeprefix('test_')}={value:.5g}"
+            for name, value in metrics.items() if name.startswith("test_") and isinstance(value, (int, float))]
+
+
 def markdown(name: str, version: str, path: str, description: str, metrics: dict, initial: dict,
-             plots: dict[str, bytes], resolved: dict, embed_images: bool, promotion: Optional[dict] = None) -> str:
-    """The run report: the promotion decision, metrics, plots (embedded as data: URIs for the Prefect UI, else
-    linked), the spec."""
+             plots: dict[str, bytes], resolved: dict, embed_images: bool, promotion: Optional[dict] = None,
+             warnings: Optional[list[str]] = None) -> str:
+    """The run report: warnings, the promotion decision, the test split against its trivial baseline, metrics,
+    plots (embedded as data: URIs for the Prefect UI, else linked), the spec."""
     lines = [f"# {name} {version}", ""]
     if description:
         lines += [description, ""]
+    lines += [f"**Warning:** {warning}" for warning in warnings or ()] + ([""] if warnings else [])
     if promotion:
         lines += [f"**Promotion to `{promotion['alias']}`: {promotion['decision']}.** {promotion.get('reason', '')}", ""]
-    lines += [f"Version folder: `{path}`", "", "| metric | value |", "|---|---|"]
+    lines += [f"Version folder: `{path}`", ""]
+    tested = [k for k in metrics if k.startswith("test_") and f"baseline_{k}" in metrics]
+    if tested:
+        lines += ["| test metric | model | trivial baseline | margin (+ is better) |", "|---|---|---|---|"]
+        lines += [f"| {k.removeprefix('test_')} | {_fmt(metrics[k])} | {_fmt(metrics[f'baseline_{k}'])} | "
+                  f"{metrics[f'margin_{k}']:+.4g} |" for k in tested]
+        lines.append("")
+    lines += ["| metric | value |", "|---|---|"]
     lines += [f"| initial {k} | {_fmt(v)} |" for k, v in initial.items()]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if k != "initial_loss"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if k != "initial_loss"
+              and not k.startswith(("baseline_", "margin_"))]
     lines.append("")
     for file_name, png in plots.items():
         title = file_name.removesuffix(".png")

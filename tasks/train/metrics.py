@@ -1,4 +1,4 @@
-"""The metrics of a table run, by task (names are a contract, see `flows.spec.TASK_METRICS`).
+"""The metrics of a table run, by task (names are a contract, see `tasks.train.spec.TASK_METRICS`).
 
 Regression: loss, rmse, mae, r2. Classification: loss (cross-entropy), accuracy, auc (ROC AUC; macro-averaged
 one-vs-rest for more than two classes). Each exists twice: in-graph, for the per-epoch history computed
@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-TASK_METRICS = {"regression": ("rmse", "mae", "r2"), "classification": ("accuracy", "auc")}
+from tasks.train.spec import MAXIMISED, TASK_METRICS
+
+
+def extra_metrics(task: str) -> list[str]:
+    """The task's metrics besides the loss, in the contract's order."""
+    return [name for name in TASK_METRICS[task] if name != "loss"]
 
 
 # --------------------------------------------------------------------------- in-graph
@@ -48,8 +53,7 @@ def graph_metrics(task: str, classes: int):
         aucs = [binary_auc(tf.cast(y == k, tf.float32), p[:, k]) for k in range(classes)]
         return [accuracy, tf.reduce_mean(tf.stack(aucs))]
 
-    names = list(TASK_METRICS[task])
-    return names, regression if task == "regression" else classification
+    return extra_metrics(task), regression if task == "regression" else classification
 
 
 # --------------------------------------------------------------------------- NumPy, for the test split
@@ -119,3 +123,32 @@ def cross_entropy(target: np.ndarray, predicted: np.ndarray) -> float:
     """Mean cross-entropy of the true classes, probabilities clipped as Keras clips them."""
     probs = np.clip(probabilities(predicted), 1e-7, 1 - 1e-7)
     return float(-np.mean(np.log(probs[np.arange(len(probs)), np.asarray(target, np.int64)])))
+
+
+# --------------------------------------------------------------------------- the trivial baseline
+
+
+def trivial_predictions(task: str, train_target: np.ndarray, rows: int, classes: int) -> np.ndarray:
+    """What a model that ignores every feature predicts for `rows` rows, in the model's output form: the
+    training mean (regression), or the training split's class frequencies (classification; the majority class
+    wins every argmax, and its constant scores give an AUC of exactly 0.5)."""
+    if task == "regression":
+        return np.full(rows, float(np.mean(train_target)), np.float32)
+    counts = np.bincount(np.asarray(train_target, np.int64), minlength=classes).astype(np.float64)
+    prior = counts / max(counts.sum(), 1.0)
+    if classes == 2:
+        return np.full(rows, prior[1], np.float32)
+    return np.tile(prior.astype(np.float32), (rows, 1))
+
+
+def baseline_description(task: str, train_target: np.ndarray, labels: list) -> str:
+    if task == "regression":
+        return f"always predicting the training mean {float(np.mean(train_target)):.4g}"
+    majority = int(np.argmax(np.bincount(np.asarray(train_target, np.int64), minlength=len(labels))))
+    return f"always predicting the majority class {labels[majority]!r}"
+
+
+def margins(scores: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """How much better than the baseline each metric is, in its own direction: positive is better."""
+    return {name: (value - baseline[name]) if name in MAXIMISED else (baseline[name] - value)
+            for name, value in scores.items() if name in baseline}

@@ -20,6 +20,14 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax"
 TASK_METRICS = {"regression": ("loss", "rmse", "mae", "r2"), "classification": ("loss", "accuracy", "auc")}
 #: Metrics where larger is better; every other one is minimised.
 MAXIMISED = ("accuracy", "auc", "r2")
+#: Keras's own default learning rate of each optimizer: what a table gets when it leaves the rate unsaid (the
+#: guide's one-input data keeps the guide's 0.1).
+KERAS_LEARNING_RATES = {kind: (0.01 if kind == "sgd" else 0.001) for kind in OPTIMIZERS}
+#: What a table's training gets when the spec leaves it unsaid: Adam, minibatches of 32 (Keras's default),
+#: and up to 500 epochs ended by early stopping on the validation loss (the training loss without a
+#: validation split), keeping the best epoch's weights. The guide's one-input data keeps the guide's settings.
+TABLE_TRAINING_DEFAULTS = {"optimizer": {"kind": "adam"}, "batch_size": 32, "epochs": 500,
+                           "early_stopping": {"patience": 20}}
 
 
 #: Keyword arguments every Keras optimizer takes, with the kind of value each expects. A test checks this

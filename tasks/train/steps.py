@@ -84,7 +84,7 @@ def optimizer_variables(optimizer: Optional[keras.optimizers.Optimizer]) -> list
     return [] if optimizer is None else [v.value if hasattr(v, "value") else v for v in optimizer.variables]
 
 
-def _loop(body_fn, count, width: list[int], chunk: int, go_on=None) -> tuple[tf.Tensor, tf.Tensor]:
+def run_epochs(body_fn, count, width: list[int], chunk: int, go_on=None) -> tuple[tf.Tensor, tf.Tensor]:
     """Run `body_fn(i) -> state` for i < count (and while `go_on()`, for early stopping) inside a while loop of
     static bound `chunk`; returns the states and how many epochs ran."""
     history = tf.TensorArray(tf.float32, size=chunk, element_shape=width)
@@ -99,7 +99,14 @@ def _loop(body_fn, count, width: list[int], chunk: int, go_on=None) -> tuple[tf.
     return history.stack(), ran
 
 
-def _subsample(x: np.ndarray, y: np.ndarray, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def shuffled(n: int, seed, epoch) -> tf.Tensor:
+    """A permutation of range(n) keyed by (seed, epoch), so a resumed run shuffles exactly as an uninterrupted
+    one: the order of stateless uniform keys (XLA compiles a sort; it has no kernel for a shuffle op)."""
+    keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]))
+    return tf.argsort(keys, stable=True)
+
+
+def subsample(x: np.ndarray, y: np.ndarray, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if len(x) <= rows:
         return x, y
     index = np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))
@@ -114,8 +121,8 @@ class Evaluator:
         self.model, self.loss_fn, self.objective = model, loss_fn, objective
         x, y, x_val, y_val = data.x, data.y, data.x_val, data.y_val
         if objective.table:
-            x, y = _subsample(x, y, EVAL_ROWS, seed)
-            x_val, y_val = _subsample(x_val, y_val, EVAL_ROWS, seed + 1)
+            x, y = subsample(x, y, EVAL_ROWS, seed)
+            x_val, y_val = subsample(x_val, y_val, EVAL_ROWS, seed + 1)
         self.x, self.y = tf.constant(x), tf.constant(y)
         self.has_val = len(data.x_val) > 0
         self.x_val, self.y_val = tf.constant(x_val), tf.constant(y_val)
@@ -144,14 +151,15 @@ class Evaluator:
 
 class EarlyStopping:
     """Early stopping kept in tf.Variables, so the compiled loop itself stops at the epoch it should and keeps
-    the best epoch's weights; `flows.spec.EarlyStoppingSpec` says how. Improvement is `min_delta` beyond the
+    the best epoch's weights; `tasks.train.spec.EarlyStoppingSpec` says how. Improvement is `min_delta` beyond the
     best value so far, in the monitored metric's direction (up for accuracy, auc and r2)."""
 
-    def __init__(self, spec, names: list[str], weights: list):
+    def __init__(self, spec, names: list[str], weights: list, initial: np.ndarray):
         self.spec, self.weights = spec, weights
         self.index = names.index(spec.monitor)
         self.sign = 1.0 if spec.monitor.removeprefix("val_") in MAXIMISED else -1.0
-        self.best_value = tf.Variable(-np.inf if self.sign > 0 else np.inf, dtype=tf.float32)
+        # the state before training is a candidate too: a run no epoch improves keeps (and restores) epoch 0
+        self.best_value = tf.Variable(float(initial[self.index]), dtype=tf.float32)
         self.best_epoch = tf.Variable(0, dtype=tf.int32)
         self.wait = tf.Variable(0, dtype=tf.int32)
         self.stopped = tf.Variable(False)
@@ -172,9 +180,10 @@ class EarlyStopping:
         return self.best_weights + [self.best_value, self.best_epoch, self.wait, self.stopped]
 
     def finish(self) -> Optional[int]:
-        """Restore the best weights if asked; the restored epoch (None when nothing was restored)."""
+        """Restore the best weights if asked; the restored epoch (0: the state before training; None when
+        nothing was restored)."""
         best = int(self.best_epoch.numpy())
-        if not self.spec.restore_best or best == 0:
+        if not self.spec.restore_best:
             return None
         for current, kept in zip(self.weights, self.best_weights):
             current.assign(kept)
@@ -200,7 +209,9 @@ class TapeStep:
         self.optimizer = make_optimizer(spec.optimizer, spec, num_batches)
         if self.optimizer is not None:
             self.optimizer.build(weights)
-        self.stopping = EarlyStopping(spec.early_stopping, self.names, weights) if spec.early_stopping else None
+        self._initial = self.evaluator.state().numpy()
+        self.stopping = EarlyStopping(spec.early_stopping, self.names, weights, self._initial) \
+            if spec.early_stopping else None
         lr = tf.constant(spec.optimizer.learning_rate, tf.float32)
         x, y = tf.constant(data.x), tf.constant(data.y)
         seed_t = tf.constant(seed, tf.int64)
@@ -221,9 +232,7 @@ class TapeStep:
             if num_batches == 1 and not spec.shuffle:
                 step(x, y)
                 return
-            order = tf.range(n)
-            if spec.shuffle:  # keyed by (seed, epoch): a resumed run shuffles exactly as an uninterrupted one
-                order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed_t, tf.cast(epoch, tf.int64)]))
+            order = shuffled(n, seed_t, epoch) if spec.shuffle else tf.range(n)
             xs, ys = tf.gather(x, order), tf.gather(y, order)
 
             def batch_step(i):
@@ -243,14 +252,14 @@ class TapeStep:
                 return state
 
             go_on = (lambda: tf.logical_not(stopping.stopped)) if stopping is not None else None
-            history, ran = _loop(epoch, count, [len(self.names)], chunk, go_on)
+            history, ran = run_epochs(epoch, count, [len(self.names)], chunk, go_on)
             return history[..., None], ran
 
         # Written with explicit while loops, so autograph's source conversion (~0.4 s per run) is not needed.
         self.run = tf.function(run, jit_compile=n % batch == 0, reduce_retracing=True, autograph=False)
 
     def initial(self) -> np.ndarray:
-        return self.evaluator.state().numpy()[:, None]
+        return self._initial[:, None]
 
     def variables(self) -> list:
         extra = self.stopping.variables() if self.stopping is not None else []
@@ -355,7 +364,7 @@ class LinearStep:
                 b.assign_sub(rate * db)
                 return state()
 
-            return _loop(epoch, count, [len(self.names), self.trials], chunk)
+            return run_epochs(epoch, count, [len(self.names), self.trials], chunk)
 
         self.run = run
 

@@ -1,0 +1,94 @@
+"""Defaults that fit the data: what a table spec leaves unsaid is filled with what a practitioner would choose.
+
+The schema's own defaults are the TensorFlow guide's (plain SGD at 0.1, 10 full-batch epochs, no held-out
+rows): right for the guide's noisy line, wrong for a table. So before a spec is validated, a table (a
+target is named, or a generator makes one) gets each stage's declared table defaults for every field it
+does not set: `tasks.data.spec.TABLE_DATA_DEFAULTS`, `tasks.model.spec.TABLE_MODEL_*`,
+`tasks.train.spec.TABLE_TRAINING_DEFAULTS` and `KERAS_LEARNING_RATES`. A field the spec sets is never
+touched, and a section whose `kind` the spec chooses gets only that kind's defaults. The filled values are
+the resolved spec: `spec.yaml` in every version, `trainflow validate --resolved` and `trainflow plan` show
+them. The guide's one-input data keeps the schema's defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tasks.data.spec import TABLE_DATA_DEFAULTS, is_table
+from tasks.model.spec import TABLE_MODEL_DEFAULTS, TABLE_MODEL_KIND
+from tasks.train.spec import KERAS_LEARNING_RATES, TABLE_TRAINING_DEFAULTS
+
+
+def fill(raw: Any) -> Any:
+    """`raw` (a spec as plain data) with the defaults its data calls for; anything not a mapping as it is."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        return raw
+    out = copy.deepcopy(raw)
+    data = out["data"]
+    if not is_table(data):
+        data.setdefault("normalize", False)  # the guide's w and b stay in the data's units
+        return out
+    for name, value in TABLE_DATA_DEFAULTS.items():
+        data.setdefault(name, copy.deepcopy(value))
+    if out.get("model") is None:
+        out["model"] = {"kind": TABLE_MODEL_KIND}
+    model = out["model"]
+    if isinstance(model, dict):
+        for name, value in TABLE_MODEL_DEFAULTS.get(model.get("kind"), {}).items():
+            model.setdefault(name, copy.deepcopy(value))
+    training = out.setdefault("training", {})
+    if isinstance(training, dict):
+        _fill_training(training, data)
+    return out
+
+
+def _fill_training(training: dict, data: dict) -> None:
+    for name, value in TABLE_TRAINING_DEFAULTS.items():
+        if name == "optimizer":
+            optimizer = training.setdefault("optimizer", {})
+            if isinstance(optimizer, dict):
+                optimizer.setdefault("kind", value["kind"])
+                if optimizer["kind"] in KERAS_LEARNING_RATES:
+                    optimizer.setdefault("learning_rate", KERAS_LEARNING_RATES[optimizer["kind"]])
+        elif name == "early_stopping":
+            if "early_stopping" not in training:  # null, said, keeps training to the last epoch
+                held_out = data.get("validation_split")
+                monitor = "val_loss" if isinstance(held_out, (int, float)) and held_out > 0 else "loss"
+                training["early_stopping"] = {"monitor": monitor, **copy.deepcopy(value)}
+        else:
+            training.setdefault(name, copy.deepcopy(value))
+
+
+def in_effect(resolved: dict) -> dict[str, Any]:
+    """The dotted paths of a resolved table spec whose values are its table defaults (what `plan` lists as
+    filled in), else {}."""
+    data = resolved.get("data") or {}
+    if not is_table(data):
+        return {}
+    chosen = {"data": {"kind": data.get("kind"), "target": data.get("target"),
+                       "validation_split": data.get("validation_split")},
+              "model": {"kind": resolved["model"]["kind"]},
+              "training": {"optimizer": {"kind": resolved["training"]["optimizer"]["kind"]}}}
+    defaults = {**_flat(fill(chosen)), "model.kind": TABLE_MODEL_KIND,
+                "training.optimizer.kind": TABLE_TRAINING_DEFAULTS["optimizer"]["kind"],
+                "data.validation_split": TABLE_DATA_DEFAULTS["validation_split"]}
+    return {path: value for path, value in defaults.items()
+            if path not in ("data.kind", "data.target") and _at(resolved, path) == value}
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else key))
+        return out
+    return {prefix: value}
+
+
+def _at(data: Any, path: str) -> Any:
+    for key in path.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
