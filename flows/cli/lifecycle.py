@@ -84,18 +84,21 @@ def alias(ref: str = typer.Argument(..., help="NAME@vN to point the alias at (wi
             moved = Aliases(store, series).rollback(name) if rollback else Aliases(store, series).set(name, label)
         except AliasError as exc:
             fail(str(exc), 2)
-        from flows.lifecycle.events import alias_decision
-
-        _quietly(alias_decision, series, moved)
         typer.echo(f"{series}@{name}: {moved['from'] or 'none'} → {moved['to']} ({moved['decision']})")
+        _announce(series, moved, debug)
 
 
-def _quietly(fn, *args) -> None:
-    """Emit an event when a Prefect server is configured; a hand-made move must not wait for a temporary one."""
-    import os
+def _announce(series: str, moved: dict, debug: bool) -> None:
+    """`trainflow.alias.moved` to the server this process chose, delivered before the command ends. Without a
+    running server nothing is sent: a temporary server would cost seconds and drop the event when it stops."""
+    from flows.lifecycle import events
 
-    from flows.serve.server import use_running_server
+    event = events.alias_event(series, moved)
+    if event is None:
+        return  # it already held the alias: nothing happened
+    from flows.startup import prepare
 
-    use_running_server()
-    if os.environ.get("PREFECT_API_URL"):
-        fn(*args)
+    if prepare(debug).api_url is None:
+        typer.echo("(no Prefect server is running, so no event was sent; `trainflow server start` runs one)", err=True)
+        return
+    events.send_now(event)

@@ -37,6 +37,9 @@ def serve(paths: List[Path] = typer.Argument(..., help="Spec files or folders of
     (restart to resume them)."""
     with errors(debug):
         laned = _lanes(load_all(paths, overrides, with_folders=True), artifacts, data_roots)
+        from flows.startup import prepare
+
+        prepare(debug)  # before flows.serve.deploy imports Prefect
         from flows.serve.deploy import deployment_name, serve_specs
 
         typer.echo(f"Serving {len(laned)} deployment(s): {', '.join(deployment_name(s) for s, _ in laned)}", err=True)
@@ -52,6 +55,9 @@ def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders o
     held to the artifact root and data roots chosen here."""
     with errors(debug):
         laned = _lanes(load_all(paths, overrides, with_folders=True), artifacts, data_roots)
+        from flows.startup import prepare
+
+        prepare(debug)  # before flows.serve.deploy imports Prefect
         from flows.serve.deploy import deploy_specs, deployment_name
 
         ids = deploy_specs(laned, pool)
