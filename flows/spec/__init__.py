@@ -94,8 +94,6 @@ class Spec(Section):
             if self.training.loss.kind == "cross_entropy":
                 problems.append(("training.loss.kind", "'cross_entropy' needs a classification table "
                                                        "(data.target), the guide's data is regression"))
-        if isinstance(getattr(data, "features", None), list) and data.target in data.features:
-            problems.append(("data.features", f"the target '{data.target}' cannot also be a feature"))
         for kind in self.plots.include or ():
             if kind in LINE_PLOTS and table:
                 problems.append(("plots.include", f"'{kind}' plots one input against the target; this data is a "

@@ -55,9 +55,11 @@ def task_problems(spec: Spec, task: str, target_kind: str, counts: Counter) -> l
 def check_data(spec: Spec, list_header: bool = True) -> list[DataProblem]:
     """Every problem of the spec against its data (an empty list when it fits)."""
     if isinstance(spec.data, FileData):
-        problems = column_problems(spec.data, list_header)
+        problems = column_problems(spec.data, list_header)  # first: a misspelt target is not a column, whatever else
         if problems:
             return problems
+        if isinstance(getattr(spec.data, "features", None), list) and spec.data.target in spec.data.features:
+            return [DataProblem("data.features", f"the target '{spec.data.target}' cannot also be a feature")]
     if not is_table(spec.data):
         return []
     target_kind, counts = target_profile(spec.data)
