@@ -41,15 +41,18 @@ def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug
             if debug:
                 raise
             fail(f"{label}{exc}", 2)
-    typer.echo(f"Scored {result['rows']} rows with {result['model']}: {result['output']}")
+    trial = f", trial {result['trial']} (the sweep's best)" if result.get("trial") else ""
+    typer.echo(f"Scored {result['rows']} rows with {result['model']}{trial}: {result['output']}")
     summary = result["summary"]
     typer.echo("Classes: " + ", ".join(f"{k}: {v}" for k, v in summary["class_counts"].items()) if "class_counts"
                in summary else "Predictions: " + ", ".join(f"{k} {v:.5g}" for k, v in summary.items()
                                                           if isinstance(v, float)))
-    if summary["unscored"]:
-        from flows.lifecycle.predict import unscored_warning
+    if summary.get("unseen"):
+        typer.echo("Unseen categories: " + ", ".join(f"{column}: {count}" for column, count in summary["unseen"].items()))
+    from flows.lifecycle.predict import warnings
 
-        typer.echo(f"warning: {unscored_warning(summary['unscored'])}", err=True)
+    for warning in warnings(summary):
+        typer.echo(f"warning: {warning}", err=True)
     print_ui(result)
 
 

@@ -5,7 +5,7 @@
 | `trainflow.version.published` | `trainflow.version.<name>.<vN>` | `trainflow.name`, `trainflow.version` | metrics, path, reused |
 | `trainflow.alias.moved` | `trainflow.alias.<name>.<alias>` | `trainflow.name`, `trainflow.alias`, `trainflow.version` (the new holder) | from, to, by, metric, candidate, holder, reason |
 | `trainflow.promotion.rejected` | `trainflow.alias.<name>.<alias>` | `trainflow.name`, `trainflow.alias`, `trainflow.version` (the rejected one) | the same |
-| `trainflow.prediction.completed` | `trainflow.prediction.<name>.<vN>` | `trainflow.name`, `trainflow.version`, `trainflow.input` | rows, summary, output |
+| `trainflow.prediction.completed` | `trainflow.prediction.<name>.<vN>` | `trainflow.name`, `trainflow.version`, `trainflow.input` | rows, summary (unseen categories included), output, trial (a sweep's) |
 
 Every event is related to its spec (`trainflow.spec.<name>`, role `spec`), so one filter finds a model's
 whole life. An automation that starts a scoring deployment when `production` moves matches
@@ -102,13 +102,13 @@ def alias_event(name: str, decision: dict) -> Optional[dict]:
 
 
 def prediction_completed(name: str, version: str, input_name: str, rows: int, summary: dict, output: str,
-                         flow_run_id: Optional[str] = None) -> None:
+                         flow_run_id: Optional[str] = None, trial: Optional[str] = None) -> None:
     emit_event(event="trainflow.prediction.completed",
                resource={"prefect.resource.id": f"trainflow.prediction.{name}.{version}",
                          "prefect.resource.name": f"{name}@{version} on {input_name}", "trainflow.name": name,
                          "trainflow.version": version, "trainflow.input": input_name},
                related=_related(name), payload={"rows": rows, "summary": _plain(summary), "output": output,
-                                                "flow_run_id": flow_run_id})
+                                                "flow_run_id": flow_run_id, "trial": trial})
 
 
 def _plain(value: Any) -> Any:
