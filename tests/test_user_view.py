@@ -93,6 +93,38 @@ def test_commands_on_real_experiment_and_sweep_versions_never_crash(tmp_path, ar
     assert bad.returncode == 2 and "sweep.metric: this spec's trials have no metric 'los' (did you mean 'loss'?)" in bad.stderr
 
 
+def test_browsing_picks_and_sorts_metrics_marks_better_and_worse_and_names_a_sweeps_best_trial(tmp_path, artifacts):
+    spec = write_spec(tmp_path, GUIDE_SMALL)
+    losses = {run_spec(spec, overrides=[f"training.epochs={n}"])["version"]: n for n in (5, 9, 2)}
+    sweep = run_spec(write_spec(tmp_path, SWEEP.replace("name: small", "name: swept"), "sweep.yaml"))
+    listed = trainflow("list", "swept").stdout
+    best = sweep["best"]
+    assert f"sweep of 4 trials, best trial {best['id']} (" in listed and f"training.optimizer.learning_rate=" \
+        f"{best['values']['training.optimizer.learning_rate']}" in listed
+    assert listed.split("): ", 1)[1].startswith("loss="), "the sweep's metric first"
+    assert json.loads(trainflow("list", "swept", "--json").stdout)[0]["best_trial"]["id"] == best["id"]
+
+    better, worse = trainflow("diff", "small@v1", "small@v2").stdout, trainflow("diff", "small@v2", "small@v3").stdout
+    assert re.search(r"  loss .* \(-[\d.e-]+, better\)", better) and re.search(r"  loss .* \(\+[\d.e-]+, worse\)", worse)
+    assert "w " in better and re.search(r"  w .*\(\S+\)\n", better), "w has no direction: no mark"
+    marks = json.loads(trainflow("diff", "small@v1", "small@v2", "--json").stdout)["metrics"]
+    assert marks["loss"]["change"] == "better" and marks["epochs"]["change"] is None
+
+    table = trainflow("compare", "small", "--metrics", "loss,w", "--sort", "loss", env={"COLUMNS": "200"}).stdout
+    lines = table.splitlines()
+    assert lines[0].split() == ["version", "aliases", "created", "epochs", "loss", "w"]
+    assert [line.split()[0] for line in lines[1:4]] == ["v0002", "v0001", "v0003"], "best (lowest) loss first"
+    narrow = trainflow("compare", "small", env={"COLUMNS": "50"}).stdout.splitlines()
+    assert all(len(line) <= 50 for line in narrow if not line.startswith(("not shown", "settings"))), narrow
+    assert narrow[-1].startswith("not shown: ") and "--metrics" in narrow[-1]
+    by_json = json.loads(trainflow("compare", "small", "--json", "--metrics", "loss").stdout)
+    assert [set(r) for r in by_json["rows"]][0] == {"version", "aliases", "created", "training.epochs", "loss"}
+    typo = trainflow("compare", "small", "--metrics", "los")
+    assert typo.returncode == 2 and "--metrics: no column 'los' (did you mean 'loss'?)" in typo.stderr
+    assert "per spec" not in trainflow("compare", "--help").stdout
+    assert losses == {"v0001": 5, "v0002": 9, "v0003": 2}
+
+
 def test_validate_reads_the_header_and_takes_folders(tmp_path):
     (tmp_path / "food.csv").write_text("income,foodexp\n1,2\n2,3\n")
     bad = write_spec(tmp_path, "name: food\ndata: {kind: csv, path: food.csv, x_column: incme, y_column: foodexp}\n"
