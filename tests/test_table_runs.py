@@ -146,7 +146,7 @@ def test_a_binary_run_reports_test_auc_and_every_checkpoint_takes_raw_columns(tm
     with (version / "test_predictions.csv").open() as handle:
         predictions = list(csv.DictReader(handle))
     test_rows = [int(row["row"]) for row in predictions]
-    assert len(test_rows) == 90 and set(predictions[0]) == {"row", "actual", "prediction", "probability_no",
+    assert len(test_rows) == 90 and set(predictions[0]) == {"row", "line", "actual", "prediction", "probability_no",
                                                              "probability_yes"}
     out = subprocess.run([sys.executable, "-c", LOAD_ALL, str(version), json.dumps(test_rows), str(csv_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -287,3 +287,24 @@ def test_columns_with_spaces_keep_their_names_in_the_keras_model_and_the_mapping
 
     header = next(csv.reader((tmp_path / "out.csv").open()))
     assert header[:4] == ["annual income", "plan type", "age", "prediction"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_test_predictions_name_each_rows_index_and_the_file_line_that_messages_cite(tmp_path, artifacts):
+    from tasks.data.tables import row_label
+
+    lines = _table(tmp_path, n=120).read_text().splitlines(keepends=True)
+    (tmp_path / "customers.csv").write_text("".join(lines[:50] + ["\n"] + lines[50:]))  # a blank line shifts lines
+    result = run_spec(write_spec(tmp_path, CHURN.replace("validation_split: 0.2, test_split: 0.25",
+                                                         "test_split: 0.5").replace("epochs: 60", "epochs: 2")))
+    import csv
+
+    with (Path(result["path"]) / "test_predictions.csv").open() as handle:
+        predictions = list(csv.DictReader(handle))
+    file_lines = (tmp_path / "customers.csv").read_text().splitlines()
+    data_rows = [line for line in file_lines[1:] if line]
+    assert any(int(p["row"]) >= 49 for p in predictions), "some test rows come after the blank line"
+    for p in predictions:
+        row, line = int(p["row"]), int(p["line"])
+        assert file_lines[line - 1] == data_rows[row] and data_rows[row].endswith("," + p["actual"])
+        assert str(line) == row_label("csv", row) or row >= 49, "before the blank line, line = row + 2"

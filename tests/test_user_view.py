@@ -191,3 +191,49 @@ def test_every_figure_has_a_title_named_axes_and_no_clipped_text(tmp_path, artif
             if update and f"{result['name']}-{data.stem}" in README_FIGURES:
                 target = ROOT / "docs" / "images" / f"{result['name']}-{data.stem}.png"
                 target.write_bytes((data.with_suffix(".png")).read_bytes())
+
+
+def test_the_loss_plot_marks_the_best_and_the_stopped_epoch(tmp_path, artifacts):
+    from tests.test_table_runs import _table
+
+    _table(tmp_path)
+    spec = write_spec(tmp_path, "name: stops\nseed: 1\ndata: {kind: csv, path: customers.csv, target: churned, "
+                                "validation_split: 0.3}\nmodel: {kind: mlp, hidden: [32]}\ntraining: {trainer: keras, "
+                                "optimizer: {kind: adam, learning_rate: 0.1}, epochs: 200, batch_size: 16, "
+                                "early_stopping: {monitor: val_loss, patience: 3}}\nplots: {include: [loss]}\n")
+    result = run_spec(spec)
+    metrics = result["metrics"]
+    assert metrics["stopped_epoch"] < 200, "early stopping ended it"
+    plot = json.loads((Path(result["path"]) / "plots" / "loss.json").read_text())
+    marks = {s["role"]: s for s in plot["panels"][0]["series"] if s["role"] in ("best_epoch", "stopped_epoch")}
+    assert marks["best_epoch"]["x"] == [metrics["best_epoch"]] * 2
+    assert marks["best_epoch"]["label"] == f"best epoch {metrics['best_epoch']}"
+    assert marks["stopped_epoch"]["x"] == [metrics["stopped_epoch"]] * 2
+
+
+def test_a_log_loss_axis_is_labelled_at_1_2_and_5_of_each_decade_and_a_narrow_range_stays_linear():
+    from tasks.plots import render
+    from tasks.plots.figures import Figure, Panel, Series, positive
+
+    falling = Series("training loss", "train", list(range(11)), [10.3, 6.3, 4.1, 2.8, 2.0, 1.6, 1.3, 1.1, 1.0, 0.95, 0.9])
+    assert positive(falling) and not positive(Series("loss", "train", [0, 1], [0.7, 0.4]))
+    fig = render.build(Figure("loss", "loss", [Panel("", "epoch", "loss", [falling], log_y=True)]), "demo v0001")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high and t.get_text()]
+    assert labels == ["1", "2", "5", "10"], labels
+
+
+def test_tensorflows_start_up_lines_are_dropped_unless_debug(tmp_path, artifacts):
+    """TensorFlow's native libraries print absl's start-up notices (no CUDA drivers, …) while it is imported,
+    before TF_CPP_MIN_LOG_LEVEL applies; on this CPU machine, twice per run."""
+    from flows.startup import START_UP_LINE
+
+    spec = write_spec(tmp_path, GUIDE_SMALL)
+    quiet = trainflow("run", str(spec), "--no-cache")
+    loud = trainflow("run", str(spec), "--no-cache", "--debug")
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr[-2000:] + loud.stderr[-2000:]
+    assert [line for line in quiet.stderr.splitlines() if START_UP_LINE.match(line)] == []
+    assert [line for line in loud.stderr.splitlines() if START_UP_LINE.match(line)], "--debug keeps them"
+    assert "Epoch  5: W = " in quiet.stderr, "the run's own log still reaches stderr"
