@@ -123,6 +123,15 @@ def test_browsing_picks_and_sorts_metrics_marks_better_and_worse_and_names_a_swe
     assert typo.returncode == 2 and "--metrics: no column 'los' (did you mean 'loss'?)" in typo.stderr
     assert "per spec" not in trainflow("compare", "--help").stdout
     assert losses == {"v0001": 5, "v0002": 9, "v0003": 2}
+    import subprocess
+    import sys
+
+    from tests.test_run import LIGHT_CHECK
+
+    for args in (["compare", "small", "--sort", "loss"], ["diff", "small@v2"], ["list", "swept"]):
+        out = subprocess.run([sys.executable, "-c", LIGHT_CHECK.format(args=args)], capture_output=True, text=True,
+                             cwd=ROOT)
+        assert "HEAVY []" in out.stderr, (args, out.stderr[-2000:])
 
 
 def test_validate_reads_the_header_and_takes_folders(tmp_path):
