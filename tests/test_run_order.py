@@ -9,16 +9,10 @@ import shutil
 import pytest
 
 from tests.conftest import GUIDE_SMALL, SPECS, trainflow, write_spec
+from tests.test_lifecycle import GATED
 from tests.test_table_runs import _table
 
-TRAIN = """\
-name: churn
-seed: 1
-data: {kind: csv, path: customers.csv, target: churned, test_split: 0.25}
-model: {kind: linear}
-training: {optimizer: {kind: adam, learning_rate: 0.05}, epochs: 5}
-promote: {alias: production, metric: test_accuracy, mode: max}
-"""
+TRAIN = GATED.replace("epochs: 40", "epochs: 5")
 
 
 def _scoring(folder, file: str, model: str, input: str = "new.csv", output: str = "scored.csv"):

@@ -15,15 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, ROOT, write_spec
+from tests.test_deployments import _wait_for
+from tests.test_lifecycle import GATED
 from tests.test_table_runs import _table
 
-TINY_CHURN = """\
-name: churn
-seed: 1
-data: {kind: csv, path: customers.csv, target: churned, test_split: 0.25}
-model: {kind: linear}
-training: {optimizer: {kind: adam, learning_rate: 0.05}, epochs: 5}
-"""
+#: A small gated churn spec: five epochs are enough to publish a version.
+TINY_CHURN = GATED.replace("epochs: 40", "epochs: 5")
 
 
 def _cli(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -43,16 +40,6 @@ def _events(api: str, name: str, resource: str | None = None) -> list[dict]:
     if resource:
         query["resource"] = {"id": [resource]}
     return _post(f"{api}/events/filter", {"filter": query, "limit": 50})["events"]
-
-
-def _wait_for(check, seconds: float = 60.0):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    return check()
 
 
 @pytest.fixture
@@ -94,6 +81,7 @@ def test_beside_a_running_server_alias_takes_under_3_s_and_automations_fire_on_a
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout)["ui_url"].startswith(api.removesuffix("/api")), "the run used the running server"
     moved = _automation(api, "trainflow.alias.moved", {"trainflow.name": "churn", "trainflow.alias": "canary"})
+    # the gate moved `production` during the run; `canary` moves by hand below
     scored = _automation(api, "trainflow.prediction.completed", {"trainflow.name": "churn"})
 
     started = time.perf_counter()
@@ -102,16 +90,16 @@ def test_beside_a_running_server_alias_takes_under_3_s_and_automations_fire_on_a
     assert alias.returncode == 0 and "→ v0001 (moved)" in alias.stdout, alias.stderr
     assert alias.stderr == "", "no traceback, no telemetry failure, no notice"
     assert seconds <= 3.0, f"alias took {seconds:.2f} s beside a running server"
-    assert _wait_for(lambda: _events(api, "prefect.automation.triggered", f"prefect.automation.{moved}")), \
-        "the automation on the running server fired on trainflow.alias.moved"
+    _wait_for(lambda: _events(api, "prefect.automation.triggered", f"prefect.automation.{moved}"), 60,
+              "the automation on the running server to fire on trainflow.alias.moved")
 
     new = tmp_path / "new.csv"
     new.write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in (tmp_path / "customers.csv").open()))
     predicted = _cli("predict", "churn@canary", str(new), "--output", str(tmp_path / "scored.csv"), env=env)
     assert predicted.returncode == 0 and "Traceback" not in predicted.stderr, predicted.stderr[-3000:]
     assert f"Prefect UI: {api.removesuffix('/api')}" in predicted.stdout
-    assert _wait_for(lambda: _events(api, "prefect.automation.triggered", f"prefect.automation.{scored}")), \
-        "the automation on the running server fired on trainflow.prediction.completed"
+    _wait_for(lambda: _events(api, "prefect.automation.triggered", f"prefect.automation.{scored}"), 60,
+              "the automation on the running server to fire on trainflow.prediction.completed")
 
 
 @pytest.mark.slow
