@@ -77,8 +77,10 @@ def choose_server() -> Server:
             server = Server(None, "temporary")
     if "prefect.context" in sys.modules:
         from prefect.context import refresh_global_settings_context
+        from prefect.settings import get_current_settings
 
-        refresh_global_settings_context()
+        if get_current_settings().api.url != server.api_url:
+            refresh_global_settings_context()
     _chosen[:] = [server]
     return server
 
