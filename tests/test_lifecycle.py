@@ -101,6 +101,31 @@ def test_predict_in_a_fresh_process_reproduces_the_runs_test_predictions(tmp_pat
         assert float(mine["probability_yes"]) == pytest.approx(float(row["probability_yes"]), abs=1e-6)
 
 
+def test_predict_counts_unseen_categories_per_column_in_its_log_json_and_summary(tmp_path, artifacts):
+    run_spec(_gated(tmp_path))
+    (tmp_path / "new.csv").write_text("age,plan,monthly_charges,tenure\n30,enterprise,20.5,3\n41,pro,50,12\n"
+                                      "52,Enterprise,70,30\n63,enterprise,20,40\n")
+    scored = trainflow("predict", "churn", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv"), "--json")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    summary = json.loads(scored.stdout)["summary"]
+    assert summary["unseen"] == {"plan": 3} and summary["unseen_examples"] == {"plan": ["enterprise", "Enterprise"]}
+    assert "column 'plan': 3 cell(s) hold a value training never saw (e.g. 'enterprise', 'Enterprise')" \
+        in scored.stderr, "the run log says it"
+    plain = trainflow("predict", "churn", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out2.csv"))
+    assert "Unseen categories: plan: 3" in plain.stdout and "warning: column 'plan'" in plain.stderr
+
+
+def test_scoring_with_a_sweep_version_names_the_trial_whose_model_scored(tmp_path, artifacts):
+    spec = _gated(tmp_path, GATED.replace("promote: {alias: production, metric: test_accuracy, mode: max, "
+                                          "min_delta: 0.0}\n", "sweep: {grid: {training.epochs: [2, 6]}, "
+                                                               "metric: test_accuracy, mode: max}\n"))
+    sweep = run_spec(spec)
+    out = trainflow("predict", "churn", str(tmp_path / "customers.csv"), "--output", str(tmp_path / "s.csv"), "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout)["trial"] == sweep["best"]["id"]
+    assert f"trial {sweep['best']['id']} (the sweep's best)" in out.stderr, "the run log names it"
+
+
 @pytest.mark.parametrize("content, name, output, expect", [
     ("age,monthly_charges,tenure\n30,20.5,3\n", "in.csv", "out.csv", "missing column 'plan'"),
     ("age,plan,monthly_charges,tenure\nthirty,basic,20.5,3\n", "in.csv", "out.csv", "column 'age' holds text"),

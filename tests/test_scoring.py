@@ -175,7 +175,7 @@ def test_predictions_equal_the_models_own_on_its_test_rows(versions, tmp_path, n
     output = _read(result.output)
     if name == "churn":
         _assert_classified(version, output, expected)
-        assert result.summary == {"rows": 80, "unscored": 0, "class_counts": {
+        assert result.summary == {"rows": 80, "unscored": 0, "unseen": {}, "unseen_examples": {}, "class_counts": {
             "no": int((expected["class_index"] == 0).sum()), "yes": int((expected["class_index"] == 1).sum())}}
     else:
         np.testing.assert_allclose(output.column("prediction").to_numpy(), expected["prediction"], atol=1e-6)

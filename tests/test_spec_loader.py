@@ -127,6 +127,60 @@ def test_extends_deep_merges_and_set_overrides(tmp_path):
     assert spec.data.num_examples == 50 and spec.data.noise_stddev == 0.5
 
 
+MLP_PARENT = """\
+name: sine
+seed: 1
+data: {kind: sine, num_examples: 64, validation_split: 0.25}
+model:
+  kind: mlp
+  hidden: [8, 8]
+  activation: relu
+training: {trainer: manual, optimizer: {kind: adam, learning_rate: 0.01}, epochs: 4}
+plots: {include: [loss]}
+checkpoint: {formats: [tf_checkpoint]}
+"""
+
+
+def test_a_new_kind_replaces_the_section_under_extends_and_set_and_a_same_kind_merges(tmp_path):
+    write_spec(tmp_path, MLP_PARENT, "parent.yaml")
+    child = write_spec(tmp_path, "extends: parent.yaml\nname: sine-linear\nmodel: {kind: linear}\n", "child.yaml")
+    assert load_spec(child).model.model_dump() == {"kind": "linear", "init": {"w": 5.0, "b": 0.0}}
+    assert load_spec(tmp_path / "parent.yaml", ["model.kind=linear"]).model.kind == "linear"
+    same = write_spec(tmp_path, "extends: parent.yaml\nname: wide\nmodel: {kind: mlp, hidden: [16]}\n", "same.yaml")
+    assert load_spec(same).model.model_dump() == {"kind": "mlp", "hidden": [16], "activation": "relu", "dropout": 0.0}
+    assert load_spec(tmp_path / "parent.yaml", ["training.optimizer.kind=sgd"]).training.optimizer.learning_rate \
+        == 0.01, "an optimizer's kind is a value, not a schema: its other fields stay"
+
+
+def test_errors_after_a_kind_change_point_at_the_file_and_line_that_made_the_value(tmp_path):
+    write_spec(tmp_path, MLP_PARENT.replace("trainer: manual", "trainer: keras"), "parent.yaml")
+    child = write_spec(tmp_path, "extends: parent.yaml\nname: c\nmodel: {kind: linear, hidden: [3]}\n", "child.yaml")
+    with pytest.raises(SpecError) as caught:
+        load_spec(child)
+    assert str(caught.value) == f"{child}:3:23: model.hidden: unknown key 'hidden'; expected one of: kind, init"
+    with pytest.raises(SpecError) as caught:
+        load_spec(tmp_path / "parent.yaml", ["model.kind=keras_linear", "model.hidden=[4]"])
+    assert str(caught.value) == ("--set model.hidden=[4]: model.hidden: unknown key 'hidden'; expected one of: "
+                                 "kind, init")
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(tmp_path, "extends: parent.yaml\nname: c\nmodel: {kind: linear}\n", "c.yaml"))
+    assert str(caught.value).startswith(f"{tmp_path / 'parent.yaml'}:8:12: training.trainer: 'keras' needs a Keras "
+                                        "model"), "the parent's line made the trainer"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_extends_to_another_model_kind_and_set_model_kind_linear_on_an_mlp_spec_both_run(tmp_path, artifacts):
+    from flows.api import run_spec
+
+    write_spec(tmp_path, MLP_PARENT, "parent.yaml")
+    child = write_spec(tmp_path, "extends: parent.yaml\nname: sine-linear\nmodel: {kind: linear}\n", "child.yaml")
+    extended = run_spec(child)
+    assert extended["name"] == "sine-linear" and set(extended["weights"]) == {"w", "b"}
+    table = run_spec(SPECS / "housing.yaml", overrides=["model.kind=linear", "training.epochs=3"])
+    manifest = json.loads((artifacts / "housing" / table["version"] / "manifest.json").read_text())
+    assert manifest["spec"]["model"] == {"kind": "linear", "init": {"w": 5.0, "b": 0.0}}
+
+
 def test_bad_override_is_positioned_at_the_flag(tmp_path):
     with pytest.raises(SpecError) as caught:
         load_spec(write_spec(tmp_path, VALID), ["training.epocs=5"])

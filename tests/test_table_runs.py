@@ -116,14 +116,14 @@ fed = {f["input_name"]: column(f, rows) for f in schema["features"]}
 out = {}
 serve = tf.saved_model.load(f"{version}/checkpoint/saved_model").signatures["serving_default"]
 out["saved_model"] = serve(**{k: tf.constant(v) for k, v in fed.items()})["probabilities"].numpy()[:, 1].tolist()
-as_matrix = {k: tf.constant(v.reshape(-1, 1)) for k, v in fed.items()}
-out["keras"] = np.asarray(keras.saving.load_model(f"{version}/checkpoint/model.keras")(as_matrix)).tolist()
+as_matrix = {f["name"]: tf.constant(column(f, rows).reshape(-1, 1)) for f in schema["features"]}  # own names
+out["keras"] = np.asarray(keras.saving.load_model(f"{version}/checkpoint/model.keras")(as_matrix))[:, 1].tolist()
 rebuilt = keras.models.model_from_json(open(f"{version}/checkpoint/model.json").read())
 rebuilt.load_weights(f"{version}/checkpoint/model.weights.h5")
-out["keras_weights"] = np.asarray(rebuilt(as_matrix)).tolist()
+out["keras_weights"] = np.asarray(rebuilt(as_matrix))[:, 1].tolist()
 restored = keras.models.model_from_json(open(f"{version}/checkpoint/model.json").read())
 tf.train.Checkpoint(model=restored).read(f"{version}/checkpoint/tf_checkpoint/ckpt").expect_partial()
-out["tf_checkpoint"] = np.asarray(restored(as_matrix)).tolist()
+out["tf_checkpoint"] = np.asarray(restored(as_matrix))[:, 1].tolist()
 unseen = {k: v[:1] for k, v in fed.items()}
 plan = next(f for f in schema["features"] if f["name"] == "plan")
 unseen[plan["input_name"]] = np.array(["a plan never seen in training"])
@@ -148,7 +148,7 @@ def test_a_binary_run_reports_test_auc_and_every_checkpoint_takes_raw_columns(tm
     with (version / "test_predictions.csv").open() as handle:
         predictions = list(csv.DictReader(handle))
     test_rows = [int(row["row"]) for row in predictions]
-    assert len(test_rows) == 90 and set(predictions[0]) == {"row", "actual", "prediction", "probability_no",
+    assert len(test_rows) == 90 and set(predictions[0]) == {"row", "line", "actual", "prediction", "probability_no",
                                                              "probability_yes"}
     out = subprocess.run([sys.executable, "-c", LOAD_ALL, str(version), json.dumps(test_rows), str(csv_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -195,6 +195,15 @@ def test_bad_table_specs_are_exit_2_before_anything_runs(tmp_path, artifacts, ch
     assert not artifacts.exists()
 
 
+def test_a_misspelt_target_also_listed_in_features_is_reported_as_not_a_column(tmp_path, artifacts):
+    _table(tmp_path)
+    out = trainflow("validate", str(write_spec(tmp_path, CHURN)), "--set", "data.target=churnd",
+                    "--set", "data.features=[age, churnd]")
+    assert out.returncode == 2, out.stderr
+    assert "data.target: 'churnd' is not a column of customers.csv (did you mean 'churned'?)" in out.stderr
+    assert "cannot also be a feature" not in out.stderr
+
+
 @pytest.mark.usefixtures("prefect_server")
 @pytest.mark.parametrize("kind, content, expect", [
     ("csv", "age,plan,monthly_charges,tenure,churned\n" + "30,basic,20.5,3,yes\n31,pro,21.5,4,no\n" * 20
@@ -235,3 +244,69 @@ def test_a_sweep_varies_the_new_fields_on_a_generated_table(tmp_path, artifacts)
     best = result["best"]
     assert best["metrics"]["val_accuracy"] == max(t["metrics"]["val_accuracy"] for t in result["trials"])
     assert (Path(result["path"]) / best["path"] / "checkpoint" / "model.keras").is_file()
+
+
+SPACED = r"""
+import json, sys
+import numpy as np, tensorflow as tf, keras
+version = sys.argv[1]
+schema = json.load(open(f"{version}/schema.json"))
+model = keras.saving.load_model(f"{version}/checkpoint/model.keras")
+by_name = model({"annual income": np.array([52000.0, 18000.0]), "plan type": np.array(["pro", "basic"]),
+                 "age": np.array([40.0, 22.0])})
+serve = tf.saved_model.load(f"{version}/checkpoint/saved_model").signatures["serving_default"]
+keys = {f["name"]: f["input_name"] for f in schema["features"]}
+by_key = serve(**{keys["annual income"]: tf.constant([52000.0, 18000.0]), keys["plan type"]: tf.constant(["pro", "basic"]),
+                  keys["age"]: tf.constant([40.0, 22.0])})["probabilities"]
+print(json.dumps({"keys": keys, "keras": np.asarray(by_name).tolist(), "saved_model": by_key.numpy().tolist()}))
+"""
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_columns_with_spaces_keep_their_names_in_the_keras_model_and_the_mapping_is_in_schema_json(tmp_path, artifacts):
+    rng = np.random.default_rng(3)
+    n = 200
+    income, age = rng.normal(40000, 15000, n).round(), rng.integers(18, 70, n)
+    plan = rng.choice(["basic", "pro"], n)
+    late = np.where(income + rng.normal(0, 10000, n) < 35000, "yes", "no")
+    rows = "".join(f"{i},{p},{a},{y}\n" for i, p, a, y in zip(income, plan, age, late))
+    (tmp_path / "loans.csv").write_text("annual income,plan type,age,late\n" + rows)
+    spec = write_spec(tmp_path, "name: loans\nseed: 1\ndata: {kind: csv, path: loans.csv, target: late}\n"
+                                "model: {kind: linear}\ntraining: {optimizer: {kind: adam, learning_rate: 0.05}, "
+                                "epochs: 5}\n")
+    version = run_spec(spec)["path"]
+    out = subprocess.run([sys.executable, "-c", SPACED, version], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["keys"] == {"annual income": "annual_income", "plan type": "plan_type", "age": "age"}
+    assert np.asarray(loaded["keras"]).shape == (2, 2), "the Keras model returns [N, classes] like the SavedModel"
+    np.testing.assert_allclose(loaded["keras"], loaded["saved_model"], rtol=1e-5, atol=1e-6)
+    (tmp_path / "new.csv").write_text("annual income,plan type,age\n52000,pro,40\n")
+    scored = trainflow("predict", "loans", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv"))
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    import csv
+
+    header = next(csv.reader((tmp_path / "out.csv").open()))
+    assert header[:4] == ["annual income", "plan type", "age", "prediction"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_test_predictions_name_each_rows_index_and_the_file_line_that_messages_cite(tmp_path, artifacts):
+    from tasks.data.tables import row_label
+
+    lines = _table(tmp_path, n=120).read_text().splitlines(keepends=True)
+    (tmp_path / "customers.csv").write_text("".join(lines[:50] + ["\n"] + lines[50:]))  # a blank line shifts lines
+    result = run_spec(write_spec(tmp_path, CHURN.replace("validation_split: 0.2, test_split: 0.25",
+                                                         "test_split: 0.5").replace("epochs: 60", "epochs: 2")))
+    import csv
+
+    with (Path(result["path"]) / "test_predictions.csv").open() as handle:
+        predictions = list(csv.DictReader(handle))
+    file_lines = (tmp_path / "customers.csv").read_text().splitlines()
+    data_rows = [line for line in file_lines[1:] if line]
+    assert any(int(p["row"]) >= 49 for p in predictions), "some test rows come after the blank line"
+    for p in predictions:
+        row, line = int(p["row"]), int(p["line"])
+        assert file_lines[line - 1] == data_rows[row] and data_rows[row].endswith("," + p["actual"])
+        assert str(line) == row_label("csv", row) or row >= 49, "before the blank line, line = row + 2"

@@ -93,6 +93,47 @@ def test_commands_on_real_experiment_and_sweep_versions_never_crash(tmp_path, ar
     assert bad.returncode == 2 and "sweep.metric: this spec's trials have no metric 'los' (did you mean 'loss'?)" in bad.stderr
 
 
+def test_browsing_picks_and_sorts_metrics_marks_better_and_worse_and_names_a_sweeps_best_trial(tmp_path, artifacts):
+    spec = write_spec(tmp_path, GUIDE_SMALL)
+    losses = {run_spec(spec, overrides=[f"training.epochs={n}"])["version"]: n for n in (5, 9, 2)}
+    sweep = run_spec(write_spec(tmp_path, SWEEP.replace("name: small", "name: swept"), "sweep.yaml"))
+    listed = trainflow("list", "swept").stdout
+    best = sweep["best"]
+    assert f"sweep of 4 trials, best trial {best['id']} (" in listed and f"training.optimizer.learning_rate=" \
+        f"{best['values']['training.optimizer.learning_rate']}" in listed
+    assert listed.split("): ", 1)[1].startswith("loss="), "the sweep's metric first"
+    assert json.loads(trainflow("list", "swept", "--json").stdout)[0]["best_trial"]["id"] == best["id"]
+
+    better, worse = trainflow("diff", "small@v1", "small@v2").stdout, trainflow("diff", "small@v2", "small@v3").stdout
+    assert re.search(r"  loss .* \(-[\d.e-]+, better\)", better) and re.search(r"  loss .* \(\+[\d.e-]+, worse\)", worse)
+    assert "w " in better and re.search(r"  w .*\(\S+\)\n", better), "w has no direction: no mark"
+    marks = json.loads(trainflow("diff", "small@v1", "small@v2", "--json").stdout)["metrics"]
+    assert marks["loss"]["change"] == "better" and marks["epochs"]["change"] is None
+
+    table = trainflow("compare", "small", "--metrics", "loss,w", "--sort", "loss", env={"COLUMNS": "200"}).stdout
+    lines = table.splitlines()
+    assert lines[0].split() == ["version", "aliases", "created", "epochs", "loss", "w"]
+    assert [line.split()[0] for line in lines[1:4]] == ["v0002", "v0001", "v0003"], "best (lowest) loss first"
+    narrow = trainflow("compare", "small", env={"COLUMNS": "50"}).stdout.splitlines()
+    assert all(len(line) <= 50 for line in narrow if not line.startswith(("not shown", "settings"))), narrow
+    assert narrow[-1].startswith("not shown: ") and "--metrics" in narrow[-1]
+    by_json = json.loads(trainflow("compare", "small", "--json", "--metrics", "loss").stdout)
+    assert [set(r) for r in by_json["rows"]][0] == {"version", "aliases", "created", "training.epochs", "loss"}
+    typo = trainflow("compare", "small", "--metrics", "los")
+    assert typo.returncode == 2 and "--metrics: no column 'los' (did you mean 'loss'?)" in typo.stderr
+    assert "per spec" not in trainflow("compare", "--help").stdout
+    assert losses == {"v0001": 5, "v0002": 9, "v0003": 2}
+    import subprocess
+    import sys
+
+    from tests.test_run import LIGHT_CHECK
+
+    for args in (["compare", "small", "--sort", "loss"], ["diff", "small@v2"], ["list", "swept"]):
+        out = subprocess.run([sys.executable, "-c", LIGHT_CHECK.format(args=args)], capture_output=True, text=True,
+                             cwd=ROOT)
+        assert "HEAVY []" in out.stderr, (args, out.stderr[-2000:])
+
+
 def test_validate_reads_the_header_and_takes_folders(tmp_path):
     (tmp_path / "food.csv").write_text("income,foodexp\n1,2\n2,3\n")
     bad = write_spec(tmp_path, "name: food\ndata: {kind: csv, path: food.csv, x_column: incme, y_column: foodexp}\n"
@@ -159,3 +200,49 @@ def test_every_figure_has_a_title_named_axes_and_no_clipped_text(tmp_path, artif
             if update and f"{result['name']}-{data.stem}" in README_FIGURES:
                 target = ROOT / "docs" / "images" / f"{result['name']}-{data.stem}.png"
                 target.write_bytes((data.with_suffix(".png")).read_bytes())
+
+
+def test_the_loss_plot_marks_the_best_and_the_stopped_epoch(tmp_path, artifacts):
+    from tests.test_table_runs import _table
+
+    _table(tmp_path)
+    spec = write_spec(tmp_path, "name: stops\nseed: 1\ndata: {kind: csv, path: customers.csv, target: churned, "
+                                "validation_split: 0.3}\nmodel: {kind: mlp, hidden: [32]}\ntraining: {trainer: keras, "
+                                "optimizer: {kind: adam, learning_rate: 0.1}, epochs: 200, batch_size: 16, "
+                                "early_stopping: {monitor: val_loss, patience: 3}}\nplots: {include: [loss]}\n")
+    result = run_spec(spec)
+    metrics = result["metrics"]
+    assert metrics["stopped_epoch"] < 200, "early stopping ended it"
+    plot = json.loads((Path(result["path"]) / "plots" / "loss.json").read_text())
+    marks = {s["role"]: s for s in plot["panels"][0]["series"] if s["role"] in ("best_epoch", "stopped_epoch")}
+    assert marks["best_epoch"]["x"] == [metrics["best_epoch"]] * 2
+    assert marks["best_epoch"]["label"] == f"best epoch {metrics['best_epoch']}"
+    assert marks["stopped_epoch"]["x"] == [metrics["stopped_epoch"]] * 2
+
+
+def test_a_log_loss_axis_is_labelled_at_1_2_and_5_of_each_decade_and_a_narrow_range_stays_linear():
+    from tasks.plots import render
+    from tasks.plots.figures import Figure, Panel, Series, positive
+
+    falling = Series("training loss", "train", list(range(11)), [10.3, 6.3, 4.1, 2.8, 2.0, 1.6, 1.3, 1.1, 1.0, 0.95, 0.9])
+    assert positive(falling) and not positive(Series("loss", "train", [0, 1], [0.7, 0.4]))
+    fig = render.build(Figure("loss", "loss", [Panel("", "epoch", "loss", [falling], log_y=True)]), "demo v0001")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high and t.get_text()]
+    assert labels == ["1", "2", "5", "10"], labels
+
+
+def test_tensorflows_start_up_lines_are_dropped_unless_debug(tmp_path, artifacts):
+    """TensorFlow's native libraries print absl's start-up notices (no CUDA drivers, …) while it is imported,
+    before TF_CPP_MIN_LOG_LEVEL applies; on this CPU machine, twice per run."""
+    from flows.startup import START_UP_LINE
+
+    spec = write_spec(tmp_path, GUIDE_SMALL)
+    quiet = trainflow("run", str(spec), "--no-cache")
+    loud = trainflow("run", str(spec), "--no-cache", "--debug")
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr[-2000:] + loud.stderr[-2000:]
+    assert [line for line in quiet.stderr.splitlines() if START_UP_LINE.match(line)] == []
+    assert [line for line in loud.stderr.splitlines() if START_UP_LINE.match(line)], "--debug keeps them"
+    assert "Epoch  5: W = " in quiet.stderr, "the run's own log still reaches stderr"

@@ -129,20 +129,20 @@ def version_ref(ref: str, artifacts: Optional[Path]):
         fail(str(exc), 2)
 
 
-def load_all(paths: List[Path], overrides: Optional[List[str]], with_folders: bool = False):
+def load_all(paths: List[Path], overrides: Optional[List[str]], with_paths: bool = False):
     """Every spec under `paths`, validated before anything runs or is registered: all problems at once, exit 2.
-    With `with_folders`, (spec, the folder of its file) pairs."""
+    With `with_paths`, (spec, its file, resolved) pairs."""
     from flows.spec.document import Problem, SpecError
     from flows.spec.load import collect, load_any
 
     specs, problems = [], []
     for path in collect(paths):
         try:
-            specs.append((load_any(path, overrides or []), Path(path).resolve().parent))
+            specs.append((load_any(path, overrides or []), Path(path).resolve()))
         except SpecError as exc:
             problems.extend(exc.problems)
     if not specs and not problems:
         problems.append(Problem(None, "", f"no spec files in {', '.join(map(str, paths))}"))
     if problems:
         raise SpecError(problems)
-    return specs if with_folders else [spec for spec, _ in specs]
+    return specs if with_paths else [spec for spec, _ in specs]

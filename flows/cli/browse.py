@@ -12,7 +12,6 @@ import typer
 from flows.cli.app import (
     ArtifactsOption,
     DebugOption,
-    JsonOption,
     app,
     errors,
     fail,
@@ -21,10 +20,12 @@ from flows.cli.app import (
     version_ref,
 )
 
+BrowseJsonOption = typer.Option(False, "--json", help="Print JSON on stdout instead of the table.")
+
 
 @app.command("list")
 def list_versions(name: Optional[str] = typer.Argument(None, help="A spec name; all names when omitted."),
-                  artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption,
+                  artifacts: Optional[Path] = ArtifactsOption, as_json: bool = BrowseJsonOption,
                   debug: bool = DebugOption) -> None:
     """List published versions with date, metrics and spec hash; sweeps are marked, their trials inside them."""
     with errors(debug):
@@ -40,23 +41,33 @@ def list_versions(name: Optional[str] = typer.Argument(None, help="A spec name; 
             aliases = Aliases(store, series)
             for version in store.versions(series):
                 manifest = manifest_of(version)
+                best = manifest.get("best") or {}
                 rows.append({"name": series, "version": version.label, "path": str(version.path),
                              "aliases": aliases.of(version.label),
                              "kind": manifest.get("kind", "experiment"), "created": manifest.get("created"),
                              "spec_hash": manifest.get("spec_hash"), "metrics": manifest.get("metrics", {}),
-                             "trials": len(manifest.get("trials", [])) or None})
+                             "trials": len(manifest.get("trials", [])) or None,
+                             "best_trial": {"id": best["id"], "values": best.get("values", {})} if best.get("id")
+                             else None,
+                             "metric": ((manifest.get("spec") or {}).get("sweep") or {}).get("metric")})
         if as_json:
             typer.echo(json.dumps(rows))
             return
         if not rows:
             typer.echo("no versions" + (f" of {name}" if name else ""))
         for row in rows:
-            metrics = ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items()
-                                if isinstance(v, float) and not k.startswith("best_"))
-            kind = f"  sweep of {row['trials']} trials, best:" if row["kind"] == "sweep" else ""
+            first = [row.pop("metric")] if row.get("metric") in row["metrics"] else []
+            names = dict.fromkeys(first + [k for k in row["metrics"] if not k.startswith("best_")])
+            metrics = ", ".join(f"{k}={row['metrics'][k]:.4g}" for k in names if isinstance(row["metrics"][k], float))
+            kind = ""
+            if row["kind"] == "sweep":
+                best = row["best_trial"]
+                values = ", ".join(f"{k}={v}" for k, v in best["values"].items()) if best else ""
+                kind = f"  sweep of {row['trials']} trials, best trial {best['id']} ({values}):" if best else \
+                    f"  sweep of {row['trials']} trials, no trial finished"
             held = f"  [{', '.join(row['aliases'])}]" if row["aliases"] else ""
             typer.echo(f"{row['name']}@{row['version']}{held}  {row['created']}  spec {str(row['spec_hash'])[:8]}"
-                       f"{kind}  {metrics}")
+                       f"{kind} {' ' if not kind else ''}{metrics}")
 
 
 def _seconds(value) -> str:
@@ -65,7 +76,7 @@ def _seconds(value) -> str:
 
 @app.command()
 def show(ref: str = typer.Argument(..., help="NAME or NAME@vN."), artifacts: Optional[Path] = ArtifactsOption,
-         as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
+         as_json: bool = BrowseJsonOption, debug: bool = DebugOption) -> None:
     """Show a version's manifest: metrics, tasks, and a sweep's trials."""
     with errors(debug):
         manifest = version_ref(ref, artifacts).manifest()
@@ -96,7 +107,7 @@ def show(ref: str = typer.Argument(..., help="NAME or NAME@vN."), artifacts: Opt
 @app.command()
 def diff(a: str = typer.Argument(..., help="NAME@vA (alone: compared with the version before it)"),
          b: Optional[str] = typer.Argument(None, help="NAME@vB"), artifacts: Optional[Path] = ArtifactsOption,
-         as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
+         as_json: bool = BrowseJsonOption, debug: bool = DebugOption) -> None:
     """Compare two versions: the spec paths that differ and the metric deltas."""
     with errors(debug):
         from flows.run.plan import changed_paths
@@ -111,9 +122,12 @@ def diff(a: str = typer.Argument(..., help="NAME@vA (alone: compared with the ve
             older = version_ref(a, artifacts)
         ma, mb = older.manifest(), newer.manifest()
         changes = changed_paths(ma["spec"], mb["spec"])
+        from tasks.lifecycle.compare import judge
+
         metrics = {k: {"a": ma["metrics"].get(k), "b": mb["metrics"].get(k),
                        "delta": (mb["metrics"][k] - ma["metrics"][k]) if isinstance(ma["metrics"].get(k), (int, float))
-                       and isinstance(mb["metrics"].get(k), (int, float)) else None}
+                       and isinstance(mb["metrics"].get(k), (int, float)) else None,
+                       "change": judge(k, ma["metrics"].get(k), mb["metrics"].get(k))}
                    for k in sorted(set(ma["metrics"]) | set(mb["metrics"]))}
         if as_json:
             typer.echo(json.dumps({"a": f"{older.name}@{older.label}", "b": f"{newer.name}@{newer.label}",
@@ -123,9 +137,9 @@ def diff(a: str = typer.Argument(..., help="NAME@vA (alone: compared with the ve
         typer.echo("spec:" if changes else "spec: identical")
         for change in changes:
             typer.echo(f"  {change}")
-        typer.echo("metrics:")
+        typer.echo("metrics (better or worse by each metric's direction: accuracy, auc, r2 up; losses, rmse, mae down):")
         for key, m in metrics.items():
-            delta = f"  ({m['delta']:+.4g})" if m["delta"] is not None else ""
+            delta = f"  ({m['delta']:+.4g}{', ' + m['change'] if m['change'] else ''})" if m["delta"] is not None else ""
             typer.echo(f"  {key:<16} {_short_value(m['a'])} → {_short_value(m['b'])}{delta}")
 
 
@@ -161,26 +175,97 @@ def verify(name: Optional[str] = typer.Argument(None, help="NAME (all its versio
 
 
 @app.command()
-def compare(name: str = typer.Argument(..., help="A spec name."), artifacts: Optional[Path] = ArtifactsOption,
-            as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
-    """One row per version: aliases, the settings that differ between versions, and every metric."""
+def compare(name: str = typer.Argument(..., help="A spec name."),
+            metrics: Optional[str] = typer.Option(None, "--metrics", "-m", metavar="A,B",
+                                                  help="The metrics to show, comma-separated (default: the gate's or "
+                                                       "sweep's metric and the held-out split's metrics)."),
+            sort: Optional[str] = typer.Option(None, "--sort", metavar="COLUMN",
+                                               help="Sort by a metric, best first (or by a setting, ascending)."),
+            artifacts: Optional[Path] = ArtifactsOption,
+            as_json: bool = typer.Option(False, "--json", help="Print one JSON object: the differing settings and "
+                                                               "one row per version (every metric, unless --metrics)."),
+            debug: bool = DebugOption) -> None:
+    """One row per version: aliases, the settings that differ between versions, and its metrics; sized to the
+    terminal (columns that do not fit are named below the table)."""
     with errors(debug):
         from flows.run.plan import artifact_root
-        from tasks.lifecycle.compare import comparison
+        from tasks.lifecycle.compare import comparison, headline, sort_rows
         from tasks.publish.store import Store
 
         store = Store(artifact_root(artifacts))
         if not store.versions(name):
             unknown_name(store, name)
         settings, rows = comparison(store, name)
+        known = [c for c in rows[0] if c not in ("version", "aliases", "created") and c not in settings]
+        chosen = _pick(metrics.split(",") if metrics else None, known, "--metrics")
+        if sort:
+            _pick([sort], known + settings, "--sort")
+            rows = sort_rows(rows, sort)
+        if chosen is None:
+            latest = manifest_of(store.versions(name)[-1]).get("spec") or {}
+            chosen = headline(known, ((latest.get("promote") or latest.get("sweep")) or {}).get("metric"))
+            if sort in known and sort not in chosen:
+                chosen.append(sort)
         if as_json:
-            typer.echo(json.dumps({"name": name, "settings": settings, "rows": rows}))
+            shown = rows if metrics is None else [{k: v for k, v in r.items() if k not in known or k in chosen}
+                                                  for r in rows]
+            typer.echo(json.dumps({"name": name, "settings": settings, "rows": shown}))
             return
-        columns = list(rows[0])
-        widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in columns}
-        typer.echo("  ".join(c.ljust(widths[c]) for c in columns))
-        for row in rows:
-            typer.echo("  ".join(_cell(row.get(c)).ljust(widths[c]) for c in columns))
+        _print_table(rows, ["version", "aliases", "created", *settings, *chosen], [m for m in known if m not in chosen])
+
+
+def _pick(names: Optional[list[str]], known: list[str], option: str) -> Optional[list[str]]:
+    """The names asked for, each one known; exit 2 with "did you mean" otherwise."""
+    if names is None:
+        return None
+    from tasks.common.suggest import did_you_mean
+
+    names = [n.strip() for n in names if n.strip()]
+    for n in names:
+        if n not in known:
+            fail(f"{option}: no column '{n}'{did_you_mean(n, known)}; there are: {', '.join(known)}", 2)
+    return names
+
+
+def _print_table(rows: list[dict], columns: list[str], hidden: list[str]) -> None:
+    """Columns as wide as their cells, settings headed by their shortest unique suffix, dropped from the right
+    when the terminal is too narrow; what was left out is named below."""
+    import shutil
+
+    width = shutil.get_terminal_size((120, 24)).columns
+    headers = _short_headers(columns)
+    cells = {c: [_cell(r.get(c)) if c != "created" else str(r.get(c) or "")[:16].replace("T", " ") for r in rows]
+             for c in columns}
+    widths = {c: max(len(headers[c]), *(len(v) for v in cells[c])) for c in columns}
+    shown, used = [], -2
+    for c in columns:
+        if used + 2 + widths[c] > width and len(shown) >= 2:
+            hidden = [c for c in columns[len(shown):] if c not in ("aliases", "created")] + hidden
+            break
+        shown.append(c)
+        used += 2 + widths[c]
+    typer.echo("  ".join(headers[c].ljust(widths[c]) for c in shown).rstrip())
+    for i in range(len(rows)):
+        typer.echo("  ".join(cells[c][i].ljust(widths[c]) for c in shown).rstrip())
+    renamed = [f"{headers[c]} = {c}" for c in shown if headers[c] != c]
+    if renamed:
+        typer.echo("settings: " + ", ".join(renamed))
+    if hidden:
+        typer.echo(f"not shown: {', '.join(hidden)} (--metrics A,B picks; --json has every one)")
+
+
+def _short_headers(columns: list[str]) -> dict[str, str]:
+    """Each dotted setting by its shortest suffix no other column ends with (training.optimizer.learning_rate:
+    learning_rate)."""
+    out = {}
+    for c in columns:
+        parts = c.split(".")
+        for n in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-n:])
+            if not any(o != c and (o == suffix or o.endswith("." + suffix)) for o in columns):
+                break
+        out[c] = suffix
+    return out
 
 
 def _cell(value) -> str:

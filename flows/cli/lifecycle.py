@@ -41,15 +41,18 @@ def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug
             if debug:
                 raise
             fail(f"{label}{exc}", 2)
-    typer.echo(f"Scored {result['rows']} rows with {result['model']}: {result['output']}")
+    trial = f", trial {result['trial']} (the sweep's best)" if result.get("trial") else ""
+    typer.echo(f"Scored {result['rows']} rows with {result['model']}{trial}: {result['output']}")
     summary = result["summary"]
     typer.echo("Classes: " + ", ".join(f"{k}: {v}" for k, v in summary["class_counts"].items()) if "class_counts"
                in summary else "Predictions: " + ", ".join(f"{k} {v:.5g}" for k, v in summary.items()
                                                           if isinstance(v, float)))
-    if summary["unscored"]:
-        from flows.lifecycle.predict import unscored_warning
+    if summary.get("unseen"):
+        typer.echo("Unseen categories: " + ", ".join(f"{column}: {count}" for column, count in summary["unseen"].items()))
+    from flows.lifecycle.predict import warnings
 
-        typer.echo(f"warning: {unscored_warning(summary['unscored'])}", err=True)
+    for warning in warnings(summary):
+        typer.echo(f"warning: {warning}", err=True)
     print_ui(result)
 
 
@@ -84,18 +87,21 @@ def alias(ref: str = typer.Argument(..., help="NAME@vN to point the alias at (wi
             moved = Aliases(store, series).rollback(name) if rollback else Aliases(store, series).set(name, label)
         except AliasError as exc:
             fail(str(exc), 2)
-        from flows.lifecycle.events import alias_decision
-
-        _quietly(alias_decision, series, moved)
         typer.echo(f"{series}@{name}: {moved['from'] or 'none'} → {moved['to']} ({moved['decision']})")
+        _announce(series, moved, debug)
 
 
-def _quietly(fn, *args) -> None:
-    """Emit an event when a Prefect server is configured; a hand-made move must not wait for a temporary one."""
-    import os
+def _announce(series: str, moved: dict, debug: bool) -> None:
+    """`trainflow.alias.moved` to the server this process chose, delivered before the command ends. Without a
+    running server nothing is sent: a temporary server would cost seconds and drop the event when it stops."""
+    from flows.lifecycle import events
 
-    from flows.serve.server import use_running_server
+    event = events.alias_event(series, moved)
+    if event is None:
+        return  # it already held the alias: nothing happened
+    from flows.startup import prepare
 
-    use_running_server()
-    if os.environ.get("PREFECT_API_URL"):
-        fn(*args)
+    if prepare(debug).api_url is None:
+        typer.echo("(no Prefect server is running, so no event was sent; `trainflow server start` runs one)", err=True)
+        return
+    events.send_now(event)

@@ -34,10 +34,13 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
         debug: bool = DebugOption) -> None:
     """Run specs as Prefect flows and publish artifacts/<name>/vNNNN/ for each.
 
-    Every spec is validated before any runs; a failed run stops the ones after it (those before it stay
-    published)."""
+    Every spec is validated before any runs, and each runs after the specs it needs (a scoring spec after the
+    training spec of its model); a failed run stops the ones after it (those before it stay published)."""
     with errors(debug):
-        specs = load_all(paths, overrides)
+        from flows.run.order import run_order
+        from flows.run.plan import artifact_root
+
+        specs = [spec for spec, _ in run_order(load_all(paths, overrides, with_paths=True), artifact_root(artifacts))]
     from flows.api import run_spec
     from flows.spec import ScoringSpec
 

@@ -21,8 +21,8 @@ def _lanes(specs, artifacts: Optional[Path], roots: Optional[List[Path]]):
     from flows.serve.lanes import Lanes
 
     root = str(artifact_root(artifacts))
-    return [(spec, Lanes(root, tuple(str(Path(r).resolve()) for r in roots) if roots else (str(folder),)))
-            for spec, folder in specs]
+    return [(spec, Lanes(root, tuple(str(Path(r).resolve()) for r in roots) if roots else (str(path.parent),)))
+            for spec, path in specs]
 
 
 @app.command()
@@ -36,7 +36,10 @@ def serve(paths: List[Path] = typer.Argument(..., help="Spec files or folders of
     under the data roots chosen here. Stops cleanly on SIGINT/SIGTERM, pausing the schedules it served
     (restart to resume them)."""
     with errors(debug):
-        laned = _lanes(load_all(paths, overrides, with_folders=True), artifacts, data_roots)
+        laned = _lanes(load_all(paths, overrides, with_paths=True), artifacts, data_roots)
+        from flows.startup import prepare
+
+        prepare(debug)  # before flows.serve.deploy imports Prefect
         from flows.serve.deploy import deployment_name, serve_specs
 
         typer.echo(f"Serving {len(laned)} deployment(s): {', '.join(deployment_name(s) for s, _ in laned)}", err=True)
@@ -51,7 +54,10 @@ def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders o
     """Register specs as deployments on a work pool; `prefect worker start --pool POOL` runs them anywhere,
     held to the artifact root and data roots chosen here."""
     with errors(debug):
-        laned = _lanes(load_all(paths, overrides, with_folders=True), artifacts, data_roots)
+        laned = _lanes(load_all(paths, overrides, with_paths=True), artifacts, data_roots)
+        from flows.startup import prepare
+
+        prepare(debug)  # before flows.serve.deploy imports Prefect
         from flows.serve.deploy import deploy_specs, deployment_name
 
         ids = deploy_specs(laned, pool)

@@ -5,7 +5,9 @@
 `trainflow-predict`. The model is the version's SavedModel: no retraining and no rebuilding from code.
 The input is checked against the features the version recorded before any row is scored, then streamed
 in record batches (`tasks/scoring/`). The flow run is named after the model version and the input,
-publishes a table artifact (the first rows and a summary), and emits `trainflow.prediction.completed`.
+publishes a table artifact (the first rows and a summary), and emits `trainflow.prediction.completed`. The
+summary counts rows left unscored and, per text column, cells with a value training never saw; a sweep's
+version names the trial whose model scored.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_flow_run
 
 from flows.run.plan import artifact_root
+from tasks.data.tables import excerpt
 from tasks.lifecycle.aliases import resolve
+from tasks.scoring.model import model_folder
 
 FLOW_NAME = "trainflow-predict"
 ENTRYPOINT = "flows/lifecycle/predict.py:trainflow_predict"
@@ -57,24 +61,37 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
     version = resolve(model, artifact_root(artifacts))
     check_input(version.path, Path(input))
     file_format(output, "output")  # the output's format too, before anything is read
+    folder = model_folder(version.path)
+    trial = folder.name if folder != version.path else None  # a sweep's version scores with its best trial
     scored = score_task(str(version.path), input, output)
-    logger.info("Scored %d rows of %s with %s@%s in %.2f s: %s", scored.rows, Path(input).name, version.name,
-                version.label, scored.seconds, scored.output)
-    if scored.summary["unscored"]:
-        logger.warning(unscored_warning(scored.summary["unscored"]))
+    scorer = f"{version.name}@{version.label}" + (f", trial {trial} (the sweep's best)" if trial else "")
+    logger.info("Scored %d rows of %s with %s in %.2f s: %s", scored.rows, Path(input).name, scorer, scored.seconds,
+                scored.output)
+    for warning in warnings(scored.summary):
+        logger.warning(warning)
     create_table_artifact(
         key=f"{version.name.replace('_', '-')}-predictions", table=scored.preview,
-        description=f"{version.name}@{version.label} on {Path(input).name}: {scored.rows} rows; {_describe(scored.summary)}")
+        description=f"{scorer} on {Path(input).name}: {scored.rows} rows; {_describe(scored.summary)}")
     events.prediction_completed(version.name, version.label, Path(input).name, scored.rows, scored.summary,
-                                str(scored.output), str(current_flow_run.id) if current_flow_run.id else None)
-    return {"model": f"{version.name}@{version.label}", "input": str(input), "output": str(scored.output),
-            "rows": scored.rows, "seconds": scored.seconds, "summary": scored.summary,
+                                str(scored.output), str(current_flow_run.id) if current_flow_run.id else None, trial)
+    return {"model": f"{version.name}@{version.label}", "trial": trial, "input": str(input),
+            "output": str(scored.output), "rows": scored.rows, "seconds": scored.seconds, "summary": scored.summary,
             "flow_run_id": str(current_flow_run.id) if current_flow_run.id else None}
 
 
-def unscored_warning(count: int) -> str:
-    return (f"{count} row(s) have an empty feature cell and got no prediction (an empty `prediction`, NaN "
-            "probabilities); a version trained with `data.impute: true` fills them as training did")
+def warnings(summary: dict) -> list[str]:
+    """What a user should know about a scoring: rows left unscored, and per text column the cells holding a
+    value training never saw (scored through the model's one unknown-value bucket)."""
+    out = []
+    if summary["unscored"]:
+        out.append(f"{summary['unscored']} row(s) have an empty feature cell and got no prediction (an empty "
+                   "`prediction`, NaN probabilities); a version trained with `data.impute: true` fills them as "
+                   "training did")
+    for column, count in summary.get("unseen", {}).items():
+        examples = ", ".join(excerpt(value) for value in summary.get("unseen_examples", {}).get(column, []))
+        out.append(f"column '{column}': {count} cell(s) hold a value training never saw (e.g. {examples}); "
+                   "the model scored them as one unknown category")
+    return out
 
 
 def _describe(summary: dict) -> str:

@@ -48,7 +48,7 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
         "metrics.json": report.json_bytes(result.metrics),
         **({"schema.json": report.json_bytes(trained.schema.as_json()),
             "classes.json": report.json_bytes(trained.schema.classes)} if trained.schema is not None else {}),
-        **({"test_predictions.csv": report.test_predictions_csv(trained.schema, trained.test)}
+        **({"test_predictions.csv": report.test_predictions_csv(trained.schema, trained.test, _lines(spec, trained))}
            if trained.test is not None else {}),
         **{f"checkpoint/{name}": data for name, data in outputs["checkpoint_files"].items()},
         **{f"tensorboard/{name}": data for name, data in trained.events.items()},
@@ -62,6 +62,17 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
     }
     figures = FigureSet(f"{folder}plots", outputs["figures"], heading or f"{spec.name} {{version}}", spec.plots.dpi)
     return {f"{folder}{name}": data for name, data in files.items()}, manifest, figures
+
+
+def _lines(spec: Spec, trained) -> Optional[list[int]]:
+    """For a CSV file, each test row's line in the file (what messages cite), beside its 0-based row index."""
+    from tasks.data.spec import CsvData
+
+    if not isinstance(spec.data, CsvData):
+        return None
+    from tasks.data.tables import csv_lines
+
+    return csv_lines(spec.data.path, trained.test.rows)
 
 
 @task(name="publish", cache_policy=NO_CACHE, persist_result=False)

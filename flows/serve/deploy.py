@@ -6,7 +6,8 @@ spec becomes a `trainflow-predict` deployment. Each deployment's lanes (its arti
 `flows.serve.lanes`) are recorded before it is registered, so its runs are held to them. Parameters are not enforced by Prefect's
 schema check: the flow validates them itself, so a bad value edited in the UI fails the run with the same
 positioned message the CLI prints. Each `schedule:` entry becomes a Prefect schedule; its `overrides`
-become that schedule's own parameters.
+become that schedule's own parameters. Importing this module imports Prefect: callers choose the server first
+(`flows.startup.prepare`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
-from flows.api import as_spec, quiet_defaults, run_tags
+from flows.api import as_spec, run_tags
 from flows.run.entry import ENTRYPOINT, FLOW_NAME
 from flows.run.plan import PROJECT_ROOT
 from flows.spec import ScoringSpec, Spec
@@ -77,7 +78,6 @@ def serve_specs(laned: list, poll_seconds: Optional[int] = None) -> None:
     server would go on creating scheduled runs that no process executes, and they would pile up as Late.
     Starting `serve` again un-pauses them.
     """
-    quiet_defaults()
     from prefect import serve
 
     def stop(signum, frame):  # make SIGTERM take Prefect's clean Ctrl-C path
@@ -99,7 +99,6 @@ def deploy_specs(laned: list, pool: str, source: Optional[Path] = None) -> list[
     The flow's code is pulled from `source` (this checkout by default): a worker on another machine needs
     the project installed at the same path or a source it can reach, and a shared artifact root.
     """
-    quiet_defaults()
     record_lanes(laned)
     ids = []
     for spec, lanes in laned:

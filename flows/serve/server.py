@@ -4,7 +4,7 @@ Without `PREFECT_API_URL`, every Prefect process starts a temporary server of it
 fresh database). `trainflow server start` runs one long-lived `prefect server start` on the same
 `PREFECT_HOME` database instead, so every earlier run is in its UI, and records where it listens in
 `$PREFECT_HOME/trainflow-server.json`. While it answers, trainflow's commands use it by themselves
-(`use_running_server`, called before Prefect is imported). A record whose process died, or whose port
+(`flows.startup.choose_server`, called before Prefect is imported). A record whose process died, or whose port
 does not answer, is noticed and removed, never trusted. Nothing here imports Prefect.
 """
 
@@ -120,20 +120,6 @@ def running(timeout: float = 1.0) -> Optional[ServerRecord]:
     if not _is_prefect_server(record.pid):
         record_path().unlink(missing_ok=True)  # the process is gone: the record is stale
     return None
-
-
-def use_running_server() -> Optional[str]:
-    """Point this process at the running trainflow server unless PREFECT_API_URL is set; returns its URL.
-
-    Must run before Prefect reads its settings (at import); `flows.api.quiet_defaults` calls it."""
-    if os.environ.get("PREFECT_API_URL"):
-        return None
-    record = running()
-    if record is None:
-        return None
-    os.environ["PREFECT_API_URL"] = record.api_url
-    os.environ.setdefault("PREFECT_UI_URL", record.ui_url)
-    return record.api_url
 
 
 def ui_url() -> Optional[str]:

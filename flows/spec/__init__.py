@@ -9,9 +9,9 @@ never imports TensorFlow, so `validate`, `plan` and `schema` start instantly.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, get_args
 
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from flows.spec import defaults
 from flows.spec.orchestration import PredictSpec, PromoteSpec, ScheduleSpec, SweepSpec
@@ -125,8 +125,6 @@ class Spec(Section):
                                                       f"names the column to predict, the others are features"))
             if getattr(data, "exclude", None):
                 problems.append(("data.exclude", "applies to tables only (name the column to predict in data.target)"))
-        if isinstance(getattr(data, "features", None), list) and data.target in data.features:
-            problems.append(("data.features", f"the target '{data.target}' cannot also be a feature"))
         if getattr(data, "exclude", None) and table:
             if data.features is not None:
                 problems.append(("data.exclude", "give features (the columns to use) or exclude (the columns not "
@@ -198,6 +196,29 @@ def published_metrics(spec: "Spec", task: Optional[str]) -> list[str]:
         if is_table(spec.data) and spec.data.test_split > 0 else []
     best = ["best_loss"] + (["best_val_loss"] if spec.data.validation_split > 0 else [])
     return history + test + best
+
+
+def _kinded(model: type[BaseModel], path: tuple = ()) -> set[tuple]:
+    """Paths of the sections whose `kind` picks one of several schemas (a discriminated union), in `model`."""
+    found = set()
+    for name, field in model.model_fields.items():
+        members = models_in(field.annotation)
+        if len(members) > 1 and all("kind" in m.model_fields for m in members):
+            found.add(path + (name,))
+        for member in members:
+            found |= _kinded(member, path + (name,))
+    return found
+
+
+def models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field's annotation can hold (through Optional, Union, Annotated, list)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in models_in(arg)]
+
+
+#: Sections a new `kind` replaces instead of merging into, under `extends` and `--set` (`flows.spec.document`).
+KINDED_SECTIONS = frozenset(_kinded(Spec) | _kinded(ScoringSpec))
 
 
 def json_schema(kind: str = "experiment") -> dict[str, Any]:

@@ -56,9 +56,11 @@ def task_problems(spec: Spec, task: str, target_kind: str, counts: Counter) -> l
 def check_data(spec: Spec, list_header: bool = True) -> Findings:
     """Every problem of the spec against its data (none when it fits), and what `validate` warns about."""
     if isinstance(spec.data, FileData):
-        problems = column_problems(spec.data, list_header)
+        problems = column_problems(spec.data, list_header)  # first: a misspelt target is not a column, whatever else
         if problems:
             return Findings(problems)
+        if isinstance(getattr(spec.data, "features", None), list) and spec.data.target in spec.data.features:
+            return Findings([DataProblem("data.features", f"the target '{spec.data.target}' cannot also be a feature")])
     if not is_table(spec.data):
         return Findings()
     found = scan(spec.data) if isinstance(spec.data, FileData) else None

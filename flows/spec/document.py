@@ -4,7 +4,8 @@ PyYAML's own loaders lose positions, keep the last of two duplicate keys and, un
 Python objects from tags. So YAML is only *composed* here (a node tree with marks) and converted by hand:
 every mapping key is checked for duplicates, every tag must be a plain YAML type, and a node budget stops
 alias bombs before they expand. `extends:` deep-merges a base file underneath, and `--set path=value`
-overrides go on top; each value keeps the position of the place that supplied it.
+overrides go on top; each value keeps the position of the place that supplied it. A section given another
+`kind` (`model: {kind: linear}` over an MLP, `--set model.kind=linear`) is replaced, not merged.
 """
 
 from __future__ import annotations
@@ -184,11 +185,15 @@ def _check_depth(text: str, source: str) -> None:
 # --------------------------------------------------------------------------- extends and --set
 
 
-def deep_merge(base: Document, top: Document) -> Document:
-    """Mappings merge key by key; anything else in `top` replaces `base` whole, positions included."""
+def deep_merge(base: Document, top: Document, kinded: Optional[frozenset] = None) -> Document:
+    """Mappings merge key by key; anything else in `top` replaces `base` whole, positions included. So does a
+    section whose `kind` chooses its fields (`kinded`, default the spec's: data, model) when `top` gives it
+    another kind: the base's fields for the old kind are dropped, and only what `top` sets remains."""
+    kinded = kinded_sections() if kinded is None else kinded
 
     def merge(a: Any, b: Any, path: Path_) -> Any:
-        if isinstance(a, dict) and isinstance(b, dict):
+        if isinstance(a, dict) and isinstance(b, dict) and not (path in kinded and b.get("kind", a.get("kind"))
+                                                                != a.get("kind")):
             out = dict(a)
             for key, value in b.items():
                 out[key] = merge(a[key], value, path + (key,)) if key in a else value
@@ -201,6 +206,13 @@ def deep_merge(base: Document, top: Document) -> Document:
     data = merge(base.data, top.data, ())
     positions.update(top.positions)
     return Document(data, positions)
+
+
+def kinded_sections() -> frozenset:
+    """The paths of the spec's sections whose `kind` chooses their fields (from the schema, `flows.spec`)."""
+    from flows.spec import KINDED_SECTIONS
+
+    return KINDED_SECTIONS
 
 
 def read_document(path: Path, chain: tuple[Path, ...] = ()) -> Document:

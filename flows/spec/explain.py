@@ -8,7 +8,7 @@ from typing import Any, Optional, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from flows.spec import Spec
+from flows.spec import Spec, models_in
 from flows.spec.document import Document, Path_, Problem, SpecError, dotted, kind_name, locate, show, unique
 from tasks.common.sections import CrossFieldError
 from tasks.common.suggest import did_you_mean
@@ -91,12 +91,6 @@ def _data_path(data: Any, loc: tuple) -> Path_:
     return tuple(path)
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in get_args(annotation) for m in _models_in(arg)]
-
-
 def _tag_of(model: type[BaseModel]) -> Optional[str]:
     field = model.model_fields.get("kind")
     if field is not None and get_origin(field.annotation) is not None:
@@ -117,7 +111,7 @@ def _models_at(loc: tuple, root: type[BaseModel] = Spec) -> list[type[BaseModel]
             if isinstance(part, int):
                 continue
             return []
-        models = _models_in(fields[0].annotation)
+        models = models_in(fields[0].annotation)
     return models
 
 

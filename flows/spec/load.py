@@ -106,7 +106,9 @@ def check_sweep(spec: Spec, doc: Optional[Document] = None) -> None:
     problems = []
     for where, path, value in candidates:
         try:
-            trial_spec(spec, {path: value})
+            trial = trial_spec(spec, {path: value})
+            if path.startswith("data.") and isinstance(trial.data, FileData):
+                check_columns(trial)  # a swept column or split checked against the file, as the spec's own
         except SpecError as exc:
             for inner in exc.problems:
                 position = locate(doc, where) if doc else None

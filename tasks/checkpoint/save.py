@@ -87,10 +87,11 @@ def files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trai
 def table_files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trained) -> dict[str, bytes]:
     """A table model, preprocessing included, so every format takes raw columns by name:
 
-    - `model.keras`: `keras.saving.load_model` (built-in layers only, no trainflow class needed);
+    - `model.keras`: `keras.saving.load_model` (built-in layers only, no trainflow class needed), called with
+      the table's own column names;
     - `model.weights.h5` and `tf_checkpoint/` with `model.json` (`keras.models.model_from_json`) to rebuild into;
-    - `saved_model/`: `serving_default` takes one named input per feature column (float32 numbers, strings)
-      and returns `prediction`, or `probabilities` and `class_index` (classes.json in the version maps an
+    - `saved_model/`: `serving_default` takes one named input per feature column (float32 numbers, strings;
+      named `input_name`: a signature allows only letters, digits, '_', '.' and '-') and returns `prediction`, or `probabilities` and `class_index` (classes.json in the version maps an
       index to its label)."""
     from tasks.model import tabular
 
@@ -108,11 +109,11 @@ def table_files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained
             elif fmt == "tf_checkpoint":
                 tf.train.Checkpoint(model=full).write(str(root / "tf_checkpoint" / "ckpt"))
             elif fmt == "saved_model":
-                names = [f.input_name for f in schema.features]
+                names = [tabular.keras_name(f) for f in schema.features]
                 archive = keras.export.ExportArchive()
                 archive.track(full)
 
-                def serve(*columns):
+                def serve(*columns):  # the signature's keys are input_name; the Keras model's, keras_name
                     fed = {name: tf.reshape(column, [-1, 1]) for name, column in zip(names, columns)}
                     return tabular.serving_outputs(schema, full(fed))
 

@@ -101,6 +101,13 @@ def read_table(path: Union[Path, str], fmt: str, columns: Optional[list[str]] = 
     return table
 
 
+def csv_lines(path: Union[Path, str], indices: np.ndarray) -> list[int]:
+    """The file line of each 0-based data row of a CSV file, as `row_label` names it in messages (the header is
+    line 1; blank lines, which the reader skips, counted)."""
+    blank = _blank_lines(Path(path))
+    return [_line_number(blank, int(i) + 2) for i in indices]
+
+
 def row_label(where: Union[Table, str], index: int) -> str:
     """How data row `index` (0-based) is named in messages: a CSV file's line number (the header is line 1),
     or "row N" (from 1) in a Parquet file. Given a Table, CSV line numbers account for blank lines."""

@@ -5,10 +5,14 @@ publishes, so the UI shows how this version compares with the ones before it."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 from tasks.lifecycle.aliases import Aliases
 from tasks.publish.store import Store
+from tasks.train.spec import MAXIMISED
+
+#: Metrics where a smaller value is better (besides any `*_loss`); MAXIMISED (tasks/train/spec.py) the others.
+MINIMISED = ("loss", "rmse", "mae", "mse")
 
 #: Settings never shown as differences: identity, free text, and where a file happens to live.
 IGNORED = ("name", "description", "data.path", "schedule")
@@ -56,3 +60,51 @@ def comparison(store: Store, name: str) -> tuple[list[str], list[dict]]:
                      **{k: _show(settings.get(k)) for k in differing},
                      **{m: _show(manifest.get("metrics", {}).get(m)) for m in metric_names}})
     return differing, rows
+
+
+def direction(metric: str) -> Optional[str]:
+    """"max" when a larger value of `metric` is better, "min" when a smaller one is, None when neither is (epochs,
+    the weights w and b, the loss before training): by its name, with val_, test_ and best_ set aside."""
+    base = metric
+    while base.startswith(("val_", "test_", "best_")):
+        base = base.split("_", 1)[1]
+    if base in MAXIMISED:
+        return "max"
+    if base in MINIMISED:
+        return "min"
+    return None
+
+
+def judge(metric: str, old: Any, new: Any) -> Optional[str]:
+    """"better", "worse" or "same" for a change of `metric` from `old` to `new`; None without a direction or a
+    number on both sides."""
+    way = direction(metric)
+    if way is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                              for v in (old, new)):
+        return None
+    if new == old:
+        return "same"
+    return "better" if (new > old) == (way == "max") else "worse"
+
+
+def headline(metrics: list[str], first: Optional[str] = None) -> list[str]:
+    """The metrics a comparison shows unless asked for others: `first` (a promotion gate's or a sweep's metric),
+    then those with a direction from the most held-out split there is (test_, else val_, else the training
+    split's), in their order."""
+    judged = [m for m in metrics if direction(m) and not m.startswith("best_")]
+    for prefix in ("test_", "val_", ""):
+        level = [m for m in judged if m.startswith(prefix) and (prefix or not m.startswith(("test_", "val_")))]
+        if level:
+            break
+    return list(dict.fromkeys(([first] if first in metrics else []) + level))
+
+
+def sort_rows(rows: list[dict], column: str) -> list[dict]:
+    """Rows best first by `column` (largest first for a metric where larger is better, else smallest first;
+    numbers before text); rows without a value last."""
+    present = [r for r in rows if r.get(column) is not None]
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    ordered = sorted(present, key=lambda r: (0, r[column]) if number(r[column]) else (1, str(r[column])))
+    if direction(column) == "max":
+        ordered = [r for r in ordered if number(r[column])][::-1] + [r for r in ordered if not number(r[column])]
+    return ordered + [r for r in rows if r.get(column) is None]

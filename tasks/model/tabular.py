@@ -10,7 +10,9 @@ A table model is two Keras models composed:
   the output starts near the training mean with the target's spread and the loss and metrics stay in the
   target's units), two classes the positive class's probability, more classes a softmax.
 
-The full model is `core(preprocess(inputs))`. Training encodes each split once through `preprocess` and
+The full model is `core(preprocess(inputs))`, keyed by the table's own column names (`keras_name`), returning
+values [N] (regression) or class probabilities [N, K] (classification, two classes included, as the
+SavedModel does; the core's [N] positive-class probability is stacked with its complement). Training encodes each split once through `preprocess` and
 trains `core` on the matrix (XLA-compiled; string lookups are not), so what is saved and what was trained
 are the same layers. Only built-in Keras layers are used: a `.keras` file loads with plain Keras.
 """
@@ -39,14 +41,14 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
     inputs, encoded = {}, []
     for feature in schema.features:
         if feature.kind == "number":
-            tensor = keras.Input(shape=(1,), name=feature.input_name, dtype="float32")
-            inputs[feature.input_name] = tensor
+            tensor = keras.Input(shape=(1,), name=keras_name(feature), dtype="float32")
+            inputs[keras_name(feature)] = tensor
             encoded.append(keras.layers.Normalization(mean=feature.mean, variance=max(feature.variance, 1e-12),
                                                       name=f"normalize_{feature.input_name}")(tensor)
                            if schema.normalize else tensor)
         else:
-            tensor = keras.Input(shape=(1,), name=feature.input_name, dtype="string")
-            inputs[feature.input_name] = tensor
+            tensor = keras.Input(shape=(1,), name=keras_name(feature), dtype="string")
+            inputs[keras_name(feature)] = tensor
             encoded.append(keras.layers.StringLookup(vocabulary=list(feature.vocabulary), num_oov_indices=1,
                                                      output_mode="one_hot", name=f"lookup_{feature.input_name}")(tensor))
     joined = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="features")(encoded)
@@ -78,19 +80,30 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
     if k == 1:
         out = keras.layers.Reshape((), name="squeeze")(out)
     core = keras.Model(core_input, out, name="core")
-    full = keras.Model(inputs, core(preprocess(inputs)), name="table_model")
+    predicted = core(preprocess(inputs))
+    if schema.task == "classification" and k == 1:  # [N, 2] like the SavedModel's probabilities, not core's [N]
+        positive = keras.layers.Reshape((1,), name="positive")(predicted)
+        negative = keras.layers.Rescaling(-1.0, offset=1.0, name="negative")(positive)
+        predicted = keras.layers.Concatenate(name="probabilities")([negative, positive])
+    full = keras.Model(inputs, predicted, name="table_model")
     return full, preprocess, core
 
 
+def keras_name(feature) -> str:
+    """The key of a column in the Keras model's inputs: the column's own name, unless it holds '/', which Keras
+    refuses in a name (then its SavedModel name, `input_name`)."""
+    return feature.input_name if "/" in feature.name else feature.name
+
+
 def feed(schema: Schema, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Raw columns as the model's inputs: [N, 1] float32 numbers and strings, keyed by input name."""
+    """Raw columns as the model's inputs: [N, 1] float32 numbers and strings, keyed by `keras_name`."""
     fed = {}
     for feature in schema.features:
         values = columns[feature.name]
         if feature.kind == "number":
-            fed[feature.input_name] = np.asarray(values, np.float32).reshape(-1, 1)
+            fed[keras_name(feature)] = np.asarray(values, np.float32).reshape(-1, 1)
         else:
-            fed[feature.input_name] = np.asarray(values).astype(str).reshape(-1, 1)
+            fed[keras_name(feature)] = np.asarray(values).astype(str).reshape(-1, 1)
     return fed
 
 
@@ -123,9 +136,9 @@ def serving_signature(schema: Schema) -> list[tf.TensorSpec]:
 
 
 def serving_outputs(schema: Schema, predicted: Any) -> dict[str, Any]:
-    """What the SavedModel's serving_default returns: `prediction` (regression) or `probabilities` [N, K]
-    and `class_index` (classification; the version's classes.json maps an index back to its label)."""
+    """What the SavedModel's serving_default returns, from the full model's output: `prediction` (regression)
+    or `probabilities` [N, K] and `class_index` (classification; the version's classes.json maps an index back
+    to its label)."""
     if schema.task == "regression":
         return {"prediction": predicted}
-    probabilities = tf.stack([1.0 - predicted, predicted], axis=1) if outputs(schema) == 1 else predicted
-    return {"probabilities": probabilities, "class_index": tf.argmax(probabilities, axis=1, output_type=tf.int32)}
+    return {"probabilities": predicted, "class_index": tf.argmax(predicted, axis=1, output_type=tf.int32)}

@@ -100,8 +100,26 @@ def _train_val(trained: Trained, name: str) -> list[Series]:
 
 
 def loss_figure(data: DataSpec, dataset, trained: Trained) -> Figure:
-    series = _train_val(trained, "loss")
-    return Figure("loss", "loss per epoch", [Panel("", "epoch", "loss", series, log_y=positive(*series))])
+    """Training and validation loss per epoch, with the best epoch (the one early stopping restores, else the
+    lowest validation or training loss) and, when early stopping ended the run, the epoch it stopped at."""
+    curves = _train_val(trained, "loss")
+    marks = _epoch_marks(trained.result.metrics, [y for s in curves for y in s.y])
+    return Figure("loss", "loss per epoch", [Panel("", "epoch", "loss", curves + marks, log_y=positive(*curves))])
+
+
+def _epoch_marks(metrics: dict, ys: list) -> list[Series]:
+    finite = [y for y in ys if np.isfinite(y)]
+    if not finite:
+        return []
+    low, high = min(finite), max(finite)
+    marks = []
+    if "best_epoch" in metrics:
+        best = metrics["best_epoch"]
+        marks.append(Series(f"best epoch {best}", "best_epoch", [best, best], [low, high]))
+    if "stopped_epoch" in metrics:
+        stopped = metrics["stopped_epoch"]
+        marks.append(Series(f"stopped at epoch {stopped}", "stopped_epoch", [stopped, stopped], [low, high]))
+    return marks
 
 
 def metrics_figure(data: DataSpec, dataset, trained: Trained) -> Figure:

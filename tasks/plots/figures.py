@@ -72,5 +72,11 @@ def curve(columns: dict, initial: dict, name: str) -> tuple[list, list]:
     return epochs, [float(initial[name])] + values(columns[name])
 
 
+#: A log axis only pays when the values span at least this factor; below it a linear axis has more tick labels.
+LOG_SPAN = 10.0
+
+
 def positive(*series: Series) -> bool:
-    return all(len(s.y) and min(s.y) > 0 for s in series)
+    """Whether the series fit a log axis usefully: every value positive and together spanning LOG_SPAN or more."""
+    ys = [y for s in series for y in s.y]
+    return bool(ys) and all(len(s.y) for s in series) and min(ys) > 0 and max(ys) / min(ys) >= LOG_SPAN

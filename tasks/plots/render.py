@@ -35,6 +35,8 @@ STYLE = {
     "best": dict(linestyle="-", color="#000000", linewidth=2.4),
     "best_point": dict(linestyle="none", marker="*", markersize=15, color="#000000"),
     "diagonal": dict(linestyle="--", color="#2b2b2b", linewidth=1.0),
+    "best_epoch": dict(linestyle=":", color="#2ca02c", linewidth=1.6),
+    "stopped_epoch": dict(linestyle="--", color="#7f7f7f", linewidth=1.2),
     "residual": dict(linestyle="none", marker=".", markersize=4, color="#1f77b4", alpha=0.7),
 }
 TRIAL_COLORMAP = "viridis"
@@ -77,14 +79,25 @@ def _draw_panel(ax, panel: Panel) -> None:
     if panel.categorical_x is not None:
         ax.set_xticks(range(len(panel.categorical_x)), panel.categorical_x)
     if panel.log_x:
-        ax.set_xscale("log")
+        _readable_log_axis(ax.xaxis, ax.set_xscale)
     if panel.log_y:
-        ax.set_yscale("log")
+        _readable_log_axis(ax.yaxis, ax.set_yscale)
     ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
     ax.grid(True, alpha=0.25)
     labelled = [s for s in panel.series if s.label]
     if labelled:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
+
+
+def _readable_log_axis(axis, set_scale) -> None:
+    """A log axis labelled at 1, 2 and 5 of every decade, in plain numbers: matplotlib's default labels only
+    the powers of ten, which left a loss falling from 10 to 0.9 with two labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    set_scale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _heatmap(ax, panel: Panel) -> None:

@@ -49,21 +49,26 @@ def history_csv(columns: dict) -> bytes:
     return buffer.getvalue().encode()
 
 
-def test_predictions_csv(schema, test) -> bytes:
-    """The final model on every test row: its row in the data (0-based), the actual and predicted values
-    (original labels for classification) and, for classification, each class's probability."""
+def test_predictions_csv(schema, test, lines: Optional[list[int]] = None) -> bytes:
+    """The final model on every test row: `row`, its 0-based index among the data rows (its position in a
+    scored copy of the file, and in pandas); for a CSV file `line`, the file line messages cite (the header is
+    line 1); the actual and predicted values (original labels for classification) and, for classification,
+    each class's probability."""
     from tasks.train.metrics import probabilities
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    where = [[r] for r in test.rows.tolist()] if lines is None else [list(p) for p in zip(test.rows.tolist(), lines)]
+    head = ["row"] if lines is None else ["row", "line"]
     if schema.task == "regression":
-        writer.writerow(["row", "actual", "prediction"])
-        writer.writerows(zip(test.rows.tolist(), np.asarray(test.target).tolist(), np.asarray(test.predicted).tolist()))
+        writer.writerow([*head, "actual", "prediction"])
+        writer.writerows([*w, a, p] for w, a, p in zip(where, np.asarray(test.target).tolist(),
+                                                         np.asarray(test.predicted).tolist()))
     else:
         probs = probabilities(test.predicted)
-        writer.writerow(["row", "actual", "prediction", *(f"probability_{c}" for c in schema.classes)])
-        for row, actual, p in zip(test.rows.tolist(), np.asarray(test.target).tolist(), probs.tolist()):
-            writer.writerow([row, schema.classes[actual], schema.classes[int(np.argmax(p))], *p])
+        writer.writerow([*head, "actual", "prediction", *(f"probability_{c}" for c in schema.classes)])
+        for w, actual, p in zip(where, np.asarray(test.target).tolist(), probs.tolist()):
+            writer.writerow([*w, schema.classes[actual], schema.classes[int(np.argmax(p))], *p])
     return buffer.getvalue().encode()
 
 

@@ -48,6 +48,20 @@ def impute(model: Model, columns: list) -> list:
     return filled
 
 
+def unseen(model: Model, columns: list, examples: int = 3) -> dict[str, tuple[int, list[str]]]:
+    """Per text feature, how many cells hold a value its training split never had (empty cells included),
+    which the model scores through its one unknown-value bucket, and the first few such values."""
+    found = {}
+    for feature, column in zip(model.features, columns):
+        if feature.kind != "text":
+            continue
+        outside = pc.invert(pc.is_in(column, value_set=pa.array(feature.vocabulary, pa.string())))
+        count = pc.sum(outside).as_py() or 0
+        if count:
+            found[feature.name] = (count, pc.unique(column.filter(outside)).to_pylist()[:examples])
+    return found
+
+
 def _number(name: str, array: pa.Array) -> np.ndarray:
     kind = array.type
     if pa.types.is_null(kind):

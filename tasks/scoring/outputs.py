@@ -63,6 +63,14 @@ class Summary:
         self.low, self.high = math.inf, -math.inf
         self.counts = np.zeros(len(model.classes), np.int64)
         self.unscored = 0  # rows with an empty (NaN) feature cell: no prediction, said in the summary
+        self.unseen: dict[str, int] = {}  # per text column: cells holding a value training never saw
+        self.unseen_examples: dict[str, list[str]] = {}
+
+    def add_unseen(self, found: dict[str, tuple[int, list[str]]]) -> None:
+        for column, (count, examples) in found.items():
+            self.unseen[column] = self.unseen.get(column, 0) + count
+            known = self.unseen_examples.setdefault(column, [])
+            known += [e for e in examples if e not in known][: 3 - len(known)]
 
     def add(self, values: np.ndarray) -> None:
         if self.model.task == "classification":
@@ -84,13 +92,16 @@ class Summary:
         self.low, self.high = min(self.low, float(values.min())), max(self.high, float(values.max()))
 
     def result(self, rows: int) -> dict:
+        """rows, unscored, unseen ({text column: cells with a value training never saw}, those columns only)
+        and unseen_examples (up to 3 such values each), then the class counts or the predictions' spread."""
+        common = {"rows": rows, "unscored": self.unscored, "unseen": dict(self.unseen),
+                  "unseen_examples": dict(self.unseen_examples)}
         if self.model.task == "classification":
-            return {"rows": rows, "unscored": self.unscored,
-                    "class_counts": {label: int(n) for label, n in zip(self.model.classes, self.counts)}}
+            return {**common, "class_counts": {label: int(n) for label, n in zip(self.model.classes, self.counts)}}
         if not self.count:
-            return {"rows": rows, "unscored": self.unscored, "mean": None, "std": None, "min": None, "max": None}
-        return {"rows": rows, "unscored": self.unscored, "mean": self.mean, "std": math.sqrt(self.m2 / self.count),
-                "min": self.low, "max": self.high}
+            return {**common, "mean": None, "std": None, "min": None, "max": None}
+        return {**common, "mean": self.mean, "std": math.sqrt(self.m2 / self.count), "min": self.low,
+                "max": self.high}
 
 
 def _plain(value: Any) -> Any:

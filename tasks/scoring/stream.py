@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.common.errors import DataError
-from tasks.scoring.cells import feature_columns, impute, tensors
+from tasks.scoring.cells import feature_columns, impute, tensors, unseen
 from tasks.scoring.inputs import check_csv_types, inspect_input
 from tasks.scoring.model import InputError, Model, describe, file_format, load_model
 from tasks.scoring.outputs import PREVIEW_ROWS, Summary, output_fields, predictions, preview_rows
@@ -33,7 +33,7 @@ from tasks.scoring.read import BATCH_ROWS, BadCell, Reread, Source, bad_cell_mes
 class Scored:
     rows: int
     seconds: float
-    summary: dict  # regression: rows, mean, std, min, max; classification: rows, class_counts
+    summary: dict  # rows, unscored, unseen (+ examples); regression: mean, std, min, max; classification: class_counts
     preview: list[dict]  # the first PREVIEW_ROWS output rows, JSON-ready
     output: Path
 
@@ -84,6 +84,7 @@ def stream(model: Model, source: Source, partial: Path, fmt: str, batch_rows: in
                 raise DataError(bad_cell_message(source, bad, rows)) from None
             if model.impute:
                 columns = impute(model, columns)
+            summary.add_unseen(unseen(model, columns))
             outputs = model.signature(**tensors(model, columns))
             added, counted = predictions(model, outputs, batch.num_rows)
             out = pa.RecordBatch.from_arrays([*batch.columns, *added], schema=out_schema)

@@ -1,0 +1,226 @@
+"""What a trainflow process settles before Prefect or TensorFlow is imported, in one place: which Prefect server
+it talks to, and how quiet it is.
+
+Prefect reads its settings (`PREFECT_API_URL` among them) once, when it is first imported, and every client
+made afterwards uses them. A process that imported Prefect before choosing its server got no API URL, so
+`emit_event` started a temporary server of its own on the running server's database: `trainflow alias` took
+7-14 s beside a running `trainflow server`, printed `database is locked`, and its event never reached the
+server an automation listens on. So every entry point that talks to Prefect calls `prepare()` before
+importing it: `trainflow run`, `predict`, `alias`, `serve`, `deploy`, and `run_spec`, `predict` and
+`choose_server` in Python (for a notebook's automations). The events module asks for the choice made
+(`chosen()`), and makes one only if no entry point did.
+
+The choice, in order: `PREFECT_API_URL` when the user set it; else the running `trainflow server`
+(`flows/serve/server.py`); else Prefect's temporary server, started by `start_temporary_server` only by the
+commands that need one (a run, a prediction), never by `alias`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import logging
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+#: Seconds Prefect waits for its temporary server. Its default, 20, is less than a fresh database's
+#: migrations take on a 2-core machine (~22 s measured): the first run on a new machine timed out.
+EPHEMERAL_STARTUP_SECONDS = "180"
+
+
+@dataclass(frozen=True)
+class Server:
+    """The Prefect server this process talks to."""
+
+    api_url: Optional[str]  # None: Prefect's temporary server, in this process
+    source: str  # "PREFECT_API_URL" (the user's), "trainflow server" (found running) or "temporary"
+
+
+_chosen: list[Server] = []
+
+
+def prepare(debug: bool = False) -> Server:
+    """Process defaults (unless the user set them), TensorFlow's start-up lines hidden unless `debug`, expected
+    failures' tracebacks hidden unless `debug`, and the server chosen; call before importing Prefect."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry errors offline
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the no-GPU cuInit error on CPU machines
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS)
+    if not debug:
+        quiet_tensorflow_start()
+        hide_expected_tracebacks()
+    return choose_server()
+
+
+def choose_server() -> Server:
+    """Point this process at its Prefect server: `PREFECT_API_URL` if set, else the running trainflow server
+    (setting `PREFECT_API_URL` and `PREFECT_UI_URL` for this process and its children), else the temporary one.
+
+    Call it before Prefect is imported. When Prefect was imported earlier (a notebook), its settings are
+    refreshed so that clients made from now on see the choice."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        server = Server(url, "PREFECT_API_URL")
+    else:
+        from flows.serve.server import running
+
+        record = running()
+        if record is not None:
+            os.environ["PREFECT_API_URL"] = record.api_url
+            os.environ.setdefault("PREFECT_UI_URL", record.ui_url)
+            server = Server(record.api_url, "trainflow server")
+        else:
+            server = Server(None, "temporary")
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+        from prefect.settings import get_current_settings
+
+        if get_current_settings().api.url != server.api_url:
+            refresh_global_settings_context()
+    _chosen[:] = [server]
+    return server
+
+
+def chosen() -> Server:
+    """The server this process chose; chosen now if no entry point did (never chosen twice by this call, so a
+    run in progress never moves to a server started after it began)."""
+    return _chosen[0] if _chosen else choose_server()
+
+
+def start_temporary_server() -> None:
+    """Without a configured server, start Prefect's temporary one now, one process at a time per PREFECT_HOME.
+
+    Several processes starting at once on a fresh PREFECT_HOME would each migrate the same new database at
+    the same time; a kernel lock makes the first migrate it and the others start on a current database."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    import fcntl
+
+    from prefect.client.orchestration import get_client
+
+    from flows.serve.server import prefect_home, seed_database
+
+    prefect_home().mkdir(parents=True, exist_ok=True)
+    with (prefect_home() / ".trainflow-temporary-server.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            seed_database()
+            with get_client(sync_client=True) as client:  # starts this process's temporary server
+                client.api_healthcheck()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def in_process_settings():
+    """Prefect settings for a run this process starts and waits for (the CLI, a notebook).
+
+    Prefect 3.9 sends flow-run heartbeats from a thread that sleeps in 1 s steps and is joined when the run
+    ends, so every run waited up to a second (0.5 s on average, measured in benchmarks/) for a heartbeat
+    that only a zombie-detection automation would read. Here they are off unless you configured them
+    (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, or a profile setting); served and worker runs keep Prefect's default."""
+    from prefect.settings import get_current_settings, temporary_settings
+    from prefect.settings.models.flows import FlowsSettings
+
+    configured = get_current_settings().flows.heartbeat_frequency
+    if any(name in os.environ for name in ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")) \
+            or configured != FlowsSettings.model_fields["heartbeat_frequency"].default:
+        return contextlib.nullcontext()
+    import prefect.settings
+
+    return temporary_settings(updates={prefect.settings.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
+# --------------------------------------------------------------------------- expected failures
+
+
+class _HideExpectedTracebacks(logging.Filter):
+    """Prefect logs a failed task's traceback; for a `RunError` the message alone is the whole story."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.common.errors import RunError
+
+        if record.exc_info and isinstance(record.exc_info[1], RunError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def hide_expected_tracebacks() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HideExpectedTracebacks) for f in logger.filters):
+            logger.addFilter(_HideExpectedTracebacks())
+
+
+# --------------------------------------------------------------------------- TensorFlow's start-up lines
+
+#: What TensorFlow's native libraries print while `import tensorflow` runs, before its logging is set up
+#: (so TF_CPP_MIN_LOG_LEVEL cannot hide them): absl's "before InitializeLog" notice and its I/W/E lines
+#: (no CUDA drivers, oneDNN on, CPU instructions), twice, once per native library.
+START_UP_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+                           r"|[IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\] "
+                           r"|To enable the following instructions: .* rebuild TensorFlow)")
+
+
+@contextlib.contextmanager
+def start_up_lines_dropped() -> Iterator[None]:
+    """Hold what is written to stderr (fd 2, C++ included) meanwhile, then write it back without TensorFlow's
+    start-up lines. Other threads' lines written meanwhile come out afterwards, in order."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True)
+                    if not START_UP_LINE.match(line.decode("utf-8", "replace"))]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """The `tensorflow` package's own loader, run with its start-up lines dropped."""
+
+    def __init__(self, inner: importlib.abc.Loader):
+        self.inner = inner
+
+    def __getattr__(self, name):  # get_filename, get_resource_reader …: the inner loader's
+        return getattr(self.inner, name)
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with start_up_lines_dropped():
+            self.inner.exec_module(module)
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` as Python would, and wraps its loader in `_QuietLoader`. Importing it stays lazy: a
+    fully cached run, which never imports TensorFlow, pays nothing."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow_start() -> None:
+    """Drop TensorFlow's start-up lines from stderr when it is first imported (`--debug` keeps them)."""
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())
