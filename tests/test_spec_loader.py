@@ -178,7 +178,7 @@ def test_extends_to_another_model_kind_and_set_model_kind_linear_on_an_mlp_spec_
     assert extended["name"] == "sine-linear" and set(extended["weights"]) == {"w", "b"}
     table = run_spec(SPECS / "housing.yaml", overrides=["model.kind=linear", "training.epochs=3"])
     manifest = json.loads((artifacts / "housing" / table["version"] / "manifest.json").read_text())
-    assert manifest["spec"]["model"] == {"kind": "linear", "init": {"w": 5.0, "b": 0.0}}
+    assert manifest["spec"]["model"] == {"kind": "linear", "init": {"w": 0.0, "b": 0.0}}  # a table's default
 
 
 def test_bad_override_is_positioned_at_the_flag(tmp_path):
