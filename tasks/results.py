@@ -120,6 +120,15 @@ def rows(columns: dict[str, np.ndarray]) -> list[dict]:
 
 
 @dataclass
+class Rung:
+    """A trial trained as far as a rung of successive halving: its history so far (whose metrics the rung ranks)
+    and the training state it goes on from if it is kept (a `tasks.train.resume.Snapshot`)."""
+
+    result: TrainResult
+    state: object
+
+
+@dataclass
 class TrialOutcome:
     """One fused trial's training: its result, or why it failed (it diverged)."""
 

@@ -208,7 +208,8 @@ def test_the_filled_in_defaults_are_what_validate_plan_and_the_version_show(tmp_
     import yaml
 
     shown = yaml.safe_load(out.stdout.split("\n", 1)[1])
-    assert shown["model"] == {"kind": "mlp", "hidden": [256, 128], "activation": "relu", "dropout": 0.0}
+    assert shown["model"] == {"kind": "mlp", "hidden": [256, 128], "activation": "relu", "dropout": 0.0,
+                              "init_seed": None}
     assert shown["training"]["optimizer"]["kind"] == "adam" and shown["training"]["batch_size"] == 32
     assert shown["training"]["early_stopping"]["monitor"] == "val_loss"
     assert shown["data"]["validation_split"] > 0 and shown["data"]["test_split"] > 0

@@ -69,7 +69,9 @@ def test_a_normalized_linear_model_reaches_the_least_squares_fit(tmp_path, train
     dataset = data.load(spec.data, 0)
     trained = trainers.fit(0, spec.model, spec.training, dataset, models.initial_state(spec.model, 0, dataset))
     assert len(dataset.schema.features) == 12 and dataset.schema.task == "regression"
-    assert trained.result.metrics["loss"] == pytest.approx(reference, rel=1e-3)
+    # Adam at a constant 0.1 reaches the optimum within 500 epochs, then jitters around it on float32 noise
+    assert trained.result.metrics["best_loss"] == pytest.approx(reference, rel=1e-5)
+    assert trained.result.metrics["loss"] == pytest.approx(reference, rel=3e-3)
 
 
 def _softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, steps: int = 3000) -> np.ndarray:

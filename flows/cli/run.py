@@ -97,7 +97,8 @@ def _print_sweep(result: dict) -> None:
     for trial in result["trials"]:
         values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
         score = trial["metrics"].get(metric)
-        typer.echo(f"  {trial['id']}  {values:<50} {trial['state']:<9} {metric}={score if score is None else f'{score:.6g}'}")
+        state = f"Pruned@{trial['pruned_at']}" if trial.get("pruned_at") else trial["state"]
+        typer.echo(f"  {trial['id']}  {values:<50} {state:<9} {metric}={score if score is None else f'{score:.6g}'}")
     best = result["best"]
     if best:
         typer.echo(f"Best: {best['id']} ({', '.join(f'{k}={v}' for k, v in best['values'].items())}) "
@@ -182,7 +183,7 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
 
         step = choose_step("table" if is_table(resolved.data) else resolved.model.kind, resolved.training,
                            examples=_examples(resolved))
-        fused, why, trials = _plan_trials(resolved, root) if resolved.sweep else (False, "", None)
+        path, why, trials, groups = _plan_trials(resolved, root) if resolved.sweep else (None, "", None, None)
         from flows.spec import defaults
 
         filled = defaults.in_effect(resolved.resolved())
@@ -190,18 +191,20 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
             typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
                                    "compared_with": latest.label if latest else None, "tasks": rows,
                                    "training_step": {"step": step.step, "why": step.why},
-                                   "trials": trials, "trials_path": ("fused" if fused else "separate") if trials else None,
-                                   "trials_why": why or None, "table_defaults": filled}))
+                                   "trials": trials, "trials_path": path, "trials_why": why or None,
+                                   "trial_groups": groups, "table_defaults": filled}))
             return
         if filled:
             typer.echo("table defaults (what the spec leaves unsaid; `validate --resolved` prints it all): "
-                       + ", ".join(f"{path}={value if isinstance(value, str) else json.dumps(value)}"
-                                   for path, value in filled.items()))
+                       + ", ".join(f"{field}={value if isinstance(value, str) else json.dumps(value)}"
+                                   for field, value in filled.items()))
         if trials is not None:
-            typer.echo(f"{resolved.name}: sweep of {len(trials)} trials, {'fused' if fused else 'separate'} ({why}):")
+            typer.echo(f"{resolved.name}: sweep of {len(trials)} trials, {path}:")
+            for number, group in enumerate(groups):
+                typer.echo(f"  group {number}: {len(group['trials'])} trial(s), {group['why']}")
             for trial in trials:
                 values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
-                typer.echo(f"  {trial['id']}  {values:<50} {trial['action']}")
+                typer.echo(f"  {trial['id']}  group {trial['group']}  {values:<50} {trial['action']}")
             return
         typer.echo(f"{resolved.name} (spec {the_plan.spec_hash[:8]}), compared with "
                    f"{latest.label if latest else 'no earlier version'}:")
@@ -218,17 +221,23 @@ def _examples(spec) -> Optional[int]:
     return None if count is None else count - int(count * spec.data.validation_split)
 
 
-def _plan_trials(spec, root) -> tuple[bool, str, list[dict]]:
-    """Whether a sweep fuses and why, and each trial with whether its training would run or is cached
-    (fused trials share one cached result)."""
+def _plan_trials(spec, root) -> tuple[str, str, list[dict], list[dict]]:
+    """How a sweep's trials train (fused, separate or mixed) and why, each trial with its group and whether
+    its training would run or is cached (a fused linear group shares one cached result), and the groups."""
     from flows.run.plan import results_dir
-    from flows.run.trials import expand, fused_key, trial_choice
+    from flows.run.trials import expand, fused_key, path_used, trial_groups
 
     trials = expand(spec)
-    choice = trial_choice(spec, trials)
-    fused = choice.step == "trials"
+    groups = trial_groups(spec, trials)
     cached = lambda key: bool(key) and (results_dir(root) / key).is_file()  # noqa: E731
-    shared = fused and cached(fused_key(trials))
-    rows = [{"id": t.id, "values": t.values, "key": t.key,
-             "action": "cached" if (shared if fused else cached(t.plan.key("train"))) else "run"} for t in trials]
-    return fused, choice.why, rows
+    rows = []
+    for number, group in enumerate(groups):
+        shared = group.step == "trials" and cached(fused_key(group.trials))
+        rows += [{"id": t.id, "values": t.values, "key": t.key, "group": number,
+                  "action": "cached" if (shared if group.step == "trials" else cached(t.plan.key("train"))) else "run"}
+                 for t in group.trials]
+    order = {t.id: i for i, t in enumerate(trials)}
+    rows.sort(key=lambda row: order[row["id"]])
+    why = "; ".join(g.why for g in groups)
+    return path_used(groups), why, rows, [{"step": g.step, "trials": [t.id for t in g.trials], "why": g.why}
+                                          for g in groups]

@@ -19,8 +19,7 @@ from flows.run.graph import NODES, Node
 from flows.run.nodes import run_node
 from flows.run.options import RunOptions
 from flows.run.plan import Plan, artifact_root, compile_plan, progress_dir
-from flows.run.publish import (after_publish, experiment_files, node_warnings, publish_and_record, summary,
-                               ui_artifacts)
+from flows.run.publish import after_publish, experiment_files, node_warnings, publish_and_record, summary, ui_artifacts
 from flows.spec import Spec
 
 

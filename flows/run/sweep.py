@@ -2,10 +2,12 @@
 
 A trial is the base spec with some paths set (`flows.run.trials`); its identity is its experiment's plan, so
 re-running an interrupted sweep finds finished trials Cached and growing the grid trains only the new
-points. `tasks.train.fastpath.choose_step` decides how trials train:
+points. `flows.run.trials.trial_groups` (from `tasks.train.fastpath`) decides how trials train:
 
-- fused: trials of a linear model that differ only in numeric SGD settings train at once as one compiled
-  program with a trial axis (`tasks.train.trainers.train_linear_trials`), one cached task;
+- fused (`flows/run/fused.py`): trials of a linear model that differ only in numeric SGD settings, or
+  trials of one table network (its layers, loss, optimizer kind and batches) that differ only in numbers
+  (learning rate, weight decay, betas, dropout, init seed, schedule, patience, epochs), train at once as
+  one compiled program with a trial axis, one task per group;
 - separate: each trial is a task running its own data → model → train nodes, submitted to a Prefect task
   runner: a thread pool (`sweep.concurrency` at a time) or prefect-dask's DaskTaskRunner.
 
@@ -24,16 +26,15 @@ from typing import Any, Optional
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import TagsContext
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.run.cache import through_cache
 from flows.run.experiment import GraphRunner, task_run_tags
-from flows.run.graph import BY_NAME
+from flows.run.fused import linear_outputs, record, train_linear_group, train_network_groups
 from flows.run.options import RunOptions
 from flows.run.plan import Plan, artifact_root
 from flows.run.publish import FigureSet, after_publish, experiment_files, publish_and_record, version_plots
-from flows.run.trials import Trial, expand, fused_key, trial_choice
+from flows.run.halving import run_halving
+from flows.run.trials import Trial, TrialGroup, expand, path_used, trial_groups
 from flows.spec import Spec
 from flows.spec.keys import keyed
 from tasks.common.hashing import canonical_hash
@@ -42,59 +43,13 @@ from tasks.publish.sweep_report import label
 # --------------------------------------------------------------------------- training the trials
 
 
-def _record(trial: Trial, state: str, error: Optional[str] = None, result=None, **extra) -> dict:
-    """A trial's line in the sweep: the same fields whichever way it trained."""
-    record = {"id": trial.id, "values": trial.values, "key": trial.key, "state": state, "error": error,
-              "metrics": result.metrics if result else {}, "history": result.columns if result else {},
-              "initial": result.initial if result else {}, "path": None, "tasks": {}}
-    if result is not None and "w" in result.initial:
-        record["weights"] = {"w": result.metrics["w"], "b": result.metrics["b"]}
-    return {**record, **extra}
-
-
-@task(name="fused-trials", cache_policy=NO_CACHE, persist_result=False)
-def train_fused(trials: list[dict], dataset, key: Optional[str], cache_root: Optional[str] = None,
-                refresh: bool = False) -> list:
-    """Every trial trained at once; `trials` holds each one's learning rate, initial w and b, and epochs."""
-    from tasks.train import trainers
-
-    def compute():
-        first = trials[0]
-        settings = [trainers.LinearTrial(t["learning_rate"], t["w"], t["b"], t["epochs"]) for t in trials]
-        return trainers.train_linear_trials(dataset, first["loss"], settings, first["options"],
-                                            first["divergence_factor"])
-
-    return through_cache("fused-trials", key, cache_root, refresh, compute)
-
-
-def _train_fused(spec: Spec, seed: int, trials: list[Trial], options: RunOptions, logger) -> tuple[list[dict], dict]:
-    first = GraphRunner(trials[0].spec, seed, trials[0].plan, options, logger)
-    dataset = first.run(BY_NAME["data"])
-    key = fused_key(trials) if options.use_cache else None
-    settings = [{"learning_rate": t.spec.training.optimizer.learning_rate, "w": t.spec.model.init.w,
-                 "b": t.spec.model.init.b, "epochs": t.spec.training.epochs, "loss": t.spec.training.loss,
-                 "options": dict(t.spec.training.optimizer.options),
-                 "divergence_factor": t.spec.training.divergence_factor} for t in trials]
-    with TagsContext(current_tags=first.tags):
-        state = train_fused(settings, dataset, key, str(first.root), options.refresh, return_state=True)
-    outcomes = state.result()
-    records = [_record(t, "Completed" if o.result else "Failed", o.error, o.result,
-                       tasks={"data": first.records[0]["state"], "train": state.name})
-               for t, o in zip(trials, outcomes)]
-    for record in records:
-        if record["state"] == "Failed":
-            logger.warning("Trial %s %s failed: %s", record["id"], record["values"], record["error"])
-    return records, {"dataset": dataset, "results": {t.id: o.result for t, o in zip(trials, outcomes)},
-                     "task": {"name": "fused-trials", "key": key, "state": state.name}}
-
-
 @task(name="trial", cache_policy=NO_CACHE, persist_result=False)
 def train_trial(trial: Trial, seed: int, options: RunOptions) -> dict:
     """One trial's data → model → train nodes (each cached under the trial's own keys), as a task that a
     thread pool or a Dask worker runs."""
     runner = GraphRunner(trial.spec, seed, trial.plan, options, get_run_logger(), tags=set())
     outputs = runner.run_all(until="train")
-    return _record(trial, "Completed", result=outputs["trained"].result, trained=outputs["trained"],
+    return record(trial, "Completed", result=outputs["trained"].result, trained=outputs["trained"],
                    tasks={r["name"]: r["state"] for r in runner.records},
                    worker=f"{socket.gethostname()}:{os.getpid()}")  # where it ran: shows the scale-out
 
@@ -128,35 +83,21 @@ def _train_separately(spec: Spec, seed: int, trials: list[Trial], options: RunOp
                 continue
             error = future.state.result(raise_on_failure=False)
             logger.warning("Trial %s %s failed: %s", trial.id, trial.values, error)
-            records.append(_record(trial, "Failed", str(error)))
+            records.append(record(trial, "Failed", str(error)))
     return records
 
 
 # --------------------------------------------------------------------------- publishing
 
 
-@task(name="trial-outputs")
-def complete_trial(seed: int, model, dataset, initial, result):
-    """A fused trial's train output as the train task would have made it (predictions, TensorBoard events)."""
-    from tasks.model import models
-    from tasks.train import trainers
-
-    net = models.restore(model, seed, result.weights)
-    return trainers.trained_outputs(net, dataset, result, initial.weights)
-
-
-def _trial_files(spec: Spec, trial: Trial, seed: int, options: RunOptions, record: dict, fused: Optional[dict],
+def _trial_files(spec: Spec, trial: Trial, seed: int, options: RunOptions, record: dict,
                  logger) -> tuple[dict[str, bytes], FigureSet]:
     """A published trial's folder: the experiment's files, made by the same graph runner with its training
     handed in (fused) or cached (separate)."""
     runner = GraphRunner(trial.spec, seed, trial.plan, options, logger)
     injected: dict[str, Any] = {}
-    if fused is not None:
-        injected["data"] = fused["dataset"]
-        runner.run(BY_NAME["data"], injected=fused["dataset"])
-        initial = runner.run(BY_NAME["model"])
-        injected["train"] = complete_trial(seed, trial.spec.model, fused["dataset"], initial,
-                                           fused["results"][trial.id])
+    if "injected" in record:  # a fused linear trial: its data and its train output as the train task makes it
+        injected.update(linear_outputs(trial, seed, runner, record["injected"]))
     elif "trained" in record:
         injected["train"] = record["trained"]
     outputs = runner.run_all(injected=injected)
@@ -177,22 +118,40 @@ def published_ids(records: list[dict], best: Optional[dict], rule: str) -> list[
 
 def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
     """Run every trial of the spec's sweep and publish one version comparing them."""
-    from tasks.publish import report
+    from tasks.publish import hparams, report
     from tasks.publish.sweep_report import best_trial, comparison_figures, histories_csv, results_csv
 
     logger = get_run_logger()
     root = artifact_root(options.artifacts)
     trials = expand(spec)
-    choice = trial_choice(spec, trials)
-    fused = choice.step == "trials"
-    logger.info("Sweep %s: %d trials, %s path (%s)", spec.name, len(trials), "fused" if fused else "separate",
-                choice.why)
-    if fused:
-        records, fused_state = _train_fused(spec, seed, trials, options, logger)
-        tasks = [fused_state["task"]]
-    else:
-        records, fused_state = _train_separately(spec, seed, trials, options, logger), None
-        tasks = [{"name": f"trial-{r['id']}", "key": r["key"], "state": r["state"]} for r in records]
+    groups = trial_groups(spec, trials)
+    path, why = path_used(groups), "; ".join(f"{g.why} [{len(g.trials)}]" if len(groups) > 1 else g.why for g in groups)
+    logger.info("Sweep %s: %d trials, %s path (%s)", spec.name, len(trials), path, why)
+    records, tasks, pending = [], [], groups
+    if spec.sweep.prune is not None:  # linear trials fuse only from the start to the end: halving runs them apart
+        groups = [g if g.step != "trials" else TrialGroup("separate", g.trials, "separate: halving resumes each trial "
+                                                           "from its own state") for g in groups]
+        path = path_used(groups)
+        records, tasks = run_halving(spec, seed, groups, options, logger, task_run_tags())
+        pending = []
+    for group in pending:
+        if group.step == "trials":
+            linear, task_line = train_linear_group(seed, group.trials, options, logger)
+            records += linear
+            tasks.append(task_line)
+        elif group.step == "separate":
+            separate = _train_separately(spec, seed, group.trials, options, logger)
+            records += separate
+            tasks += [{"name": f"trial-{r['id']}", "key": r["key"], "state": r["state"]} for r in separate]
+    networks = [g for g in pending if g.step == "network"]
+    if networks:
+        fused, task_lines = train_network_groups(networks, seed, options, task_run_tags())
+        records += fused
+        tasks += task_lines
+    order = {t.id: i for i, t in enumerate(trials)}
+    records.sort(key=lambda r: order[r["id"]])
+    for failed in (r for r in records if r["state"] == "Failed"):
+        logger.warning("Trial %s %s failed: %s", failed["id"], failed["values"], failed["error"])
     metric, mode = spec.sweep.metric, spec.sweep.mode
     best = best_trial(records, metric, mode)
     params = sorted(trials[0].values)
@@ -202,12 +161,14 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
                              spec.plots.dpi)]
     for trial_id in published_ids(records, best, spec.sweep.publish_trials):
         record = next(r for r in records if r["id"] == trial_id)
-        trial_files, trial_figures = _trial_files(spec, by_id[trial_id], seed, options, record, fused_state, logger)
+        trial_files, trial_figures = _trial_files(spec, by_id[trial_id], seed, options, record, logger)
         files.update(trial_files)
         figure_sets.append(trial_figures)
         record["path"] = f"trials/{trial_id}"
-    plain = [{k: v for k, v in r.items() if k not in ("history", "trained")} for r in records]
+    plain = [{k: v for k, v in r.items() if k not in ("history", "trained", "injected")} for r in records]
     best_plain = next((p for p in plain if best and p["id"] == best["id"]), None)
+    files.update({f"tensorboard/{name}": data for name, data in hparams.event_files(
+        records, params, sorted({metric, *(m for r in records for m in r["metrics"] if m.startswith("val_"))})).items()})
     files.update({
         "spec.yaml": report.spec_yaml(spec.resolved()),
         "results.csv": results_csv(records, params),
@@ -216,7 +177,8 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
     })
     plan = _sweep_plan(spec, trials)
     manifest = {"kind": "sweep", "spec": spec.resolved(), "spec_hash": spec.spec_hash(), "seed": seed,
-                "path_used": "fused" if fused else "separate", "why": choice.why, "tasks": tasks,
+                "path_used": path, "why": why, "groups": [{"step": g.step, "trials": [t.id for t in g.trials],
+                                                            "why": g.why} for g in groups], "tasks": tasks,
                 "trials": plain, "best": best_plain, "metrics": (best or {}).get("metrics", {}),
                 "libraries": report.library_versions(), "git_commit": report.git_commit(root),
                 "flow_run_id": str(current_flow_run.id) if current_flow_run.id else None,
@@ -224,11 +186,11 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
     manifest = json.loads(json.dumps(manifest, default=float))
     records_out: list[dict] = []
     published = publish_and_record(spec, plan, root, files, manifest, records_out, task_run_tags(), figure_sets)
-    result = {"name": spec.name, "kind": "sweep", "path_used": manifest["path_used"], "why": choice.why,
+    result = {"name": spec.name, "kind": "sweep", "path_used": path, "why": why, "groups": manifest["groups"],
               "metric": metric, "mode": mode, "trials": plain, "best": best_plain, "spec_hash": spec.spec_hash(),
               "seed": seed, "flow_run_id": manifest["flow_run_id"], **published}
     result["promotion"] = after_publish(spec, root, published, manifest["metrics"], records_out, task_run_tags())
-    _ui_artifacts(spec, result, records, params, choice.why)
+    _ui_artifacts(spec, result, records, params, why)
     logger.info("Best trial %s %s: %s = %s", best and best["id"], best and best["values"], metric,
                 best and best["metrics"].get(metric))
     return result

@@ -16,7 +16,7 @@ from flows.spec import Spec
 from flows.spec.load import trial_spec
 from tasks.common.hashing import canonical_hash
 from tasks.data.spec import is_table
-from tasks.train.fastpath import Choice, choose_step
+from tasks.train.fastpath import Choice, choose_step, network_groups
 
 
 @dataclass
@@ -69,6 +69,37 @@ def trial_choice(spec: Spec, trials: list[Trial]) -> Choice:
     return choose_step(kind(spec), spec.training, examples=examples,
                        trials=[(t.values, kind(t.spec), t.spec.training) for t in trials],
                        fuse=spec.sweep.fuse, runner=spec.sweep.runner.kind)
+
+
+@dataclass
+class TrialGroup:
+    """Trials that train the same way: "trials" (linear models fused by the guide's SGD), "network" (one table
+    network's trials fused in the network step) or "separate" (each its own task)."""
+
+    step: str
+    trials: list[Trial]
+    why: str
+
+
+def trial_groups(spec: Spec, trials: list[Trial]) -> list[TrialGroup]:
+    """How a sweep's trials train, and why: one fused group per linear sweep or per table network shape, and
+    the rest separate (`tasks.train.fastpath` decides what fuses)."""
+    if not spec.sweep.fuse or spec.sweep.runner.kind == "dask" or not is_table(spec.data):
+        choice = trial_choice(spec, trials)
+        return [TrialGroup("trials" if choice.step == "trials" else "separate", trials, choice.why)]
+    groups, separate = network_groups([(t, t.spec.resolved(), t.spec.training) for t in trials])
+    out = [TrialGroup("network", members, why) for members, why in groups if len(members) > 1]
+    separate += [(members[0], "separate: no other trial shares its network's shape and fixed settings")
+                 for members, _ in groups if len(members) == 1]
+    if separate:
+        out.append(TrialGroup("separate", [t for t, _ in separate], separate[0][1]))
+    return out
+
+
+def path_used(groups: list[TrialGroup]) -> str:
+    """`fused` when every trial trained in a fused group, `separate` when none did, else `mixed`."""
+    fused = {g.step != "separate" for g in groups}
+    return "mixed" if len(fused) > 1 else ("fused" if fused == {True} else "separate")
 
 
 def fused_key(trials: list[Trial]) -> Optional[str]:

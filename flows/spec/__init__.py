@@ -143,6 +143,10 @@ class Spec(Section):
             elif kind in REGRESSION_PLOTS + CLASSIFICATION_PLOTS and (not table or data.test_split == 0):
                 problems.append(("plots.include", f"'{kind}' shows the test split: it needs a table with "
                                                   f"data.test_split > 0"))
+        prune = self.sweep.prune if self.sweep else None
+        if prune is not None and prune.min_epochs >= self.training.epochs:
+            problems.append(("sweep.prune.min_epochs", f"the first rung must stop before training.epochs "
+                                                       f"({self.training.epochs}), got {prune.min_epochs}"))
         problems += metric_problems(self, task=None)
         if problems:
             raise CrossFieldError(problems)

@@ -105,6 +105,16 @@ class SweepRunner(Section):
     workers: int = Field(2, ge=1, le=256, description="dask only: process workers of the LocalCluster.")
 
 
+class PruneSpec(Section):
+    """Successive halving: every trial trains to `min_epochs`, the best 1/factor by `sweep.metric` go on to
+    `factor` times as many epochs, and so on up to `training.epochs`; the rest are pruned where they stand."""
+
+    kind: Literal["halving"] = Field(description="Successive halving (the rungs of Hyperband / ASHA, one bracket).")
+    min_epochs: int = Field(ge=1, le=10_000_000, description="Epochs of the first rung: every trial trains this far.")
+    factor: int = Field(3, ge=2, le=100, description="Each rung keeps the best 1/factor of its trials (rounded up) "
+                        "and trains them factor times as far.")
+
+
 class SweepSpec(Section):
     """Many trials of one spec, each a full experiment with its own cache keys."""
 
@@ -117,7 +127,13 @@ class SweepSpec(Section):
     mode: Literal["min", "max"] = Field("min", description="Whether the best trial has the smallest or largest metric.")
     concurrency: int = Field(2, ge=1, le=64, description="Separate trials running at once.")
     fuse: bool = Field(
-        True, description="Train trials that differ only in numeric manual-SGD settings as one compiled program."
+        True, description="Train trials that share a model's shape and differ only in numbers (a linear model's "
+        "SGD settings; a table network's learning rate, weight decay, betas, dropout, init seed, schedule, "
+        "patience, epochs) as one compiled program with a trial axis.",
+    )
+    prune: Optional[PruneSpec] = Field(
+        None, description="Stop most trials early: successive halving on sweep.metric, which must then be a "
+        "validation metric (val_...).",
     )
     runner: SweepRunner = Field(default_factory=SweepRunner, description="Task runner for separate trials.")
     publish_trials: Literal["best", "all", "none"] = Field(
@@ -132,6 +148,16 @@ class SweepSpec(Section):
         bad = [p for p in [*self.grid, *(self.random.params if self.random else {})] if p.split(".")[0] in UNSWEEPABLE]
         if bad:
             raise ValueError(f"cannot sweep {bad}: {', '.join(UNSWEEPABLE)} are not experiment settings")
+        if self.prune is not None:
+            problems = []
+            if not self.metric.startswith("val_"):
+                problems.append(("metric", f"halving ranks trials on held-out rows: give a validation metric "
+                                           f"(val_loss, val_accuracy, …), got '{self.metric}'"))
+            swept = [*self.grid, *(self.random.params if self.random else {})]
+            if "training.epochs" in swept:
+                problems.append(("prune", "halving decides how far each trial trains: do not sweep training.epochs"))
+            if problems:
+                raise CrossFieldError(problems, relative=True)
         return self
 
 

@@ -34,10 +34,11 @@ def allowed() -> dict[str, type]:
     """The dataclasses a cached result may hold, by name: the plain results tasks hand each other."""
     from tasks import results
     from tasks.plots import figures
+    from tasks.train import resume
 
     classes = [results.Dataset, figures.Figure, figures.Panel, figures.Series, results.ModelState, results.TrainResult,
                results.Trained, results.TestOutputs, results.Schema, results.Feature, results.Split,
-               results.TableDataset, results.TrialOutcome]
+               results.TableDataset, results.TrialOutcome, results.Rung, resume.Snapshot]
     return {cls.__name__: cls for cls in classes}
 
 

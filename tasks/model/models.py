@@ -79,7 +79,7 @@ def build(spec: ModelSpec, seed: int) -> Model:
     if isinstance(spec, KerasLinearModel):
         model = KerasLinear(spec.init.w, spec.init.b, name="keras_linear")
     elif isinstance(spec, MlpModel):
-        model = MLP(spec.hidden, spec.activation, seed, name="mlp")
+        model = MLP(spec.hidden, spec.activation, seed if spec.init_seed is None else spec.init_seed, name="mlp")
     else:  # pragma: no cover - the spec's discriminated union has no other kinds
         raise ValueError(f"unknown model kind {spec.kind}")
     model(tf.zeros([1], tf.float32))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -48,6 +48,11 @@ class MlpModel(Section):
         "tanh", description="Activation of the hidden layers (tables: default relu)."
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate after each hidden layer (tables).")
+    init_seed: Optional[int] = Field(
+        None, ge=0, le=2**31 - 1,
+        description="Seed of the initial weights; null: the spec's seed. A sweep can vary it alone (the data's "
+        "splits and shuffles keep the spec's seed), and such trials still train fused.",
+    )
 
 
 ModelSpec = Annotated[Union[LinearModel, KerasLinearModel, MlpModel], Field(discriminator="kind")]

@@ -56,7 +56,8 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
     width = int(joined.shape[-1])
     core_input = keras.Input(shape=(width,), name="encoded")
     hidden = core_input
-    init = lambda i: keras.initializers.GlorotUniform(seed=seed + i)  # noqa: E731
+    base = model.init_seed if getattr(model, "init_seed", None) is not None else seed
+    init = lambda i: keras.initializers.GlorotUniform(seed=base + i)  # noqa: E731
     if isinstance(model, MlpModel):
         for i, units in enumerate(model.hidden):
             hidden = keras.layers.Dense(units, activation=model.activation, kernel_initializer=init(i),

@@ -18,6 +18,11 @@ from tasks.plots.figures import Figure, Panel, Series, positive
 LEGEND_TRIALS = 12
 
 
+def state_text(record: dict) -> str:
+    """A trial's state as a person reads it: Completed, Failed, or Pruned at epoch N."""
+    return f"Pruned at epoch {record['pruned_at']}" if record.get("pruned_at") else record["state"]
+
+
 def best_trial(results: list[dict], metric: str, mode: str) -> Optional[dict]:
     """The finished trial with the smallest (mode min) or largest (max) finite metric."""
     scored = [r for r in results if r["state"] == "Completed" and isinstance(r["metrics"].get(metric), float)
@@ -50,9 +55,9 @@ def results_csv(results: list[dict], params: list[str]) -> bytes:
     metrics = sorted({m for r in results for m in r["metrics"]})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["trial", *params, "state", *metrics, "path", "worker", "error"])
+    writer.writerow(["trial", *params, "state", "pruned_at", *metrics, "path", "worker", "error"])
     for r in results:
-        writer.writerow([r["id"], *(r["values"].get(p) for p in params), r["state"],
+        writer.writerow([r["id"], *(r["values"].get(p) for p in params), r["state"], r.get("pruned_at") or "",
                          *(r["metrics"].get(m) for m in metrics), r.get("path") or "", r.get("worker") or "",
                          r.get("error") or ""])
     return buffer.getvalue().encode()
@@ -150,7 +155,7 @@ def markdown(name: str, version: str, path: str, description: str, results: list
     for r in order:
         mark = "★" if best and r["id"] == best["id"] else ""
         lines.append(f"| {mark} | {r['id']} | " + " | ".join(fmt(r["values"].get(p)) for p in params)
-                     + f" | {r['state']} | " + " | ".join(fmt(r["metrics"].get(m, "")) for m in shown) + " |")
+                     + f" | {state_text(r)} | " + " | ".join(fmt(r["metrics"].get(m, "")) for m in shown) + " |")
     lines.append("")
     for file_name, png in plots.items():
         title = file_name.removesuffix(".png")

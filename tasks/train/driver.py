@@ -39,6 +39,7 @@ class Hooks:
     notify: Optional[Notify] = None
     resume: Optional[ResumePoint] = None
     checkpoint_every: int = 1000  # epochs between snapshots (training.checkpoint_every)
+    until: Optional[int] = None  # stop at this epoch (a rung of successive halving) and save a snapshot to go on
 
     def say(self, message: str) -> None:
         if self.notify:
@@ -82,6 +83,13 @@ class DivergenceGuard:
             raise failure
 
 
+def _save(step, chunks: list[np.ndarray], done: int, hooks: Hooks) -> None:
+    history = np.concatenate(chunks)
+    hooks.resume.save(Snapshot(done, [np.asarray(v.numpy()) for v in step.variables()], [],
+                               {name: history[:, j] for j, name in enumerate(step.names)}))
+    hooks.say(f"Saved training state at epoch {done}")
+
+
 @dataclass
 class Drive:
     """A driven run: values[e, f, k] is field f of trial k after epoch e+1; `initial` is [fields, K]."""
@@ -117,10 +125,11 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
     stopped_early = False
     count = FIRST_CHUNK
     every = hooks.checkpoint_every if hooks.resume else epochs  # chunks end where a snapshot is due
+    target = epochs if hooks.until is None else min(epochs, hooks.until)
     started = time.perf_counter()
-    while done < epochs and len(failures) < step.trials:
+    while done < target and len(failures) < step.trials:
         next_save = (done // every + 1) * every
-        count = max(1, min(count, step.chunk, epochs - done, next_save - done))
+        count = max(1, min(count, step.chunk, target - done, next_save - done))
         t0 = time.perf_counter()
         history, ran = step.run(tf.constant(done, tf.int32), tf.constant(count, tf.int32))
         ran = int(ran)
@@ -137,6 +146,8 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
                     hooks.progress(done + 1, values[: failure.epoch - done], step.names)
                 raise failure
             failures[trial] = failure
+            if hasattr(step, "freeze"):  # the others go on; this one stops moving
+                step.freeze([trial])
         chunks.append(values)
         if hooks.progress and ran:
             hooks.progress(done + 1, values, step.names)
@@ -144,12 +155,14 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
         if ran < count:  # early stopping ended training inside the chunk
             stopped_early = True
             break
-        if hooks.resume and done == next_save and done < epochs:
-            history = np.concatenate(chunks)
-            hooks.resume.save(Snapshot(done, [np.asarray(v.numpy()) for v in step.variables()], [],
-                                       {name: history[:, j] for j, name in enumerate(step.names)}))
-            hooks.say(f"Saved training state at epoch {done}")
+        if hooks.resume and done == next_save and done < target:
+            _save(step, chunks, done, hooks)
         count = int(max(1, count * CHUNK_SECONDS / max(elapsed, 1e-6)))
+    if done < epochs and not stopped_early and len(failures) < step.trials:  # a budget (`hooks.until`): training goes on later
+        if hooks.resume:
+            _save(step, chunks, done, hooks)
+        values = np.concatenate(chunks) if chunks else np.zeros((0, len(step.names), step.trials), np.float32)
+        return Drive(step.names, initial, values, failures, time.perf_counter() - started, resumed_from)
     if hooks.resume:
         hooks.resume.clear()
     stopping = getattr(step, "stopping", None)

@@ -9,10 +9,13 @@ The steps (see `tasks/train/steps.py`):
   MIN_MOMENTS_EXAMPLES. The data is read once into six moments and each epoch costs O(1).
 - "trials": several linear models trained by plain SGD on one full batch at once, with a leading trial
   axis; a sweep whose trials differ only in FUSABLE_PATHS takes it (with moments at scale).
+- "network": a table's network (MLP or linear) with the manual trainer and an optimizer the step implements
+  (`NETWORK_OPTIMIZERS`): one run, or a sweep's trials that share its shape, K at once.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -28,7 +31,7 @@ FUSABLE_PATHS = ("training.optimizer.learning_rate", "model.init.w", "model.init
 
 @dataclass(frozen=True)
 class Choice:
-    step: str  # "tape", "moments" or "trials"
+    step: str  # "tape", "moments", "trials", "network" (tables) or "fit" (the keras trainer)
     why: str  # in words, for the run log, the sweep report and `trainflow plan`
 
     @property
@@ -61,6 +64,27 @@ def plain_sgd(model_kind: str, training: Any) -> Optional[str]:
     return None
 
 
+#: What the network step (K table networks at once, `tasks/train/network.py`) implements itself: these
+#: optimizers, with these of their options; anything else needs Keras's optimizer, in the general step.
+NETWORK_OPTIMIZERS = {"sgd": ("momentum", "nesterov", "weight_decay"),
+                      "adam": ("beta_1", "beta_2", "epsilon", "weight_decay"),
+                      "adamw": ("beta_1", "beta_2", "epsilon", "weight_decay")}
+
+
+def network_reason(training: Any) -> Optional[str]:
+    """None when a table's network trains in the network step (the manual trainer with an optimizer it
+    implements), else why not."""
+    if training.trainer != "manual":
+        return "the keras trainer trains through fit"
+    kind = training.optimizer.kind
+    if kind not in NETWORK_OPTIMIZERS:
+        return f"optimizer '{kind}' needs Keras's optimizer (the network step does {', '.join(NETWORK_OPTIMIZERS)})"
+    other = sorted(set(training.optimizer.options) - set(NETWORK_OPTIMIZERS[kind]))
+    if other:
+        return f"optimizer options {other} need Keras's optimizer"
+    return None
+
+
 def choose_step(model_kind: str, training: Any, examples: Optional[int] = None,
                 trials: Optional[Sequence[tuple[dict, str, Any]]] = None, fuse: bool = True,
                 runner: str = "thread") -> Choice:
@@ -71,6 +95,11 @@ def choose_step(model_kind: str, training: Any, examples: Optional[int] = None,
     None answers for any size and says where the size matters."""
     if trials is not None:
         return _for_trials(trials, examples, fuse, runner)
+    if model_kind == "table" and training.trainer == "manual":
+        reason = network_reason(training)
+        return Choice("tape", f"general GradientTape step: {reason}") if reason else \
+            Choice("network", "the network step: the table's layers as batched matmuls with the optimizer in-graph, "
+                              "many minibatches and epochs per compiled call")
     if training.trainer == "keras":
         return Choice("fit", "Keras compile/fit on a repeated full batch or minibatches (training.trainer: keras)")
     reason = plain_sgd(model_kind, training) or (None if training.loss.kind in ("mse", "auto") else
@@ -102,3 +131,54 @@ def _for_trials(trials: Sequence[tuple[dict, str, Any]], examples: Optional[int]
     scale = "" if examples is None or examples < MIN_MOMENTS_EXAMPLES or training.loss.kind not in ("mse", "auto") else \
         ", from data moments"
     return Choice("trials", f"fused: trials differ only in {swept}, trained at once with a trial axis{scale}")
+
+
+#: Settings the trials of one table network may each have their own of and still train fused (the network
+#: step keeps one value per trial); every other setting must be the same across a fused group.
+FUSABLE_NETWORK_PATHS = (
+    "training.optimizer.learning_rate", "training.epochs", "model.dropout", "model.init_seed",
+    "training.optimizer.options.weight_decay", "training.optimizer.options.beta_1",
+    "training.optimizer.options.beta_2", "training.optimizer.options.epsilon", "training.optimizer.options.momentum",
+    "training.lr_schedule.decay_epochs", "training.lr_schedule.decay_rate", "training.lr_schedule.alpha",
+    "training.early_stopping.patience", "training.early_stopping.min_delta")
+#: Sections that do not change how a trial trains (what it is called, what it draws and saves, what runs it).
+NOT_TRAINING = ("name", "description", "plots", "checkpoint", "schedule", "promote", "sweep")
+
+
+def network_groups(trials: Sequence[tuple[Any, dict, Any]]) -> tuple[list[tuple[list, str]], list[tuple[Any, str]]]:
+    """A table sweep's trials, given as (trial, resolved spec, training section), as fused groups (members, why:
+    one per network shape and fixed settings) and separate trials (trial, why not fused)."""
+    groups: dict[str, list] = {}
+    separate = []
+    for trial, resolved, training in trials:
+        reason = network_reason(training)
+        if reason is None and resolved["model"]["kind"] not in ("mlp", "linear"):
+            reason = f"model.kind '{resolved['model']['kind']}' is not a table network"
+        if reason:
+            separate.append((trial, f"separate: {reason}"))
+            continue
+        fixed = json.loads(json.dumps({k: v for k, v in resolved.items() if k not in NOT_TRAINING}))
+        for path in FUSABLE_NETWORK_PATHS:
+            *parents, last = path.split(".")
+            node = fixed
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(last, None)
+        groups.setdefault(json.dumps(fixed, sort_keys=True), []).append((trial, resolved))
+    out = []
+    for members in groups.values():
+        resolved = [r for _, r in members]
+        varying = sorted(path for path in FUSABLE_NETWORK_PATHS if len({json.dumps(_at(r, path)) for r in resolved}) > 1)
+        model = resolved[0]["model"]
+        shape = f"{model['kind']} {model.get('hidden', [])} {model.get('activation', '')}".rstrip()
+        what = f"differ in {', '.join(varying)}" if varying else "differ in nothing it trains"
+        out.append(([t for t, _ in members], f"fused: {len(members)} trial(s) of one network ({shape}) {what}; "
+                                             "trained at once with a trial axis"))
+    return out, separate
+
+
+def _at(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data

@@ -19,6 +19,10 @@ from tasks.train.resume import Snapshot
 from tasks.train.spec import MAXIMISED, TrainingSpec
 from tasks.train.steps import Evaluator, Objective, make_optimizer, optimizer_variables
 
+#: Minibatch steps per compiled call of Keras's fit (at most one epoch's): 0.26x the time per epoch of one
+#: step per call on 1e6 x 20 rows here, with the same losses (docs/benchmarks.md).
+STEPS_PER_EXECUTION = 256
+
 
 class _KerasSnapshots:
     """Keras's fit has its own loop: this saves and restores its weights and optimizer state like the driver."""
@@ -99,7 +103,10 @@ def train_keras(model: models.Model, data: Dataset, spec: TrainingSpec, seed: in
     steps_per_epoch = 1 if full_batch else -(-len(data.x) // spec.batch_size)
     optimizer = make_optimizer(spec.optimizer, spec, steps_per_epoch) or keras.optimizers.SGD(
         learning_rate=spec.optimizer.learning_rate)
-    model.compile(optimizer=optimizer, loss=losses.for_keras(spec.loss, objective.task, objective.classes))
+    # Many minibatch steps per compiled call (Keras's steps_per_execution): the same updates in the same order
+    # as one step per call, without a Python round trip per minibatch.
+    model.compile(optimizer=optimizer, loss=losses.for_keras(spec.loss, objective.task, objective.classes),
+                  steps_per_execution=min(steps_per_epoch, STEPS_PER_EXECUTION))
     optimizer.build(model.trainable_variables)
     initial_values = evaluator.state().numpy()
     initial = {n: float(v) for n, v in zip(evaluator.names, initial_values)}
@@ -111,21 +118,25 @@ def train_keras(model: models.Model, data: Dataset, spec: TrainingSpec, seed: in
     callback = _HistoryCallback(evaluator, guard, hooks, snapshots, rows, spec.early_stopping, initial,
                                 initial_weights)
     started = time.perf_counter()
+    stop = spec.epochs if hooks.until is None else min(spec.epochs, hooks.until)  # a rung stops sooner
     if full_batch:
         # One full batch per epoch, as the guide's fit(batch_size=1000) makes it. Feeding fit the same batch
         # from a repeated tf.data pipeline, one step per epoch, gives identical updates without fit's
         # per-epoch array slicing and iterator set-up: ~3 ms instead of ~27 ms per epoch.
         batches = tf.data.Dataset.from_tensors((data.x, data.y)).repeat()
-        model.fit(batches, epochs=spec.epochs, initial_epoch=len(rows), steps_per_epoch=1, shuffle=False,
+        model.fit(batches, epochs=stop, initial_epoch=len(rows), steps_per_epoch=1, shuffle=False,
                   verbose=0, callbacks=[callback])
     else:
         if spec.shuffle:
             keras.utils.set_random_seed(seed)
-        model.fit(data.x, data.y, epochs=spec.epochs, initial_epoch=len(rows), batch_size=spec.batch_size,
+        model.fit(data.x, data.y, epochs=stop, initial_epoch=len(rows), batch_size=spec.batch_size,
                   shuffle=spec.shuffle, verbose=0, callbacks=[callback])
-    if hooks.resume:
+    partial = stop < spec.epochs and not callback.stopped
+    if partial and hooks.resume:  # training goes on from here later
+        snapshots.save(len(rows), columns_of(rows))
+    elif hooks.resume:
         hooks.resume.clear()
-    restored_epoch = callback.restore()
+    restored_epoch = None if partial else callback.restore()
     monitor = spec.early_stopping.monitor if spec.early_stopping else None
     maximize = bool(monitor) and monitor.removeprefix("val_") in MAXIMISED
     result = TrainResult.from_rows(initial, rows, models.get_weights(model), time.perf_counter() - started)

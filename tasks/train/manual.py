@@ -31,7 +31,8 @@ def train(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int, hoo
     hooks.checkpoint_every = spec.checkpoint_every
     trainer = train_keras if spec.trainer == "keras" else train_manual
     result = trainer(model, data, spec, seed, hooks, objective=objective)
-    check_improved(result, spec)
+    if hooks.until is None or result.epochs >= spec.epochs or result.stopped_early:  # finished, not at a rung
+        check_improved(result, spec)
     return result
 
 

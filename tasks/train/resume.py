@@ -59,3 +59,20 @@ class ResumePoint:
             self.path.parent.rmdir()
         except OSError:
             pass
+
+
+class Held:
+    """A resume point in memory: training starts from `snapshot` (None: from the start) and the state it stops
+    in is kept in `saved`. How successive halving carries a trial from one rung to the next."""
+
+    def __init__(self, snapshot: Optional[Snapshot] = None):
+        self.snapshot, self.saved = snapshot, None
+
+    def load(self) -> Optional[Snapshot]:
+        return self.snapshot
+
+    def save(self, snapshot: Snapshot) -> None:
+        self.saved = snapshot
+
+    def clear(self) -> None:
+        self.saved = None

@@ -4,19 +4,33 @@ kept weights on the test split beside the trivial baseline on the same rows."""
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
 
 from tasks.model import models, tabular
 from tasks.model.spec import ModelSpec
-from tasks.results import Dataset, ModelState, Schema, TableDataset, TestOutputs, Trained
+from tasks.results import (
+    Dataset,
+    ModelState,
+    Rung,
+    Schema,
+    TableDataset,
+    TestOutputs,
+    Trained,
+    TrainResult,
+    history_columns,
+)
+from tasks.train import losses, network, tensorboard
 from tasks.train import metrics as task_metrics
-from tasks.train import tensorboard
-from tasks.train.driver import Hooks
+from tasks.train.driver import Hooks, drive
+from tasks.train.fastpath import choose_step
+from tasks.train.guard import TrainingMadeWorse, improvement_problem
 from tasks.train.manual import train
-from tasks.train.spec import TrainingSpec
+from tasks.train.resume import Held
+from tasks.train.spec import MAXIMISED, TrainingSpec
 from tasks.train.steps import Objective
 
 
@@ -24,30 +38,150 @@ def objective_of(schema: Schema) -> Objective:
     return Objective(schema.task, len(schema.classes), table=True)
 
 
+@dataclass
+class Encoded:
+    """A table's splits through its preprocessing layers: the matrices the trainable core sees."""
+
+    dataset: TableDataset
+    data: Dataset  # encoded train and validation matrices, with their targets
+    test: np.ndarray  # the encoded test matrix
+
+
+def encode(model: ModelSpec, seed: int, dataset: TableDataset) -> Encoded:
+    """Each split encoded once (the preprocessing comes from the data's schema, not from trained weights)."""
+    schema = dataset.schema
+    _, preprocess, _ = tabular.build(model, seed, schema)
+    encoded = {name: tabular.encode(preprocess, schema, getattr(dataset, name)) for name in ("train", "validation", "test")}
+    return Encoded(dataset, Dataset(encoded["train"], dataset.train.target, encoded["validation"],
+                                    dataset.validation.target), encoded["test"])
+
+
 def fit_table(seed: int, model: ModelSpec, training: TrainingSpec, dataset: TableDataset, initial: ModelState,
               hooks: Optional[Hooks] = None) -> Trained:
     """A table: encode each split once through the model's preprocessing layers, train the core on the
-    matrix, then evaluate the final model on the test split."""
+    matrix, then evaluate the kept weights on the test split."""
+    encoded = encode(model, seed, dataset)
+    if choose_step("table", training).step == "network":
+        (outcome,) = train_networks(encoded, [NetworkTrial(model, training, initial.weights)], seed, hooks)
+        return outcome
     schema = dataset.schema
-    _, preprocess, core = tabular.build(model, seed, schema)
+    _, _, core = tabular.build(model, seed, schema)
     models.set_weights(core, initial.weights)
-    encoded = {name: tabular.encode(preprocess, schema, getattr(dataset, name))
-               for name in ("train", "validation", "test")}
-    data = Dataset(encoded["train"], dataset.train.target, encoded["validation"], dataset.validation.target)
-    objective = objective_of(schema)
-    result = train(core, data, training, seed, hooks, objective)
+    result = train(core, encoded.data, training, seed, hooks, objective_of(schema))
+    return finish(core, encoded, training, result)
+
+
+def finish(core, encoded: Encoded, training: TrainingSpec, result: TrainResult) -> Trained:
+    """The trained core on the test split (metrics beside the trivial baseline's) and the history's TensorBoard
+    events: what the train task hands downstream."""
+    dataset, schema = encoded.dataset, encoded.dataset.schema
     test = None
     if len(dataset.test):
-        predicted = np.asarray(core.predict(encoded["test"], batch_size=tabular.ENCODE_BATCH, verbose=0))
+        predicted = np.asarray(core.predict(encoded.test, batch_size=tabular.ENCODE_BATCH, verbose=0))
         if predicted.ndim == 2 and predicted.shape[1] == 1:
             predicted = predicted[:, 0]
         test = TestOutputs(dataset.test.rows, dataset.test.target, predicted)
-        result.test, warnings = test_metrics(schema, objective.loss(training.loss), dataset.train.target,
+        result.test, warnings = test_metrics(schema, objective_of(schema).loss(training.loss), dataset.train.target,
                                              dataset.test.target, predicted)
         result.warnings.extend(warnings)
     events = tensorboard.event_files(result.columns, result.initial)
     empty = np.zeros(0, np.float32)
     return Trained(result, empty, empty, empty, empty, events, schema=schema, test=test)
+
+
+# --------------------------------------------------------------------------- the network step
+
+
+@dataclass(frozen=True)
+class NetworkTrial:
+    """One run of a table network: its model and training sections and its initial core weights."""
+
+    model: ModelSpec
+    training: TrainingSpec
+    weights: list
+
+
+def shape_of(model: ModelSpec, training: TrainingSpec, schema: Schema, width: int) -> network.Shape:
+    """What trials must share to train fused: the layers, the loss, the optimizer's kind, the batches."""
+    stopping = training.early_stopping
+    regression_units = schema.task == "regression" and schema.normalize
+    return network.Shape(
+        widths=(width, *getattr(model, "hidden", ()), tabular.outputs(schema)),
+        activation=getattr(model, "activation", "relu"), task=schema.task, classes=len(schema.classes),
+        target=(schema.target_mean, schema.target_std) if regression_units else None,
+        loss=losses.kind(training.loss, schema.task), delta=training.loss.delta,
+        optimizer=training.optimizer.kind, nesterov=bool(training.optimizer.options.get("nesterov", False)),
+        batch_size=training.batch_size, shuffle=bool(training.shuffle),
+        schedule=training.lr_schedule.kind if training.lr_schedule else None,
+        monitor=stopping.monitor if stopping else None, restore_best=bool(stopping and stopping.restore_best))
+
+
+def settings_of(model: ModelSpec, training: TrainingSpec) -> network.Settings:
+    """What trials of one shape may each have their own of: numbers."""
+    options, schedule, stopping = training.optimizer.options, training.lr_schedule, training.early_stopping
+    decay = options.get("weight_decay", network.ADAMW_WEIGHT_DECAY if training.optimizer.kind == "adamw" else 0.0)
+    return network.Settings(
+        learning_rate=training.optimizer.learning_rate, epochs=training.epochs, dropout=getattr(model, "dropout", 0.0),
+        weight_decay=float(decay or 0.0),
+        **{name: float(options.get(name, network.OPTION_DEFAULTS[name])) for name in ("beta_1", "beta_2", "epsilon",
+                                                                                      "momentum")},
+        patience=stopping.patience if stopping else 0, min_delta=stopping.min_delta if stopping else 0.0,
+        decay_epochs=schedule.decay_epochs if schedule else None, decay_rate=schedule.decay_rate if schedule else 0.5,
+        alpha=schedule.alpha if schedule else 0.0)
+
+
+def train_networks(encoded: Encoded, trials: list[NetworkTrial], seed: int, hooks: Optional[Hooks] = None,
+                   until: Optional[int] = None, starts: Optional[list] = None) -> list[Union[Trained, Rung, str]]:
+    """Every trial at once in one network step (they share `shape_of`): each trial's Trained, or why it failed
+    (it diverged, or training did not improve it). With one trial a failure raises, as any run's does.
+
+    With `until` (a rung of successive halving) training stops there: a trial that has not finished by then
+    (its own epochs, or early stopping) comes back as a Rung, whose state `starts` takes to go on later;
+    `starts` holds each trial's Rung state (all trained as far) or is None to start from the initial weights."""
+    schema = encoded.dataset.schema
+    width = int(encoded.data.x.shape[1])
+    shapes = {shape_of(t.model, t.training, schema, width) for t in trials}
+    if len(shapes) != 1:
+        raise ValueError(f"fused trials must share one network shape, got {len(shapes)}")
+    hooks = hooks or Hooks()
+    hooks.checkpoint_every = trials[0].training.checkpoint_every
+    step = network.NetworkStep(shapes.pop(), [settings_of(t.model, t.training) for t in trials],
+                               [t.weights for t in trials], encoded.data, seed)
+    held = None
+    if until is not None or starts is not None:
+        held = hooks.resume = Held(network.NetworkStep.joined(starts) if starts else None)
+        hooks.until = until
+    rates = [t.training.optimizer.learning_rate for t in trials]
+    driven = drive(step, max(t.training.epochs for t in trials), trials[0].training.divergence_factor, rates, hooks)
+    trained_epochs, stopped = step.epochs_trained(), step.stopped_early()
+    complete = [k for k, t in enumerate(trials) if k not in driven.failures
+                and (stopped[k] or trained_epochs[k] >= t.training.epochs)]
+    restored = step.finish(complete)
+    out: list[Union[Trained, Rung, str]] = []
+    for k, trial in enumerate(trials):
+        if k in driven.failures:
+            out.append(str(driven.failures[k]))
+            continue
+        columns = history_columns(driven.names, driven.values[: trained_epochs[k], :, k])
+        initial = {name: float(driven.initial[f, k]) for f, name in enumerate(driven.names)}
+        monitor = trial.training.early_stopping.monitor if trial.training.early_stopping else None
+        result = TrainResult(initial, columns, step.weights(k), driven.seconds, driven.resumed_from, monitor,
+                             bool(monitor) and monitor.removeprefix("val_") in MAXIMISED,
+                             restored[k] if restored and k in complete else None,
+                             bool(stopped[k]) and trained_epochs[k] < trial.training.epochs)
+        if k not in complete:  # stopped at the rung: its history so far, and the state to go on from
+            out.append(Rung(result, step.trial_state(held.saved, k)))
+            continue
+        problem = improvement_problem(result, trial.training.optimizer.learning_rate, trial.training.optimizer.kind)
+        if problem:
+            if len(trials) == 1:
+                raise TrainingMadeWorse(problem)
+            out.append(problem)
+            continue
+        _, _, core = tabular.build(trial.model, seed, schema)
+        models.set_weights(core, result.weights)
+        out.append(finish(core, encoded, trial.training, result))
+    return out
 
 
 def test_metrics(schema: Schema, loss_fn, train_target: np.ndarray, target: np.ndarray,
