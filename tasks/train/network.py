@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tasks.results import Dataset
 from tasks.train import batched
+from tasks.train.metrics import extra_metrics
 from tasks.train.spec import MAXIMISED
 from tasks.train.steps import CHUNK, EVAL_ROWS, run_epochs, shuffled, subsample
 
@@ -112,8 +113,7 @@ class NetworkStep:
         x_eval, y_eval = subsample(data.x, data.y, EVAL_ROWS, seed)
         x_val, y_val = subsample(data.x_val, data.y_val, EVAL_ROWS, seed + 1)
         self.has_val = len(data.x_val) > 0
-        plain = ["loss"] + [m for m in ("rmse", "mae", "r2", "accuracy", "auc")
-                            if m in (("rmse", "mae", "r2") if shape.task == "regression" else ("accuracy", "auc"))]
+        plain = ["loss"] + extra_metrics(shape.task)
         self.names = plain + ([f"val_{m}" for m in plain] if self.has_val else [])
         seed_t = tf.constant(seed, tf.int64)
         act = ACTIVATIONS[shape.activation]
