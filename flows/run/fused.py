@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 from prefect import get_run_logger, task
@@ -146,9 +147,11 @@ def train_network_groups(groups: list, seed: int, options: RunOptions, tags: set
     """Each network group as its own task, one after another; (records, one task line per group)."""
     records, tasks = [], []
     for group in groups:
+        started = time.perf_counter()
         with TagsContext(current_tags=tags):
             state = train_network_group.with_options(task_run_name=f"fused-{len(group.trials)}-trials")(
                 group.trials, seed, options, return_state=True)
         records += state.result()
-        tasks.append({"name": f"fused-networks ({len(group.trials)} trials)", "key": None, "state": state.name})
+        tasks.append({"name": f"fused-networks ({len(group.trials)} trials)", "key": None, "state": state.name,
+                      "seconds": round(time.perf_counter() - started, 4)})
     return records, tasks

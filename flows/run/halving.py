@@ -14,6 +14,7 @@ trials, ranked at each rung against what the others recorded there.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Optional
 
 from prefect import get_run_logger, task
@@ -79,11 +80,12 @@ def run_halving(spec: Spec, seed: int, groups: list[TrialGroup], options: RunOpt
                         len(alive), len(alive) - len(todo))
         for step, members in _batches(todo, group_of):
             starts = [states.get(t.id) for t in members]
+            started = time.perf_counter()
             with TagsContext(current_tags=tags):
                 state = train_rung.with_options(task_run_name=f"rung-{number + 1}-{step}-{len(members)}")(
                     members, seed, options, None if final else epoch, starts, step, return_state=True)
             task_lines.append({"name": f"rung {number + 1} ({step}, {len(members)} trials)", "key": None,
-                               "state": state.name})
+                               "state": state.name, "seconds": round(time.perf_counter() - started, 4)})
             for trial, outcome in zip(members, state.result()):
                 outcomes[trial.id] = outcome
                 if cache is not None and not isinstance(outcome, str):

@@ -47,11 +47,12 @@ from tasks.publish.sweep_report import label
 def train_trial(trial: Trial, seed: int, options: RunOptions) -> dict:
     """One trial's data → model → train nodes (each cached under the trial's own keys), as a task that a
     thread pool or a Dask worker runs."""
+    started = time.perf_counter()
     runner = GraphRunner(trial.spec, seed, trial.plan, options, get_run_logger(), tags=set())
     outputs = runner.run_all(until="train")
     return record(trial, "Completed", result=outputs["trained"].result, trained=outputs["trained"],
-                   tasks={r["name"]: r["state"] for r in runner.records},
-                   worker=f"{socket.gethostname()}:{os.getpid()}")  # where it ran: shows the scale-out
+                  tasks={r["name"]: r["state"] for r in runner.records}, seconds=round(time.perf_counter() - started, 4),
+                  worker=f"{socket.gethostname()}:{os.getpid()}")  # where it ran: shows the scale-out
 
 
 def task_runner(spec: Spec):
@@ -142,7 +143,8 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
         elif group.step == "separate":
             separate = _train_separately(spec, seed, group.trials, options, logger)
             records += separate
-            tasks += [{"name": f"trial-{r['id']}", "key": r["key"], "state": r["state"]} for r in separate]
+            tasks += [{"name": f"trial-{r['id']}", "key": r["key"], "state": r["state"], "seconds": r.get("seconds")}
+                      for r in separate]
     networks = [g for g in pending if g.step == "network"]
     if networks:
         fused, task_lines = train_network_groups(networks, seed, options, task_run_tags())
