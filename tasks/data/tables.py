@@ -290,6 +290,10 @@ def csv_error(path: Path, exc: Exception, parse, read, include) -> DataError:
         return DataError(f"{path.name}: not UTF-8 text")
     if "straddl" in message:
         size = read.block_size
+        long = _long_line(path, size)
+        if long is not None:
+            return DataError(f"{path.name}:{long[0]}: a row of {long[1]:,} bytes, too long for the CSV reader (it "
+                             f"reads blocks of {size:,} bytes); shorten its long cell")
         return DataError(f"{path.name}: a row runs past {size:,} bytes; is a quote (\") left unclosed?")
     if "Expected" in message and "columns, got" in message:
         bad = _first_invalid_row(path, parse, include)
@@ -299,6 +303,24 @@ def csv_error(path: Path, exc: Exception, parse, read, include) -> DataError:
             return DataError(f"{where}: expected {bad.expected_columns} columns, got {bad.actual_columns} "
                              f"(delimiter {parse.delimiter!r}): {excerpt(bad.text)}")
     return DataError(f"{path.name}: cannot read as CSV ({short_reason(message)})")
+
+
+def _long_line(path: Path, limit: int) -> Optional[tuple[int, int]]:
+    """(line number, bytes) of the first line longer than `limit`, read in blocks: what a straddling row is
+    when no quote is left open."""
+    number, length = 1, 0
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                start = 0
+                while (end := block.find(b"\n", start)) >= 0:
+                    if length + end - start > limit:
+                        return number, length + end - start
+                    number, length, start = number + 1, 0, end + 1
+                length += len(block) - start
+    except OSError:
+        return None
+    return (number, length) if length > limit else None
 
 
 def _first_invalid_row(path: Path, parse, include):

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tasks.common import faults
 from tasks.common.errors import DataError
 from tasks.common.files import owned_temp, sweep_stale
 from tasks.scoring.cells import feature_columns, impute, tensors, unseen
@@ -87,6 +88,7 @@ def stream(model: Model, source: Source, partial: Path, fmt: str, batch_rows: in
             added, counted = predictions(model, outputs, batch.num_rows)
             out = pa.RecordBatch.from_arrays([*batch.columns, *added], schema=out_schema)
             writer.write_batch(out)  # Parquet: a row group per batch
+            faults.point("scoring-batch")
             summary.add(counted)
             if len(preview) < PREVIEW_ROWS:
                 preview += preview_rows(out.slice(0, PREVIEW_ROWS - len(preview)))
