@@ -276,7 +276,7 @@ def test_a_full_disk_is_one_line_without_a_traceback_and_leaves_no_temporary_fil
     from tests.test_faults import _limit_file_size, _mount_tmpfs
 
     disk = tmp_path / "disk"
-    mounted = _mount_tmpfs(disk, "160k")
+    mounted = _mount_tmpfs(disk, "64k")
     try:
         spec = write_spec(tmp_path, WITH_MODEL)
         out = subprocess.run([str(BIN / "trainflow"), "run", str(spec), "--artifacts", str(disk)], capture_output=True,
