@@ -56,18 +56,9 @@ def mark_crashed() -> list[str]:
         files = [p for p in registry().iterdir() if p.is_file()]
     except OSError:
         return []
-    dead = []
-    for path in files:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # its process is alive
-        dead.append((path, fd))
+    from tasks.common.files import take_orphan
+
+    dead = [(path, fd) for path in files if (fd := take_orphan(path)) is not None]  # their processes are gone
     if not dead:
         return []
     from prefect.client.orchestration import get_client

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from tasks.common.files import owned_temp, sweep_stale, write_atomic
 from tasks.lifecycle.aliases import Aliases
 from tasks.publish.store import Store, StoreError
-from tests.conftest import BIN, GUIDE_SMALL, ROOT, trainflow, write_spec
+from tests.conftest import BIN, ROOT, trainflow, write_spec
 
 PYTHON = str(BIN / "python")
 

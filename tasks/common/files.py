@@ -19,7 +19,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional
 
 #: Temporary files this module makes, by pattern: `sweep_stale` looks for these in a folder.
 TEMP_PATTERNS = (".*.tmp", ".*.partial")
@@ -72,6 +72,21 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def take_orphan(path: Path) -> Optional[int]:
+    """An open descriptor of `path` holding its flock, if its owner is gone (the lock is free), else None.
+    The caller removes what the owner left, then closes the descriptor."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None  # its owner holds it: alive, wherever it runs
+    return fd
+
+
 def sweep_stale(folder: Path, patterns: tuple[str, ...] = TEMP_PATTERNS) -> list[Path]:
     """Remove the temporary files in `folder` whose writer is gone (their flock can be taken); returns them."""
     removed = []
@@ -80,15 +95,9 @@ def sweep_stale(folder: Path, patterns: tuple[str, ...] = TEMP_PATTERNS) -> list
     except OSError:
         return removed
     for path in candidates:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
+        fd = take_orphan(path)
+        if fd is None:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # its writer holds it: alive
         try:
             if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
                 path.unlink()

@@ -32,7 +32,7 @@ from typing import Callable, Iterator, Optional
 
 from tasks.common import faults
 from tasks.common.errors import RunError
-from tasks.common.files import fsync_dir, sweep_stale, write_atomic
+from tasks.common.files import fsync_dir, sweep_stale, take_orphan, write_atomic
 from tasks.common.hashing import sha256_file
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -210,14 +210,8 @@ class Store:
                 continue
             else:
                 continue
-            try:
-                fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
+            fd = take_orphan(entry)
+            if fd is None:
                 continue  # its builder is alive, wherever it runs
             try:
                 shutil.rmtree(folder, ignore_errors=True)
