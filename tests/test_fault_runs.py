@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from flows.api import run_spec
+from tasks.lifecycle.aliases import Aliases
 from tasks.publish.store import Store
 from tests.conftest import BIN, GUIDE_SMALL, ROOT, TEMPLATE_DB, trainflow, write_spec
 
@@ -238,7 +239,7 @@ def test_a_server_lost_during_publish_is_a_bounded_one_line_failure_naming_the_p
     try:
         env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": url, "TRAINFLOW_FAULT": "publish-build:pause",
                "TRAINFLOW_FAULT_DIR": str(tmp_path), "PREFECT_API_REQUEST_TIMEOUT": "3"}
-        spec = write_spec(tmp_path, GUIDE_SMALL)
+        spec = write_spec(tmp_path, GUIDE_SMALL + "promote: {alias: prod, metric: loss, mode: min}\n")
         proc = _popen("run", str(spec), env=env)
         _wait_for(tmp_path / "publish-build", proc)
         os.killpg(server.pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
@@ -253,6 +254,7 @@ def test_a_server_lost_during_publish_is_a_bounded_one_line_failure_naming_the_p
         assert f"the Prefect server at {url} did not answer" in last
         assert "Traceback" not in stderr and "nothing was published" not in stderr
         assert Store(artifacts).verify(Store(artifacts).get("small")) == []
+        assert Aliases(Store(artifacts), "small").holders() == {"prod": "v0001"}, "the gate ran on what was published"
         flow_run_id = re.search(r"/flow-run/([0-9a-f-]{36})", stderr).group(1)
     finally:
         os.killpg(server.pid, signal.SIGKILL)

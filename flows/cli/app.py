@@ -80,7 +80,8 @@ def errors(debug: bool, label: str = "", failure: str = "failed") -> Iterator[No
         if isinstance(exc, PublishedThenFailed):
             fail(f"{label}run failed after publishing: {exc} (--debug shows the traceback)", 1)
         if failure == "run failed":
-            fail(f"{label}run failed: {exc}\n(nothing was published for it; --debug shows the traceback)", 1)
+            reason = str(exc) or type(exc).__name__  # a MemoryError (an OOM) has no message
+            fail(f"{label}run failed: {reason}\n(nothing was published for it; --debug shows the traceback)", 1)
         fail(f"{label}{failure}: {type(exc).__name__}: {exc} (--debug shows the traceback)", 1)
 
 

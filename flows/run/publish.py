@@ -47,7 +47,7 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
     resolved = spec.resolved()
     files = {
         "spec.yaml": report.spec_yaml(resolved),
-        "history.csv": report.history_csv(result.columns),
+        "history.csv": report.HistoryCsv(result.columns),
         "metrics.json": report.json_bytes(result.metrics),
         **({"schema.json": report.json_bytes(trained.schema.as_json()),
             "classes.json": report.json_bytes(trained.schema.classes)} if trained.schema is not None else {}),

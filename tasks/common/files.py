@@ -109,14 +109,18 @@ def sweep_stale(folder: Path, patterns: tuple[str, ...] = TEMP_PATTERNS) -> list
     return removed
 
 
-def write_files(folder: Path, files: dict[str, bytes]) -> None:
-    """Write `{relative path: bytes}` under `folder`, creating sub-folders, each file fsync'd (a version's
-    files are durable before its manifest names them and its folder is renamed into place)."""
+def write_files(folder: Path, files: dict) -> None:
+    """Write `{relative path: bytes, or an object whose write_to(handle) writes it}` under `folder`, creating
+    sub-folders, each file fsync'd (a version's files are durable before its manifest names them and its
+    folder is renamed into place)."""
     for rel, data in files.items():
         target = folder / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                data.write_to(handle)
             handle.flush()
             os.fsync(handle.fileno())
 
