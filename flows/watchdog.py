@@ -63,10 +63,17 @@ def server_children(parent: Optional[int] = None) -> list[int]:
     return found
 
 
+_guarded: set[int] = set()
+
+
 def guard_temporary_server() -> list[int]:
-    """Start a watchdog for each temporary Prefect server this process runs; returns the watchdogs' pids."""
+    """Start a watchdog for each temporary Prefect server this process runs (once per server, however many
+    runs use it); returns the new watchdogs' pids."""
     watchdogs = []
     for pid in server_children():
+        if pid in _guarded:
+            continue
+        _guarded.add(pid)
         proc = subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG, str(os.getpid()), str(pid), str(GRACE_SECONDS)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 close_fds=True)
