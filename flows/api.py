@@ -92,9 +92,8 @@ def predict(model: str, input: Union[str, Path], output: Union[str, Path], artif
     prepare(debug=tracebacks)
     from prefect import tags
 
-    from flows.lifecycle.predict import trainflow_predict
-
     from flows import crashed, outcome
+    from flows.lifecycle.predict import trainflow_predict
 
     try:
         start_temporary_server()

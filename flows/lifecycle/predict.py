@@ -47,7 +47,6 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
     Parquet by its suffix): the input's columns, `prediction` and, for classification, one
     `probability_<class>` column per class."""
     from prefect.artifacts import create_table_artifact
-
     from prefect.runtime import deployment
 
     from flows import crashed

@@ -21,8 +21,6 @@ def task_problems(spec: Spec, task: str, target_kind: str, counts: Counter) -> l
     """What does not fit the target's task: the loss, the classes' sizes, the monitored metric, the plots."""
     data, problems = spec.data, []
     name = getattr(data, "target", None) or "label"
-    if target_kind == "empty":
-        return [DataProblem("data.target", f"'{name}' is empty in every row: there is nothing to learn from")]
     if task == "regression" and target_kind != "number":
         problems.append(DataProblem("data.task", f"regression needs a numeric target; '{name}' holds text"))
     loss = spec.training.loss.kind

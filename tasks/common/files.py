@@ -134,3 +134,21 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def first_long_line(path: Path, limit: int) -> Optional[tuple[int, int]]:
+    """(line number, bytes) of the first line of a text file longer than `limit`, read a MiB at a time (a CSV
+    row too long for pyarrow's reader, told apart from an unclosed quote)."""
+    number, length = 1, 0
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                start = 0
+                while (end := block.find(b"\n", start)) >= 0:
+                    if length + end - start > limit:
+                        return number, length + end - start
+                    number, length, start = number + 1, 0, end + 1
+                length += len(block) - start
+    except OSError:
+        return None
+    return (number, length) if length > limit else None

@@ -78,8 +78,6 @@ def target_profile(data: Any, raw: Optional[RawTable] = None) -> tuple[str, Coun
         half = data.num_examples // 2
         return "text", Counter({"upper": data.num_examples - half, "lower": half})
     raw = raw or read_columns(data)
-    if raw.empty[data.target].all():
-        return "empty", Counter()  # every cell empty: neither numbers nor classes
     values = raw.columns[data.target][~raw.empty[data.target]]
     labels, counts = np.unique(values, return_counts=True)
     return ("number" if raw.kinds[data.target] == "number" else "text",

@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.common.errors import DataError, TransientDataError
+from tasks.common.files import first_long_line
 
 #: Bytes per CSV read block (None: pyarrow's default, 1 MiB). Blocks are parsed in parallel; tests shrink it
 #: to put a bad cell past the first block without writing megabytes.
@@ -290,7 +291,7 @@ def csv_error(path: Path, exc: Exception, parse, read, include) -> DataError:
         return DataError(f"{path.name}: not UTF-8 text")
     if "straddl" in message:
         size = read.block_size
-        long = _long_line(path, size)
+        long = first_long_line(path, size)
         if long is not None:
             return DataError(f"{path.name}:{long[0]}: a row of {long[1]:,} bytes, too long for the CSV reader (it "
                              f"reads blocks of {size:,} bytes); shorten its long cell")
@@ -303,24 +304,6 @@ def csv_error(path: Path, exc: Exception, parse, read, include) -> DataError:
             return DataError(f"{where}: expected {bad.expected_columns} columns, got {bad.actual_columns} "
                              f"(delimiter {parse.delimiter!r}): {excerpt(bad.text)}")
     return DataError(f"{path.name}: cannot read as CSV ({short_reason(message)})")
-
-
-def _long_line(path: Path, limit: int) -> Optional[tuple[int, int]]:
-    """(line number, bytes) of the first line longer than `limit`, read in blocks: what a straddling row is
-    when no quote is left open."""
-    number, length = 1, 0
-    try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                start = 0
-                while (end := block.find(b"\n", start)) >= 0:
-                    if length + end - start > limit:
-                        return number, length + end - start
-                    number, length, start = number + 1, 0, end + 1
-                length += len(block) - start
-    except OSError:
-        return None
-    return (number, length) if length > limit else None
 
 
 def _first_invalid_row(path: Path, parse, include):

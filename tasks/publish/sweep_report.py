@@ -10,7 +10,6 @@ import itertools
 import math
 from typing import Any, Optional
 
-
 from tasks.plots.figures import Figure, Panel, Series, curve, positive
 
 #: Curves get a legend entry each up to this many trials; beyond it only the best one is named.
