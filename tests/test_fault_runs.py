@@ -165,7 +165,7 @@ def test_a_killed_run_stops_its_temporary_prefect_server(tmp_path, artifacts, ho
     servers = _server_children(proc.pid)
     assert len(servers) == 1, "the run started Prefect's temporary server"
     proc.send_signal(how)
-    proc.wait(timeout=30)
+    proc.wait(timeout=120)  # SIGTERM: Prefect's handler marks the run Crashed first, slow on a loaded machine
     deadline = time.time() + 20
     while not _gone(servers[0]) and time.time() < deadline:
         time.sleep(0.2)
