@@ -42,15 +42,31 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
     resolved = as_spec(spec, overrides)
     from prefect import tags
 
+    from flows import crashed, outcome
     from flows.run.entry import trainflow_run
     from flows.run.options import RunOptions
-    from tasks.results import rows
+    from flows.run.plan import artifact_root
+    from flows.run.publish import OUTCOMES
+    from tasks.results import RowView
 
-    options = RunOptions(artifacts=str(artifacts) if artifacts else None, refresh=refresh, use_cache=use_cache)
-    start_temporary_server()
-    with tags(*run_tags(resolved)), in_process_settings():
-        result = with_ui_url(trainflow_run(resolved, options))
-    return result if result.get("kind") == "sweep" else {**result, "history": rows(result["history"])}
+    token = outcome.new_token()
+    options = RunOptions(artifacts=str(artifacts) if artifacts else None, refresh=refresh, use_cache=use_cache,
+                         run_token=token)
+    try:
+        start_temporary_server()
+        crashed.mark_crashed()
+        with tags(*run_tags(resolved)), in_process_settings():
+            result = with_ui_url(trainflow_run(resolved, options))
+    except Exception as exc:
+        if tracebacks:
+            raise
+        explained = outcome.explain(exc, artifact_root(options.artifacts), resolved.name, token, OUTCOMES.pop(token, None))
+        if explained is exc:
+            raise
+        raise explained from exc
+    OUTCOMES.pop(token, None)
+    crashed.release(result.get("flow_run_id"))
+    return result if result.get("kind") == "sweep" else {**result, "history": RowView(result["history"])}
 
 
 def run_tags(spec: Spec) -> list[str]:
@@ -76,11 +92,26 @@ def predict(model: str, input: Union[str, Path], output: Union[str, Path], artif
     prepare(debug=tracebacks)
     from prefect import tags
 
+    from flows import crashed, outcome
     from flows.lifecycle.predict import trainflow_predict
 
-    start_temporary_server()
-    with tags("trainflow", f"spec:{version.name}", "predict"), in_process_settings():
-        return with_ui_url(trainflow_predict(model, str(Path(input).absolute()), str(Path(output).absolute()), root))
+    try:
+        start_temporary_server()
+        crashed.mark_crashed()
+        with tags("trainflow", f"spec:{version.name}", "predict"), in_process_settings():
+            result = with_ui_url(trainflow_predict(model, str(Path(input).absolute()), str(Path(output).absolute()),
+                                                   root))
+    except Exception as exc:
+        reason = None if tracebacks else outcome.server_reason(exc)
+        if reason is None:
+            raise
+        from tasks.common.errors import RunError
+
+        lost = RunError(reason)
+        lost.server_lost = True
+        raise lost from exc
+    crashed.release(result.get("flow_run_id"))
+    return result
 
 
 def with_ui_url(result: dict) -> dict:

@@ -31,6 +31,10 @@ from typing import Iterator, Optional
 #: Seconds Prefect waits for its temporary server. Its default, 20, is less than a fresh database's
 #: migrations take on a 2-core machine (~22 s measured): the first run on a new machine timed out.
 EPHEMERAL_STARTUP_SECONDS = "180"
+#: One call to the Prefect server: at most REQUEST_TIMEOUT s per attempt, 1 + MAX_RETRIES attempts with 2 s and
+#: 4 s between them (Prefect's defaults, 60 s and 5 retries, made a dead server cost ~4 minutes per run and a
+#: hung one ~7 minutes per call). A busy SQLite server answers well within these.
+SERVER_CALL_LIMITS = {"PREFECT_API_REQUEST_TIMEOUT": "15", "PREFECT_CLIENT_MAX_RETRIES": "2"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ def prepare(debug: bool = False) -> Server:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry errors offline
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the no-GPU cuInit error on CPU machines
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS)
+    # A server that is gone or hung costs a bounded time per call, not Prefect's 5 retries of up to 60 s each
+    for name, value in SERVER_CALL_LIMITS.items():
+        os.environ.setdefault(name, value)
     if not debug:
         quiet_tensorflow_start()
         hide_expected_tracebacks()
@@ -115,6 +122,9 @@ def start_temporary_server() -> None:
                 client.api_healthcheck()
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    from flows.watchdog import guard_temporary_server
+
+    guard_temporary_server()  # it stops with this process, even one killed without running atexit
 
 
 def in_process_settings():
@@ -140,13 +150,31 @@ def in_process_settings():
 
 
 class _HideExpectedTracebacks(logging.Filter):
-    """Prefect logs a failed task's traceback; for a `RunError` the message alone is the whole story."""
+    """Without --debug a failure is its message: Prefect logs a failed task's or flow's traceback (a full
+    disk, a lost server, an OOM); the message stays, the traceback goes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tasks.common.errors import RunError
-
-        if record.exc_info and isinstance(record.exc_info[1], RunError):
+        if record.exc_info:
             record.exc_info, record.exc_text = None, None
+        return True
+
+
+class _OneLineServerTrouble(logging.Filter):
+    """Prefect's event worker reports every event it could not send to a lost server, each with the whole
+    event; without --debug that is one line, once per process."""
+
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "prefect.events.clients" and "EventsWorker" not in record.getMessage()[:200]:
+            record.exc_info, record.exc_text = None, None  # something else: its message, without the traceback
+            return True
+        if _OneLineServerTrouble.said:
+            return False
+        _OneLineServerTrouble.said = True
+        record.msg, record.args = ("Prefect events are not reaching the server (it does not answer); the UI "
+                                   "will lack this run's later task states", None)
+        record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.WARNING, "WARNING"
         return True
 
 
@@ -155,6 +183,11 @@ def hide_expected_tracebacks() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _HideExpectedTracebacks) for f in logger.filters):
             logger.addFilter(_HideExpectedTracebacks())
+    for name in ("prefect.events.clients", "prefect._internal.concurrency"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLineServerTrouble) for f in logger.filters):
+            logger.addFilter(_OneLineServerTrouble())
+    logging.raiseExceptions = False  # Prefect's log worker prints "--- Error logging to API ---" otherwise
 
 
 # --------------------------------------------------------------------------- TensorFlow's start-up lines

@@ -8,6 +8,7 @@ run then never pays for it) and must not run code.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -117,6 +118,35 @@ def rows(columns: dict[str, np.ndarray]) -> list[dict]:
     names = list(columns)
     lists = [np.asarray(columns[n]).tolist() for n in names]
     return [dict(zip(names, values)) for values in zip(*lists)]
+
+
+class RowView(Sequence):
+    """Columns of per-epoch arrays seen as one plain dict per epoch, each made when it is read: `run_spec`'s
+    `history`. A 10M-epoch run's history is then 10M rows to whoever reads them all (`--json`), not 10M dicts
+    (~3 GB) made for everyone. Compares equal to the list of the same rows; `list(view)` is that list."""
+
+    def __init__(self, columns: dict[str, np.ndarray]):
+        self._names = list(columns)
+        self._columns = [np.asarray(columns[n]) for n in self._names]
+
+    def __len__(self) -> int:
+        return len(self._columns[0]) if self._columns else 0
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return {n: c[index].item() for n, c in zip(self._names, self._columns)}
+
+    def __iter__(self):
+        step = 65_536
+        for start in range(0, len(self), step):
+            yield from rows({n: c[start:start + step] for n, c in zip(self._names, self._columns)})
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        return f"RowView({len(self)} rows of {', '.join(self._names)})"
 
 
 @dataclass

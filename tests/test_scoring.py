@@ -63,7 +63,15 @@ def _publish(folder: Path, spec, seed: int) -> tuple[Path, object]:
     if trained.schema is not None:
         (folder / "schema.json").write_text(json.dumps(trained.schema.as_json()))
         (folder / "classes.json").write_text(json.dumps(trained.schema.classes))
+    _seal(folder)
     return folder, dataset
+
+
+def _seal(folder: Path) -> None:
+    """The manifest's sha256 of every file, as the store records them: loaders check the model's against it."""
+    from tasks.publish.store import file_hashes
+
+    (folder / "manifest.json").write_text(json.dumps({"files": file_hashes(folder)}))
 
 
 class Version:
@@ -287,7 +295,10 @@ def test_a_sweep_version_is_scored_with_its_best_trials_model(versions, tmp_path
 
     sweep = tmp_path / "churn-sweep" / "v0001"
     shutil.copytree(versions["churn"].path, sweep / "trials" / "t0123abcd")
-    (sweep / "manifest.json").write_text(json.dumps({"kind": "sweep", "best": {"id": "t0123abcd"}}))
+    from tasks.publish.store import file_hashes
+
+    (sweep / "manifest.json").write_text(json.dumps({"kind": "sweep", "best": {"id": "t0123abcd"},
+                                                     "files": file_hashes(sweep)}))  # what the store records
     assert describe(sweep).path == sweep / "trials" / "t0123abcd"
     rows = _write(_table(5), tmp_path / "input.csv")
     assert score(sweep, rows, tmp_path / "out.csv").rows == score(versions["churn"].path, rows, tmp_path / "o2.csv").rows
@@ -409,6 +420,7 @@ def test_the_guide_model_scores_its_x_column_to_y(versions, tmp_path):
     spec = yaml.safe_load((version.path / "spec.yaml").read_text())  # a spec naming its input column
     spec["data"]["x_column"] = "size"
     (version.path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    _seal(version.path)  # an edited version is refused unless its manifest says so
     try:
         with pytest.raises(InputError, match=r"missing column 'size' \(the model takes: size\)"):
             check_input(version.path, tmp_path / "points.csv")
@@ -417,6 +429,7 @@ def test_the_guide_model_scores_its_x_column_to_y(versions, tmp_path):
     finally:
         spec["data"].pop("x_column")
         (version.path / "spec.yaml").write_text(yaml.safe_dump(spec))
+        _seal(version.path)
 
 
 # --- the larger one -------------------------------------------------------------------------------------

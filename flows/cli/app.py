@@ -68,8 +68,20 @@ def errors(debug: bool, label: str = "", failure: str = "failed") -> Iterator[No
     except Exception as exc:  # a failed run (the task's own exception) or an unexpected error
         if debug:
             raise
+        from flows.outcome import PublishedThenFailed
+
+        if getattr(exc, "server_lost", False):  # Prefect's event and log queues would wait on it for minutes
+            published = isinstance(exc, PublishedThenFailed)
+            typer.echo(f"{label}{failure}{' after publishing' if published else ''}: {exc}"
+                       + ("" if published or failure != "run failed" else " (nothing was published for it)"), err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)  # the temporary server, if any, is stopped by its watchdog (flows.watchdog)
+        if isinstance(exc, PublishedThenFailed):
+            fail(f"{label}run failed after publishing: {exc} (--debug shows the traceback)", 1)
         if failure == "run failed":
-            fail(f"{label}run failed: {exc}\n(nothing was published for it; --debug shows the traceback)", 1)
+            reason = str(exc) or type(exc).__name__  # a MemoryError (an OOM) has no message
+            fail(f"{label}run failed: {reason}\n(nothing was published for it; --debug shows the traceback)", 1)
         fail(f"{label}{failure}: {type(exc).__name__}: {exc} (--debug shows the traceback)", 1)
 
 

@@ -163,14 +163,21 @@ def verify(name: Optional[str] = typer.Argument(None, help="NAME (all its versio
             if name and not store.versions(name):
                 unknown_name(store, name)
             chosen = [v for series in ([name] if name else store.names()) for v in store.versions(series)]
+        from tasks.lifecycle.aliases import series_problems
+
         bad = 0
         for version in chosen:
             problems = store.verify(version)
             bad += bool(problems)
             for problem in problems:
                 typer.echo(f"{version.name}@{version.label}: {problem}", err=True)
-        typer.echo(f"verified {len(chosen)} version(s): {len(chosen) - bad} intact, {bad} damaged")
-        if bad:
+        links = [(series, problem) for series in sorted({v.name for v in chosen})
+                 for problem in series_problems(store, series)]
+        for series, problem in links:
+            typer.echo(f"{series}: {problem}", err=True)
+        typer.echo(f"verified {len(chosen)} version(s): {len(chosen) - bad} intact, {bad} damaged"
+                   + (f"; {len(links)} problem(s) with latest or aliases" if links else ""))
+        if bad or links:
             raise typer.Exit(1)
 
 

@@ -54,13 +54,22 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
                 with stdout_to_stderr() as real_stdout:
                     result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache,
                                       tracebacks=debug)
-                real_stdout.write(json.dumps(result) + "\n")
+                real_stdout.write(json.dumps(result, default=_json_default) + "\n")
                 real_stdout.flush()
                 continue
             result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache, tracebacks=debug)
         if label:
             typer.echo(f"== {spec.name}")
         _print_report(result, spec.training.progress_lines)
+
+
+def _json_default(value):
+    """`run_spec`'s history (a `tasks.results.RowView`) as the list of rows the JSON contract has."""
+    from collections.abc import Sequence
+
+    if isinstance(value, Sequence):
+        return list(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def _print_report(result: dict, lines: int) -> None:
@@ -73,9 +82,9 @@ def _print_report(result: dict, lines: int) -> None:
     history = result["history"]
     shown = logged_epochs(len(history), lines)
     typer.echo(f"Epoch {0:2d}: {report_line(result['initial'])}  (initial state)")
-    for row in history:
-        if row["epoch"] in shown:
-            typer.echo(f"Epoch {row['epoch']:2d}: {report_line(row)}")
+    for epoch in sorted(shown):  # row i is the state after epoch i + 1
+        if 1 <= epoch <= len(history):
+            typer.echo(f"Epoch {epoch:2d}: {report_line(history[epoch - 1])}")
     metrics = result["metrics"]
     tested = test_lines(metrics)
     if tested:
@@ -177,7 +186,7 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
         latest = store.latest(resolved.name)
         previous = latest.manifest() if latest else None
         cached = cached_tasks(the_plan, root)
-        cached["publish"] = bool(the_plan.fingerprint) and store.find(resolved.name, the_plan.fingerprint) is not None
+        cached["publish"] = bool(the_plan.fingerprint) and store.reusable(resolved.name, the_plan.fingerprint)[0] is not None
         rows = explain(the_plan, previous, cached)
         from tasks.data.spec import is_table
 

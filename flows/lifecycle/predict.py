@@ -47,11 +47,18 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
     Parquet by its suffix): the input's columns, `prediction` and, for classification, one
     `probability_<class>` column per class."""
     from prefect.artifacts import create_table_artifact
+    from prefect.runtime import deployment
 
+    from flows import crashed
+    from flows.besteffort import best_effort, reset
     from flows.lifecycle import events
     from flows.serve.lanes import current
     from tasks.scoring.inputs import check_input
     from tasks.scoring.model import file_format
+
+    reset()  # a new run tries the Prefect server again
+    if deployment.id is None:  # a deployment's run has Prefect's heartbeats instead
+        crashed.hold(str(current_flow_run.id) if current_flow_run.id else None)
 
     logger = get_run_logger()
     lanes = current()  # a deployment's run: the deployment's root, inputs and outputs inside its data roots
@@ -69,11 +76,13 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
                 scored.output)
     for warning in warnings(scored.summary):
         logger.warning(warning)
-    create_table_artifact(
+    best_effort(
+        "The predictions table", create_table_artifact,
         key=f"{version.name.replace('_', '-')}-predictions", table=scored.preview,
         description=f"{scorer} on {Path(input).name}: {scored.rows} rows; {_describe(scored.summary)}")
-    events.prediction_completed(version.name, version.label, Path(input).name, scored.rows, scored.summary,
-                                str(scored.output), str(current_flow_run.id) if current_flow_run.id else None, trial)
+    best_effort("The prediction event", events.prediction_completed, version.name, version.label, Path(input).name,
+                scored.rows, scored.summary, str(scored.output),
+                str(current_flow_run.id) if current_flow_run.id else None, trial)
     return {"model": f"{version.name}@{version.label}", "trial": trial, "input": str(input),
             "output": str(scored.output), "rows": scored.rows, "seconds": scored.seconds, "summary": scored.summary,
             "flow_run_id": str(current_flow_run.id) if current_flow_run.id else None}

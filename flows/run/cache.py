@@ -24,7 +24,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from flows.run.plan import results_dir
 
@@ -137,19 +137,24 @@ class TaskCache:
     def store(self, key: str, value: Any) -> None:
         """Write `value` under `key`, atomically: a reader sees the old entry or the new one, never half."""
         from tasks.cache import safedata
-        from tasks.common.files import write_atomic
+        from tasks.common.files import sweep_stale, write_atomic
 
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(self.folder / key, safedata.encode(value))
+        sweep_stale(self.folder)  # temporary entries of writers that died (a full disk, a kill)
 
 
-def through_cache(label: str, key: Optional[str], root: Optional[str], refresh: bool, compute):
+def through_cache(label: str, key: Optional[str], root: Optional[str], refresh: bool, compute,
+                  stored: Optional[Callable[[], None]] = None):
     """`compute()`, or its result cached under `key` (in a Prefect task: a hit is returned as a state named
-    "Cached"); no caching when `key` or `root` is None."""
+    "Cached"); no caching when `key` or `root` is None. `stored()` runs once the result is safe in the cache
+    (the train node then removes its resume snapshot: never before, so a kill in between still resumes)."""
     if key is None or root is None:
         return compute()
     from prefect import get_run_logger
     from prefect.states import Completed
+
+    from tasks.common import faults
 
     cache = TaskCache(Path(root))
     with cache.held(key):
@@ -160,7 +165,12 @@ def through_cache(label: str, key: Optional[str], root: Optional[str], refresh: 
 
             value = cache.load(key, warn)
             if value is not MISS:
+                if stored:
+                    stored()
                 return Completed(data=value, name="Cached", message="loaded from the trainflow task cache")
         value = compute()
+        faults.point(f"computed-{label}")
         cache.store(key, value)
+        if stored:
+            stored()
         return value

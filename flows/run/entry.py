@@ -40,8 +40,15 @@ def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
     """Run one spec: an experiment, or every trial of its sweep, published as a new version (or an identical
     earlier one reused). Parameters are not validated by Prefect (the UI form may send any JSON); they are
     validated here, with the CLI's messages."""
+    from prefect.runtime import deployment
+
+    from flows import crashed
+    from flows.besteffort import reset
     from flows.serve.lanes import current
 
+    reset()  # a new run tries the Prefect server again
+    if deployment.id is None:  # a deployment's run has Prefect's heartbeats instead
+        crashed.hold(str(current_flow_run.id) if current_flow_run.id else None)
     options = RunOptions.model_validate(options or {}) if not isinstance(options, RunOptions) else options
     lanes = current()  # a deployment's run: its artifact root and data roots, never the parameters'
     if lanes is not None:

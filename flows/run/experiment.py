@@ -15,6 +15,7 @@ from typing import Any, Optional
 from prefect import get_run_logger
 from prefect.context import TagsContext
 
+from flows.besteffort import best_effort
 from flows.run.graph import NODES, Node
 from flows.run.nodes import run_node
 from flows.run.options import RunOptions
@@ -42,15 +43,20 @@ def task_run_tags() -> set[str]:
         return current
     from prefect.client.orchestration import get_client
 
-    wanted, page, offset = {f"tag:{tag}" for tag in current}, 200, 0
-    with get_client(sync_client=True) as client:
-        while True:
-            limits = client.read_global_concurrency_limits(limit=page, offset=offset)
-            if any(limit.name in wanted for limit in limits):
-                return current
-            if len(limits) < page:
-                return set()
-            offset += page
+    wanted = {f"tag:{tag}" for tag in current}
+
+    def named() -> bool:
+        page, offset = 200, 0
+        with get_client(sync_client=True) as client:
+            while True:
+                limits = client.read_global_concurrency_limits(limit=page, offset=offset)
+                if any(limit.name in wanted for limit in limits):
+                    return True
+                if len(limits) < page:
+                    return False
+                offset += page
+
+    return current if best_effort("The tag limits lookup", named) else set()
 
 
 class GraphRunner:
@@ -119,7 +125,8 @@ def run_experiment(spec: Spec, seed: int, options: RunOptions) -> dict:
     runner = GraphRunner(spec, seed, plan, options, logger)
     outputs = runner.run_all()
     files, manifest, figures = experiment_files(spec, seed, plan, outputs, runner.records)
-    published = publish_and_record(spec, plan, runner.root, files, manifest, runner.records, runner.tags, [figures])
+    published = publish_and_record(spec, plan, runner.root, files, manifest, runner.records, runner.tags, [figures],
+                                   options.run_token)
     reused = published["reused"]
     result = summary(spec, seed, plan, outputs, published, runner.records, reused)
     result["promotion"] = after_publish(spec, runner.root, published, result["metrics"], runner.records, runner.tags)

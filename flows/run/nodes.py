@@ -15,6 +15,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.besteffort import best_effort
 from flows.run.cache import through_cache
 from flows.run.graph import BY_NAME
 from tasks.publish.report import logged_epochs, report_line
@@ -58,10 +59,10 @@ class ProgressLog:
         if self.artifact is None:
             if done >= self.total or now - self.started < PROGRESS_AFTER_SECONDS:
                 return
-            self.artifact = create_progress_artifact(progress=100.0 * done / self.total,
-                                                     description=f"{self.label}: epochs done, in percent")
-        elif now - self.last_update >= PROGRESS_UPDATE_SECONDS or done >= self.total:
-            update_progress_artifact(self.artifact, progress=100.0 * done / self.total)
+            self.artifact = best_effort("The progress bar", create_progress_artifact, progress=100.0 * done / self.total,
+                                        description=f"{self.label}: epochs done, in percent") or False
+        elif self.artifact and (now - self.last_update >= PROGRESS_UPDATE_SECONDS or done >= self.total):
+            best_effort("The progress bar", update_progress_artifact, self.artifact, progress=100.0 * done / self.total)
         self.last_update = now
 
     def diverged(self) -> None:
@@ -79,8 +80,16 @@ def run_node(name: str, key: Optional[str], arguments: dict[str, Any], context: 
     `key` in `cache_root` (`flows.run.cache`). `context` holds runtime-only settings for hooks (a label, the epoch
     total, the resume folder); `injected` is a result computed elsewhere for this key (a sweep's fused
     trials), stored and recorded like any other."""
+    resume_dir = (context or {}).get("resume_dir")
+
+    def stored() -> None:  # the result is in the cache: its resume snapshot is no longer needed
+        from tasks.train.resume import ResumePoint
+
+        ResumePoint(resume_dir).clear()
+
     return through_cache(name, key, cache_root, refresh,
-                         lambda: injected if injected is not None else _call(name, arguments, context))
+                         lambda: injected if injected is not None else _call(name, arguments, context),
+                         stored if resume_dir else None)
 
 
 def _call(name: str, arguments: dict[str, Any], context: Optional[dict]) -> Any:
@@ -95,7 +104,7 @@ def _call(name: str, arguments: dict[str, Any], context: Optional[dict]) -> Any:
     logger = get_run_logger()
     progress = ProgressLog(context.get("label", name), context.get("epochs", 1), context.get("lines", 50))
     resume = ResumePoint(context["resume_dir"]) if context.get("resume_dir") else None
-    hooks = Hooks(progress=progress, notify=logger.info, resume=resume)
+    hooks = Hooks(progress=progress, notify=logger.info, resume=resume, warn=logger.warning)
     try:
         return function(**arguments, hooks=hooks)
     except TrainingDiverged:

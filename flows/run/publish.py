@@ -14,11 +14,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TagsContext
 from prefect.runtime import flow_run as current_flow_run
 
+from flows.besteffort import best_effort
 from flows.run.plan import Plan
 from flows.spec import Spec
 
 #: The Prefect UI's history table shows at most this many rows; history.csv in the version has them all.
 HISTORY_TABLE_ROWS = 500
+#: What each run token's publish found or made in this process (flows.outcome reads it when the run fails later).
+OUTCOMES: dict[str, dict] = {}
 
 
 @dataclass
@@ -44,7 +47,7 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
     resolved = spec.resolved()
     files = {
         "spec.yaml": report.spec_yaml(resolved),
-        "history.csv": report.history_csv(result.columns),
+        "history.csv": report.HistoryCsv(result.columns),
         "metrics.json": report.json_bytes(result.metrics),
         **({"schema.json": report.json_bytes(trained.schema.as_json()),
             "classes.json": report.json_bytes(trained.schema.classes)} if trained.schema is not None else {}),
@@ -82,6 +85,7 @@ def publish(name: str, fingerprint: Optional[str], root: str, files: dict[str, b
     publishes, for experiments and sweeps alike. Figures are rendered here, under the store's lock, once the
     version's label is known, so each PNG's title names it. Staged and renamed into place by `tasks.publish.store`;
     a failure publishes nothing."""
+    from tasks.common import faults
     from tasks.common.files import write_files
     from tasks.plots import render
     from tasks.publish.store import Store
@@ -89,27 +93,35 @@ def publish(name: str, fingerprint: Optional[str], root: str, files: dict[str, b
     started = time.perf_counter()
 
     def build(stage: Path, label: str) -> dict:
+        promised = set(files)
         write_files(stage, files)
         for figure_set in figures or []:
             rendered = render.render_all(figure_set.figures, figure_set.heading.format(version=label), figure_set.dpi)
             write_files(stage, {f"{figure_set.folder}/{n}": data for n, data in rendered.items()})
+            promised.update(f"{figure_set.folder}/{n}" for n in rendered)
+        faults.point("publish-build")
         record = {"name": "publish", "key": fingerprint, "state": "Completed",
                   "seconds": round(time.perf_counter() - started, 4), "inputs": inputs or {}}
-        return {**manifest, "tasks": [*manifest.get("tasks", []), record]}
+        return {**manifest, "tasks": [*manifest.get("tasks", []), record], "promised": sorted(promised)}
 
-    version, reused = Store(root).publish(name, fingerprint, build)
-    get_run_logger().info("%s %s", "Reused identical" if reused else "Published", version.path)
-    return {"version": version.label, "path": str(version.path), "reused": reused}
+    done = Store(root).publish(name, fingerprint, build)
+    logger = get_run_logger()
+    for note in done.notes:
+        logger.warning(note)
+    logger.info("%s %s", "Reused identical" if done.reused else "Published", done.version.path)
+    return {"version": done.version.label, "path": str(done.version.path), "reused": done.reused}
 
 
 def publish_and_record(spec: Spec, plan: Plan, root: Path, files: dict[str, bytes], manifest: dict,
-                       records: list[dict], tags: set[str], figures: list[FigureSet]) -> dict:
-    """Run the publish task and add its record to `records`."""
+                       records: list[dict], tags: set[str], figures: list[FigureSet], token: Optional[str] = None) -> dict:
+    """Run the publish task and add its record to `records`; the run's token goes into the manifest."""
     started = time.perf_counter()
     with TagsContext(current_tags=tags):
-        state = publish(spec.name, plan.fingerprint if plan.cacheable else None, str(root), files, manifest,
-                        plan["publish"].inputs, figures, return_state=True)
+        state = publish(spec.name, plan.fingerprint if plan.cacheable else None, str(root), files,
+                        {**manifest, "run_token": token}, plan["publish"].inputs, figures, return_state=True)
     published = state.result()
+    if token:
+        OUTCOMES[token] = published
     records.append({"name": "publish", "key": plan.fingerprint, "state": state.name,
                     "seconds": round(time.perf_counter() - started, 4), "inputs": plan["publish"].inputs})
     return published
@@ -124,7 +136,7 @@ def promote(name: str, root: str, version: str, alias: str, metric: str, mode: s
 
     decision = Aliases(Store(root), name).gate(alias, version, metric, mode, min_delta,
                                                str(current_flow_run.id) if current_flow_run.id else None)
-    events.alias_decision(name, decision)
+    best_effort("The alias event", events.alias_decision, name, decision)
     holder = "no holder" if decision["holder"] is None else f"{decision['from']} has {decision['holder']:.6g}"
     candidate = "none" if decision["candidate"] is None else f"{decision['candidate']:.6g}"
     get_run_logger().info("Promotion to '%s': %s (%s: %s %s, %s)", alias, decision["decision"], metric, version,
@@ -137,7 +149,8 @@ def after_publish(spec, root: Path, published: dict, metrics: dict, records: lis
     table comparing every version; returns the gate's decision."""
     from flows.lifecycle import events
 
-    events.version_published(spec.name, published["version"], published["path"], metrics, published["reused"])
+    best_effort("The version's event", events.version_published, spec.name, published["version"], published["path"],
+                metrics, published["reused"])
     decision = None
     if spec.promote is not None:
         gate = spec.promote
@@ -147,7 +160,7 @@ def after_publish(spec, root: Path, published: dict, metrics: dict, records: lis
                                gate.min_delta)
         records.append({"name": "promote", "key": None, "state": "Completed",
                         "seconds": round(time.perf_counter() - started, 4), "inputs": {}})
-    comparison_artifact(spec.name, root)
+    best_effort("The versions table", comparison_artifact, spec.name, root)
     return decision
 
 
@@ -227,7 +240,8 @@ def ui_artifacts(spec: Spec, summary: dict) -> None:
 
     plot_files = version_plots(summary["path"])
     key = spec.name.replace("_", "-")
-    create_markdown_artifact(
+    best_effort(
+        "The report", create_markdown_artifact,
         key=key, description=f"{spec.name} {summary['version']}",
         markdown=report.markdown(spec.name, summary["version"], summary["path"], spec.description,
                                  summary["metrics"], summary["initial"], plot_files, spec.resolved(), embed_images=True,
@@ -238,4 +252,5 @@ def ui_artifacts(spec: Spec, summary: dict) -> None:
     index = evenly_spaced(total, HISTORY_TABLE_ROWS)
     shown = rows({name: values[index] for name, values in columns.items()})
     note = "" if len(shown) == total else f" ({len(shown)} of {total} epochs, evenly spaced)"
-    create_table_artifact(key=f"{key}-history", table=shown, description=f"{spec.name} per-epoch history{note}")
+    best_effort("The history table", create_table_artifact, key=f"{key}-history", table=shown,
+                description=f"{spec.name} per-epoch history{note}")

@@ -28,6 +28,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_flow_run
 
+from flows.besteffort import best_effort
 from flows.run.experiment import GraphRunner, task_run_tags
 from flows.run.fused import linear_outputs, record, train_linear_group, train_network_groups
 from flows.run.options import RunOptions
@@ -187,7 +188,8 @@ def run_sweep(spec: Spec, seed: int, options: RunOptions) -> dict:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     manifest = json.loads(json.dumps(manifest, default=float))
     records_out: list[dict] = []
-    published = publish_and_record(spec, plan, root, files, manifest, records_out, task_run_tags(), figure_sets)
+    published = publish_and_record(spec, plan, root, files, manifest, records_out, task_run_tags(), figure_sets,
+                                   options.run_token)
     result = {"name": spec.name, "kind": "sweep", "path_used": path, "why": why, "groups": manifest["groups"],
               "metric": metric, "mode": mode, "trials": plain, "best": best_plain, "spec_hash": spec.spec_hash(),
               "seed": seed, "flow_run_id": manifest["flow_run_id"], **published}
@@ -216,12 +218,12 @@ def _ui_artifacts(spec: Spec, summary: dict, records: list[dict], params: list[s
     from tasks.publish.sweep_report import fmt, markdown
 
     key = spec.name.replace("_", "-")
-    create_markdown_artifact(key=key, description=f"{spec.name} {summary['version']} (sweep)", markdown=markdown(
+    best_effort("The sweep's report", create_markdown_artifact, key=key, description=f"{spec.name} {summary['version']} (sweep)", markdown=markdown(
         spec.name, summary["version"], summary["path"], spec.description, records, params, summary["metric"],
         summary["mode"], why, version_plots(summary["path"])))
     best = summary["best"]["id"] if summary["best"] else None
     rows = [{"best": "★" if t["id"] == best else "", "trial": t["id"],
              **{p: fmt(v) for p, v in t["values"].items()}, "state": t["state"],
              summary["metric"]: fmt(t["metrics"].get(summary["metric"], ""))} for t in summary["trials"]]
-    create_table_artifact(key=f"{key}-sweep", table=rows,
+    best_effort("The sweep's table", create_table_artifact, key=f"{key}-sweep", table=rows,
                           description=f"{spec.name}: {len(rows)} trials, {summary['path_used']} path")

@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.common.errors import DataError, TransientDataError
+from tasks.common.files import first_long_line
 
 #: Bytes per CSV read block (None: pyarrow's default, 1 MiB). Blocks are parsed in parallel; tests shrink it
 #: to put a bad cell past the first block without writing megabytes.
@@ -290,6 +291,10 @@ def csv_error(path: Path, exc: Exception, parse, read, include) -> DataError:
         return DataError(f"{path.name}: not UTF-8 text")
     if "straddl" in message:
         size = read.block_size
+        long = first_long_line(path, size)
+        if long is not None:
+            return DataError(f"{path.name}:{long[0]}: a row of {long[1]:,} bytes, too long for the CSV reader (it "
+                             f"reads blocks of {size:,} bytes); shorten its long cell")
         return DataError(f"{path.name}: a row runs past {size:,} bytes; is a quote (\") left unclosed?")
     if "Expected" in message and "columns, got" in message:
         bad = _first_invalid_row(path, parse, include)

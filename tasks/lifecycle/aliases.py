@@ -2,8 +2,12 @@
 
 Versions stay immutable; aliases live beside them, in the series folder:
 
-    <name>/aliases.json          {"production": "v0003", …}: replaced atomically, under the series lock
-    <name>/alias-history.jsonl   one JSON line per decision (moves, rejections, rollbacks), appended under it
+    <name>/alias-history.jsonl   one JSON line per decision (moves, rejections, rollbacks): the journal
+    <name>/aliases.json          {"production": "v0003", …}: the journal's moves applied, replaced atomically
+
+A decision is appended to the journal (and fsync'd) first, then applied to `aliases.json`, both under the
+series lock; readers apply any move the journal has that `aliases.json` lacks. So a move and its history
+line are one step: a kill between the two still moved the alias, with its record, and `--rollback` works.
 
 A promotion gate (`flows.spec.PromoteSpec`) compares a new version's metric with the current holder's and
 moves the alias only when the new one is better by at least `min_delta`, or when no version holds it; the
@@ -21,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from tasks.common.files import write_atomic
+from tasks.common import faults
+from tasks.common.files import sweep_stale, write_atomic
 from tasks.publish.store import NAME_PATTERN, Store, Version
 
 #: An alias is a slug that cannot be mistaken for a version label or `latest`.
@@ -51,6 +56,10 @@ def resolve(ref: str, root: Path) -> Version:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise RefError(f"{ref}: no versions of '{name}'{hint}; known: {', '.join(known) or 'none'}")
     version = lookup(store, name, label or None)
+    if version is None and label in ("", "latest"):
+        labels = ", ".join(v.label for v in store.versions(name))
+        raise RefError(f"{ref}: {store.latest_problem(name) or 'latest: unreadable'}; name a version instead "
+                       f"({labels})")
     if version is None:
         holders = Aliases(store, name).holders()
         labels = ", ".join(v.label for v in store.versions(name))
@@ -96,12 +105,30 @@ class Aliases:
         return self.folder / "alias-history.jsonl"
 
     def holders(self) -> dict[str, str]:
-        """alias -> version label."""
+        """alias -> version label: `aliases.json` with every move of the journal applied."""
+        holders = self._saved()
+        for entry in self.history():
+            if entry.get("decision") in ("moved", "rolled back") and isinstance(entry.get("alias"), str) \
+                    and isinstance(entry.get("to"), str):
+                holders[entry["alias"]] = entry["to"]
+        return holders
+
+    def _saved(self) -> dict[str, str]:
         try:
             data = json.loads(self._holders_path.read_text())
         except (OSError, ValueError):
             return {}
         return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+
+    def problems(self) -> list[str]:
+        """What `verify` reports about the aliases: holders that are not versions, and moves the journal has
+        that `aliases.json` lacks (an interrupted move; readers already apply it, the next move saves it)."""
+        saved, holders = self._saved(), self.holders()
+        found = [f"alias {alias}: aliases.json says {saved.get(alias)}, its history says {label} (an interrupted "
+                 "move; the history holds)" for alias, label in sorted(holders.items()) if saved.get(alias) != label]
+        found += [f"alias {alias}: held by {label}, which is not a version" for alias, label in sorted(holders.items())
+                  if self.store.get(self.name, label) is None]
+        return found
 
     def of(self, label: str) -> list[str]:
         """The aliases a version holds."""
@@ -109,7 +136,7 @@ class Aliases:
 
     def history(self, alias: Optional[str] = None) -> list[dict]:
         try:
-            lines = self._history_path.read_text().splitlines()
+            lines = self._history_path.read_bytes().decode(errors="replace").splitlines()
         except OSError:
             return []
         entries = []
@@ -118,6 +145,8 @@ class Aliases:
                 entry = json.loads(line)
             except ValueError:
                 continue  # a torn last line of a killed writer: the history before it stands
+            if not isinstance(entry, dict):
+                continue
             if alias is None or entry.get("alias") == alias:
                 entries.append(entry)
         return entries
@@ -129,13 +158,23 @@ class Aliases:
     # ------------------------------------------------------------------ decisions (each under the series lock)
 
     def _record(self, entry: dict, holders: Optional[dict] = None) -> dict:
+        """Journal the decision (append, fsync), then apply it to `aliases.json`: in that order, so no move
+        is ever without its history line. Called under the series lock."""
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "name": self.name, **entry}
-        if holders is not None:
-            write_atomic(self._holders_path, (json.dumps(holders, indent=2, sort_keys=True) + "\n").encode())
-        with self._history_path.open("a") as handle:
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        sweep_stale(self.folder)
+        with self._history_path.open("ab+") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():
+                handle.seek(-1, os.SEEK_END)
+                torn = handle.read(1) != b"\n"  # a killed writer's half line: end it, so it spoils only itself
+            else:
+                torn = False
+            handle.write((b"\n" if torn else b"") + (json.dumps(entry, sort_keys=True) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
+        faults.point("alias-journaled")
+        if holders is not None:
+            write_atomic(self._holders_path, (json.dumps(holders, indent=2, sort_keys=True) + "\n").encode())
         return entry
 
     def set(self, alias: str, label: str, by: str = "person", flow_run_id: Optional[str] = None,
@@ -207,3 +246,9 @@ def _metric(version: Optional[Version], metric: str) -> Optional[float]:
     except (OSError, ValueError):
         return None
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def series_problems(store: Store, name: str) -> list[str]:
+    """What `verify` reports about a series beyond its versions' files: its `latest` link and its aliases."""
+    latest = store.latest_problem(name)
+    return ([latest] if latest else []) + Aliases(store, name).problems()

@@ -66,10 +66,18 @@ def values(array) -> list:
     return np.asarray(array, dtype=np.float64).tolist()
 
 
-def curve(columns: dict, initial: dict, name: str) -> tuple[list, list]:
-    """A history column with the initial state as epoch 0 first."""
-    epochs = [0] + np.asarray(columns["epoch"]).astype(int).tolist()
-    return epochs, [float(initial[name])] + values(columns[name])
+def curve(columns: dict, initial: dict, name: str, initial_value: bool = True) -> tuple[list, list]:
+    """A history column with the initial state as epoch 0 first, at most MAX_POINTS evenly spaced epochs
+    (always the first and the last): a figure's data stays small however long training ran, so it costs
+    nothing to hand around, cache or write beside its PNG (history.csv has every epoch)."""
+    from tasks.common.sampling import evenly_spaced
+
+    epochs = np.asarray(columns["epoch"]).astype(int)
+    ys = np.asarray(columns[name], dtype=np.float64)
+    if initial_value:
+        epochs, ys = np.concatenate([[0], epochs]), np.concatenate([[float(initial[name])], ys])
+    index = evenly_spaced(len(epochs))
+    return epochs[index].tolist(), ys[index].tolist()
 
 
 #: A log axis only pays when the values span at least this factor; below it a linear axis has more tick labels.

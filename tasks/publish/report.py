@@ -42,11 +42,30 @@ def logged_epochs(total: int, lines: int) -> set[int]:
 
 def history_csv(columns: dict) -> bytes:
     """One row per epoch; floats are written with repr, so the CSV holds the exact float32 values."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(list(columns))
-    writer.writerows(zip(*(c.tolist() for c in columns.values())))
-    return buffer.getvalue().encode()
+    buffer = io.BytesIO()
+    HistoryCsv(columns).write_to(buffer)
+    return buffer.getvalue()
+
+
+class HistoryCsv:
+    """history.csv, written by the publish step straight into the version (`tasks.common.files.write_files`) a
+    block of rows at a time: a 10M-epoch history never exists as one 700 MB string, and what travels to the
+    publish task is the columns (NumPy arrays, which Prefect does not walk), not the text."""
+
+    BLOCK = 65_536
+
+    def __init__(self, columns: dict):
+        self.columns = columns
+
+    def write_to(self, handle) -> None:
+        names = list(self.columns)
+        handle.write((",".join(names) + "\n").encode())
+        total = len(self.columns[names[0]]) if names else 0
+        for start in range(0, total, self.BLOCK):
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerows(
+                zip(*(self.columns[n][start:start + self.BLOCK].tolist() for n in names)))
+            handle.write(buffer.getvalue().encode())
 
 
 def test_predictions_csv(schema, test, lines: Optional[list[int]] = None) -> bytes:

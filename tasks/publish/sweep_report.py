@@ -10,9 +10,7 @@ import itertools
 import math
 from typing import Any, Optional
 
-import numpy as np
-
-from tasks.plots.figures import Figure, Panel, Series, positive
+from tasks.plots.figures import Figure, Panel, Series, curve, positive
 
 #: Curves get a legend entry each up to this many trials; beyond it only the best one is named.
 LEGEND_TRIALS = 12
@@ -120,8 +118,7 @@ def comparison_figures(results: list[dict], params: list[str], metric: str, mode
     series = []
     for r in done:
         initial = (r.get("initial") or {}).get(curve_name)
-        epochs = ([0] if initial is not None else []) + np.asarray(r["history"]["epoch"]).astype(int).tolist()
-        ys = ([float(initial)] if initial is not None else []) + np.asarray(r["history"][curve_name], float).tolist()
+        epochs, ys = curve(r["history"], r.get("initial") or {}, curve_name, initial_value=initial is not None)
         is_best = best is not None and r["id"] == best["id"]
         name = label(r["values"], params)
         shown = is_best or len(done) <= LEGEND_TRIALS

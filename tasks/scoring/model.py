@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from tasks.data import tables
 from tasks.results import Feature
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -84,13 +83,14 @@ def model_folder(version_dir: Path) -> Path:
 def load_model(version_dir: Union[Path, str]) -> Model:
     """The version's `serving_default` signature, with what feeding it needs (see `describe`)."""
     model = describe(version_dir)
+    check_files(Path(version_dir), model)
     import tensorflow as tf
 
     folder = model.path / "checkpoint" / "saved_model"
     try:
         loaded = tf.saved_model.load(str(folder))
     except (OSError, ValueError, tf.errors.OpError) as exc:
-        raise InputError(f"{folder}: cannot load the SavedModel ({tables.short_reason(str(exc))})") from None
+        raise InputError(f"{folder}: cannot load the SavedModel ({load_reason(exc, folder)})") from None
     signature = loaded.signatures.get("serving_default")
     if signature is None:
         raise InputError(f"{folder}: the SavedModel has no serving_default signature")
@@ -105,6 +105,36 @@ def load_model(version_dir: Union[Path, str]) -> Model:
         raise InputError(f"{folder}: the serving_default signature has no output '{model.output_key}'")
     model.signature, model.saved_model = signature, loaded
     return model
+
+
+def check_files(version_dir: Path, model: Model) -> None:
+    """Refuse a version whose model files (the SavedModel and what describes its inputs) do not match the
+    sha256 its manifest records: a damaged model is never loaded, so it never scores."""
+    from tasks.publish.store import Store, Version
+
+    version_dir = Path(version_dir)
+    label = f"{version_dir.parent.name}@{version_dir.name}"
+    number = re.fullmatch(r"v(\d+)", version_dir.name)
+    if number is None:
+        raise InputError(f"{version_dir.name}: not a version folder")
+    prefix = model.path.relative_to(version_dir).as_posix()
+    prefix = "" if prefix == "." else prefix + "/"
+    wanted = [f"{prefix}checkpoint/saved_model"] + [f"{prefix}{name}" for name in ("schema.json", "classes.json",
+                                                                                    "spec.yaml")
+                                                    if (model.path / name).is_file()]
+    version = Version(version_dir.parent.name, int(number.group(1)), version_dir)
+    problems = Store(version_dir.parent.parent).check_files(version, wanted)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(f"{label}: its model files do not match its manifest: {problems[0]}{more}; it was not "
+                         f"loaded (`trainflow verify {label}` lists every problem)")
+
+
+def load_reason(exc: BaseException, folder: Path) -> str:
+    """TensorFlow's reason in one line, whole: its first line without the folder's path."""
+    lines = [line.strip() for line in str(exc).replace(str(folder), "<saved_model>").splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    return reason if len(reason) <= 300 else reason[:299] + "…"
 
 
 def _read_json(path: Path) -> Any:

@@ -5,14 +5,14 @@ exactly `batch_rows` rows, feeds each batch's feature columns to the version's `
 writes the batch out at once (CSVWriter or ParquetWriter, by the output's suffix): a batch in and out, plus
 what pyarrow reads ahead (a CSV: up to 32 blocks, 32 MiB at the default block size; a Parquet file: its
 current row group). The output is written to a hidden temporary file next to it and renamed into place at
-the end: a failed scoring leaves no partial output.
+the end: a failed scoring leaves no partial output, and one killed outright leaves a `.partial` that its
+writer held a kernel lock on, which the next scoring into that folder removes.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Union
@@ -21,7 +21,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tasks.common import faults
 from tasks.common.errors import DataError
+from tasks.common.files import owned_temp, sweep_stale
 from tasks.scoring.cells import feature_columns, impute, tensors, unseen
 from tasks.scoring.inputs import check_csv_types, inspect_input
 from tasks.scoring.model import InputError, Model, describe, file_format, load_model
@@ -54,8 +56,8 @@ def score(version_dir: Union[Path, str], input_path: Union[Path, str], output_pa
         check_csv_types(source)
     model = load_model(version_dir)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex[:12]}.partial")
-    try:
+    sweep_stale(output_path.parent, (".*.partial",))  # outputs of scorings that were killed
+    with owned_temp(output_path, "partial") as (partial, _):  # flock'd while written: a sweep spares it
         while True:
             try:
                 rows, summary, preview = stream(model, source, partial, out_fmt, int(batch_rows))
@@ -63,9 +65,6 @@ def score(version_dir: Union[Path, str], input_path: Union[Path, str], output_pa
             except Reread as again:  # a CSV column typed from the first block is wider: start over
                 source = again.source
         os.replace(partial, output_path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return Scored(rows, time.perf_counter() - started, summary, preview, output_path)
 
 
@@ -89,6 +88,7 @@ def stream(model: Model, source: Source, partial: Path, fmt: str, batch_rows: in
             added, counted = predictions(model, outputs, batch.num_rows)
             out = pa.RecordBatch.from_arrays([*batch.columns, *added], schema=out_schema)
             writer.write_batch(out)  # Parquet: a row group per batch
+            faults.point("scoring-batch")
             summary.add(counted)
             if len(preview) < PREVIEW_ROWS:
                 preview += preview_rows(out.slice(0, PREVIEW_ROWS - len(preview)))

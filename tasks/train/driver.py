@@ -24,6 +24,11 @@ CHUNK_SECONDS = 0.5
 #: The first chunk's epochs: small, so the first progress report comes quickly.
 FIRST_CHUNK = 16
 
+#: Unless training.checkpoint_every says otherwise, a snapshot is saved after about this much training.
+SNAPSHOT_SECONDS = 10.0
+#: "Saved training state" is logged at most this often (a snapshot every 1000 cheap epochs is many a second).
+SNAPSHOT_LOG_SECONDS = 10.0
+
 #: Called after each chunk with (number of the chunk's first epoch, values [count, fields, K], field names).
 Progress = Callable[[int, np.ndarray, list[str]], None]
 #: Called with a message when training resumes, saves a snapshot or picks a fast path.
@@ -38,12 +43,35 @@ class Hooks:
     progress: Optional[Progress] = None
     notify: Optional[Notify] = None
     resume: Optional[ResumePoint] = None
-    checkpoint_every: int = 1000  # epochs between snapshots (training.checkpoint_every)
+    checkpoint_every: Optional[int] = None  # epochs between snapshots (training.checkpoint_every); None: by time
     until: Optional[int] = None  # stop at this epoch (a rung of successive halving) and save a snapshot to go on
+    warn: Optional[Notify] = None  # something went wrong that training recovers from (an unreadable snapshot)
+    last_save: float = field(default_factory=time.monotonic)
+    last_said: float = float("-inf")
 
     def say(self, message: str) -> None:
         if self.notify:
             self.notify(message)
+
+    def snapshot_due(self, done: int) -> bool:
+        """Whether a snapshot is due after `done` epochs: every `checkpoint_every` epochs, else by time."""
+        if self.resume is None:
+            return False
+        if self.checkpoint_every:
+            return done % self.checkpoint_every == 0
+        return time.monotonic() - self.last_save >= SNAPSHOT_SECONDS
+
+    def save(self, snapshot: Snapshot) -> None:
+        """Save a snapshot; say so now and then (the first time, then at most every SNAPSHOT_LOG_SECONDS)."""
+        self.resume.save(snapshot)
+        self.last_save = now = time.monotonic()
+        if now - self.last_said >= SNAPSHOT_LOG_SECONDS:
+            self.last_said = now
+            self.say(f"Saved training state at epoch {snapshot.epoch}")
+
+    def restore(self) -> Optional[Snapshot]:
+        """The saved snapshot to resume from, if there is a usable one (an unreadable one is warned about)."""
+        return self.resume.load(self.warn or self.notify) if self.resume else None
 
 
 class TrainingDiverged(RunError):
@@ -83,11 +111,13 @@ class DivergenceGuard:
             raise failure
 
 
-def _save(step, chunks: list[np.ndarray], done: int, hooks: Hooks) -> None:
-    history = np.concatenate(chunks)
-    hooks.resume.save(Snapshot(done, [np.asarray(v.numpy()) for v in step.variables()], [],
-                               {name: history[:, j] for j, name in enumerate(step.names)}))
-    hooks.say(f"Saved training state at epoch {done}")
+def _save(step, chunks: list[np.ndarray], unsaved: int, done: int, hooks: Hooks) -> int:
+    """Save the state after `done` epochs with only the rows since the last save (`chunks[unsaved:]`), so a
+    save costs its own epochs; returns the new `unsaved`."""
+    recent = np.concatenate(chunks[unsaved:]) if len(chunks) > unsaved else np.zeros((0, len(step.names), step.trials))
+    hooks.save(Snapshot(done, [np.asarray(v.numpy()) for v in step.variables()], [],
+                        {name: recent[:, j] for j, name in enumerate(step.names)}, start=done - len(recent)))
+    return len(chunks)
 
 
 @dataclass
@@ -113,7 +143,7 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
     guard = DivergenceGuard(divergence_factor, initial[0], learning_rates)
     chunks: list[np.ndarray] = []
     done = 0
-    snapshot = hooks.resume.load() if hooks.resume else None
+    snapshot = hooks.restore()
     if snapshot is not None:
         for var, value in zip(step.variables(), snapshot.weights + snapshot.optimizer, strict=True):
             var.assign(value)
@@ -124,8 +154,9 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
     failures: dict[int, TrainingDiverged] = {}
     stopped_early = False
     count = FIRST_CHUNK
-    every = hooks.checkpoint_every if hooks.resume else epochs  # chunks end where a snapshot is due
+    every = hooks.checkpoint_every if hooks.resume and hooks.checkpoint_every else epochs  # chunks end at snapshots
     target = epochs if hooks.until is None else min(epochs, hooks.until)
+    unsaved = len(chunks)  # chunks[unsaved:] hold the rows since the last snapshot
     started = time.perf_counter()
     while done < target and len(failures) < step.trials:
         next_save = (done // every + 1) * every
@@ -155,16 +186,15 @@ def drive(step, epochs: int, divergence_factor: Optional[float], learning_rates,
         if ran < count:  # early stopping ended training inside the chunk
             stopped_early = True
             break
-        if hooks.resume and done == next_save and done < target:
-            _save(step, chunks, done, hooks)
+        if done < target and hooks.snapshot_due(done):
+            unsaved = _save(step, chunks, unsaved, done, hooks)
         count = int(max(1, count * CHUNK_SECONDS / max(elapsed, 1e-6)))
     if done < epochs and not stopped_early and len(failures) < step.trials:  # a budget (`hooks.until`): training goes on later
         if hooks.resume:
-            _save(step, chunks, done, hooks)
+            _save(step, chunks, unsaved, done, hooks)
         values = np.concatenate(chunks) if chunks else np.zeros((0, len(step.names), step.trials), np.float32)
         return Drive(step.names, initial, values, failures, time.perf_counter() - started, resumed_from)
-    if hooks.resume:
-        hooks.resume.clear()
+    # The snapshot stays until the caller has the result safe (flows.run.nodes clears it after the cache write).
     stopping = getattr(step, "stopping", None)
     restored = stopping.finish() if stopping is not None else None
     if stopping is not None and bool(stopping.stopped.numpy()):

@@ -31,7 +31,7 @@ class _KerasSnapshots:
         self.hooks, self.model, self.optimizer = hooks, model, optimizer
 
     def restore(self) -> Optional[Snapshot]:
-        snapshot = self.hooks.resume.load() if self.hooks.resume else None
+        snapshot = self.hooks.restore()
         if snapshot is None:
             return None
         models.set_weights(self.model, snapshot.weights)
@@ -43,9 +43,8 @@ class _KerasSnapshots:
     def save(self, epoch: int, columns: dict[str, np.ndarray]) -> None:
         if self.hooks.resume is None:
             return
-        self.hooks.resume.save(Snapshot(epoch, models.get_weights(self.model),
-                                        [np.asarray(v.numpy()) for v in optimizer_variables(self.optimizer)], columns))
-        self.hooks.say(f"Saved training state at epoch {epoch}")
+        self.hooks.save(Snapshot(epoch, models.get_weights(self.model),
+                                 [np.asarray(v.numpy()) for v in optimizer_variables(self.optimizer)], columns))
 
 
 class _HistoryCallback(keras.callbacks.Callback):
@@ -70,8 +69,7 @@ class _HistoryCallback(keras.callbacks.Callback):
         self.rows.append({"epoch": epoch + 1, **{n: float(v) for n, v in zip(self.evaluator.names, values)}})
         if self.stopping is not None:
             self._early_stopping(epoch + 1, float(values[self.evaluator.names.index(self.stopping.monitor)]))
-        every = self.hooks.checkpoint_every
-        if (epoch + 1) % every == 0 and epoch + 1 < self.params["epochs"]:
+        if epoch + 1 < self.params["epochs"] and self.hooks.snapshot_due(epoch + 1):
             self.snapshots.save(epoch + 1, columns_of(self.rows))
 
     def _early_stopping(self, epoch: int, value: float) -> None:
@@ -134,8 +132,7 @@ def train_keras(model: models.Model, data: Dataset, spec: TrainingSpec, seed: in
     partial = stop < spec.epochs and not callback.stopped
     if partial and hooks.resume:  # training goes on from here later
         snapshots.save(len(rows), columns_of(rows))
-    elif hooks.resume:
-        hooks.resume.clear()
+    # otherwise the snapshot stays until the result is cached (flows.run.nodes)
     restored_epoch = None if partial else callback.restore()
     monitor = spec.early_stopping.monitor if spec.early_stopping else None
     maximize = bool(monitor) and monitor.removeprefix("val_") in MAXIMISED

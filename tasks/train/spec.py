@@ -144,9 +144,11 @@ class TrainingSpec(Section):
         None, description="Reshuffle minibatches every epoch (seeded by the spec's seed). Unset: on when batch_size "
         "is set (as in Keras), off for the full batch (the guide's case).",
     )
-    checkpoint_every: Annotated[int, NOT_KEYED] = Field(
-        1000, ge=1, le=10_000_000,
-        description="Save resumable training state every this many epochs; a killed run resumes from the last one.",
+    checkpoint_every: Annotated[Optional[int], NOT_KEYED] = Field(
+        None, ge=1, le=10_000_000,
+        description="Save resumable training state every this many epochs; a killed run resumes from the last one. "
+        "Unset: about every 10 seconds of training, so snapshots cost a short run nothing and a long one a few "
+        "percent (each is fsync'd twice).",
     )
     early_stopping: Optional[EarlyStoppingSpec] = Field(None, description="Stop when a metric stops improving.")
     lr_schedule: Optional[LrScheduleSpec] = Field(None, description="Change the learning rate over training.")
