@@ -147,7 +147,8 @@ def test_a_new_kind_replaces_the_section_under_extends_and_set_and_a_same_kind_m
     assert load_spec(child).model.model_dump() == {"kind": "linear", "init": {"w": 5.0, "b": 0.0}}
     assert load_spec(tmp_path / "parent.yaml", ["model.kind=linear"]).model.kind == "linear"
     same = write_spec(tmp_path, "extends: parent.yaml\nname: wide\nmodel: {kind: mlp, hidden: [16]}\n", "same.yaml")
-    assert load_spec(same).model.model_dump() == {"kind": "mlp", "hidden": [16], "activation": "relu", "dropout": 0.0}
+    assert load_spec(same).model.model_dump() == {"kind": "mlp", "hidden": [16], "activation": "relu", "dropout": 0.0,
+                                                  "init_seed": None}
     assert load_spec(tmp_path / "parent.yaml", ["training.optimizer.kind=sgd"]).training.optimizer.learning_rate \
         == 0.01, "an optimizer's kind is a value, not a schema: its other fields stay"
 
