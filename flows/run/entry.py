@@ -58,9 +58,9 @@ def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
 
         spec = validate_data(spec.model_dump(mode="json") if hasattr(spec, "model_dump") else spec,
                              source="parameters", lanes=lanes)
+        if lanes is not None and spec.sweep is not None:
+            lanes.check_sweep(spec.sweep)  # before check_sweep reads any swept value's data file
         check_sweep(spec)
-    if lanes is not None and spec.sweep is not None:
-        lanes.check_sweep(spec.sweep)
     seed = resolve_seed(spec)
     if spec.sweep is not None:
         from flows.run.sweep import run_sweep

@@ -26,10 +26,11 @@ from flows.run.trials import Trial, fused_key
 
 
 def record(trial: Trial, state: str, error: Optional[str] = None, result=None, **extra) -> dict:
-    """A trial's line in the sweep: the same fields whichever way it trained."""
+    """A trial's line in the sweep: the same fields whichever way it trained. `seconds` is the trial's own
+    training time when it trained alone; a fused trial's is None (its group's task line has the time)."""
     out = {"id": trial.id, "values": trial.values, "key": trial.key, "state": state, "error": error,
            "metrics": result.metrics if result else {}, "history": result.columns if result else {},
-           "initial": result.initial if result else {}, "path": None, "tasks": {}}
+           "initial": result.initial if result else {}, "path": None, "tasks": {}, "seconds": None}
     if result is not None and "w" in result.initial:
         out["weights"] = {"w": result.metrics["w"], "b": result.metrics["b"]}
     return {**out, **extra}
