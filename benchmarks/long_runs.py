@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import statistics
-import re
 import subprocess
 import sys
 import tempfile

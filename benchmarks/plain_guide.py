@@ -1,6 +1,6 @@
 """The guide spec's work as a plain script (no Prefect, no cache, no store): the orchestration baseline.
 
-It ends the way `trainflow` does (`flows.process`: no heap teardown at exit), so the comparison counts
+It ends the way `trainflow` does (`flows.process.ending`: no heap teardown at exit), so the comparison counts
 Prefect's cost, not a difference in how the two processes exit."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import common  # noqa: F401
 import numpy as np
 
-from flows import process
+from flows.process import ending
 from flows.spec import Spec
 from flows.spec.load import load_spec
 from tasks.checkpoint import save as checkpoints
@@ -39,5 +39,5 @@ def work(spec: Spec) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    process.install()
+    ending.install()
     print(work(load_spec(sys.argv[1])))

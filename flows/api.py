@@ -1,6 +1,6 @@
 """`run_spec` and `predict`: the Python entry points, the same runs the CLI makes, for notebooks and scripts.
 
-`choose_server` (from `flows/startup.py`) points a notebook at the running `trainflow server` before it imports
+`choose_server` (from `flows/process/startup.py`) points a notebook at the running `trainflow server` before it imports
 Prefect itself, e.g. to create an automation there (README).
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
+from flows.process.startup import choose_server, in_process_settings, prepare, start_temporary_server  # noqa: F401
 from flows.spec import Spec
 from flows.spec.load import load_spec
-from flows.startup import choose_server, in_process_settings, prepare, start_temporary_server  # noqa: F401
 
 # `choose_server` is imported for notebooks (see the docstring).
 
@@ -42,7 +42,7 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
     resolved = as_spec(spec, overrides)
     from prefect import tags
 
-    from flows import crashed, outcome
+    from flows.process import crashed, outcome
     from flows.run.entry import trainflow_run
     from flows.run.options import RunOptions
     from flows.run.plan import artifact_root
@@ -92,8 +92,8 @@ def predict(model: str, input: Union[str, Path], output: Union[str, Path], artif
     prepare(debug=tracebacks)
     from prefect import tags
 
-    from flows import crashed, outcome
     from flows.lifecycle.predict import trainflow_predict
+    from flows.process import crashed, outcome
 
     try:
         start_temporary_server()

@@ -142,7 +142,7 @@ def test_an_unreadable_snapshot_restarts_training_with_a_warning_instead_of_fail
 # --------------------------------------------------------------------------- 5. nothing orphaned
 
 def _server_children(pid: int) -> list[int]:
-    from flows.watchdog import server_children
+    from flows.process.watchdog import server_children
 
     return server_children(pid)
 

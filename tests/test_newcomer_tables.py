@@ -18,8 +18,6 @@ from tasks.data.spec import BlobsData, MoonsData
 from tasks.data.synthetic import generate_table
 from tests.conftest import SPECS, trainflow, write_spec
 
-
-
 # --------------------------------------------------------------------------- baselines, computed here
 
 
@@ -231,9 +229,9 @@ def test_table_fields_are_refused_where_they_would_do_nothing_and_a_linear_table
     assert "data.normalize: applies to tables only" in out.stderr and "data.target" in out.stderr
     assert out.stderr.startswith(f"{bad}:3:8: data.normalize")
 
+    from flows.spec.load import load_spec
     from tasks.data import load as data
     from tasks.model import models
-    from flows.spec.load import load_spec
 
     table = write_spec(tmp_path, "name: engel\ndata: {kind: csv, path: engel.csv, target: food}\n"
                                  "model: {kind: linear, init: {w: 0.25, b: -3.0}}\n", name="table.yaml")

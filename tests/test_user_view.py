@@ -237,7 +237,7 @@ def test_a_log_loss_axis_is_labelled_at_1_2_and_5_of_each_decade_and_a_narrow_ra
 def test_tensorflows_start_up_lines_are_dropped_unless_debug(tmp_path, artifacts):
     """TensorFlow's native libraries print absl's start-up notices (no CUDA drivers, …) while it is imported,
     before TF_CPP_MIN_LOG_LEVEL applies; on this CPU machine, twice per run."""
-    from flows.startup import START_UP_LINE
+    from flows.process.startup import START_UP_LINE
 
     spec = write_spec(tmp_path, GUIDE_SMALL)
     quiet = trainflow("run", str(spec), "--no-cache")

@@ -7,11 +7,11 @@ from flows.cli.app import app
 
 
 def main() -> None:
-    from flows import process
+    from flows.process import ending
 
-    process.install()
+    ending.install()
     try:
         app()
     except SystemExit as done:
-        process.set_exit_code(done.code)
+        ending.set_exit_code(done.code)
         raise

@@ -68,7 +68,7 @@ def errors(debug: bool, label: str = "", failure: str = "failed") -> Iterator[No
     except Exception as exc:  # a failed run (the task's own exception) or an unexpected error
         if debug:
             raise
-        from flows.outcome import PublishedThenFailed
+        from flows.process.outcome import PublishedThenFailed
 
         if getattr(exc, "server_lost", False):  # Prefect's event and log queues would wait on it for minutes
             published = isinstance(exc, PublishedThenFailed)
@@ -76,7 +76,7 @@ def errors(debug: bool, label: str = "", failure: str = "failed") -> Iterator[No
                        + ("" if published or failure != "run failed" else " (nothing was published for it)"), err=True)
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(1)  # the temporary server, if any, is stopped by its watchdog (flows.watchdog)
+            os._exit(1)  # the temporary server, if any, is stopped by its watchdog (flows.process.watchdog)
         if isinstance(exc, PublishedThenFailed):
             fail(f"{label}run failed after publishing: {exc} (--debug shows the traceback)", 1)
         if failure == "run failed":

@@ -99,7 +99,7 @@ def _announce(series: str, moved: dict, debug: bool) -> None:
     event = events.alias_event(series, moved)
     if event is None:
         return  # it already held the alias: nothing happened
-    from flows.startup import prepare
+    from flows.process.startup import prepare
 
     if prepare(debug).api_url is None:
         typer.echo("(no Prefect server is running, so no event was sent; `trainflow server start` runs one)", err=True)

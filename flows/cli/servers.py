@@ -37,7 +37,7 @@ def serve(paths: List[Path] = typer.Argument(..., help="Spec files or folders of
     (restart to resume them)."""
     with errors(debug):
         laned = _lanes(load_all(paths, overrides, with_paths=True), artifacts, data_roots)
-        from flows.startup import prepare
+        from flows.process.startup import prepare
 
         prepare(debug)  # before flows.serve.deploy imports Prefect
         from flows.serve.deploy import deployment_name, serve_specs
@@ -55,7 +55,7 @@ def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders o
     held to the artifact root and data roots chosen here."""
     with errors(debug):
         laned = _lanes(load_all(paths, overrides, with_paths=True), artifacts, data_roots)
-        from flows.startup import prepare
+        from flows.process.startup import prepare
 
         prepare(debug)  # before flows.serve.deploy imports Prefect
         from flows.serve.deploy import deploy_specs, deployment_name

@@ -11,7 +11,7 @@ Every event is related to its spec (`trainflow.spec.<name>`, role `spec`), so on
 whole life. An automation that starts a scoring deployment when `production` moves matches
 `{"trainflow.alias": "production", "trainflow.name": "<name>"}` on `trainflow.alias.moved` (README).
 
-Prefect is imported only when an event is emitted, after the process chose its server (`flows.startup`):
+Prefect is imported only when an event is emitted, after the process chose its server (`flows.process.startup`):
 importing it earlier sent `trainflow alias`'s events to a temporary server of its own. A command that emits one
 event and ends (`trainflow alias`) beside the local `trainflow server` posts it to that server's REST endpoint
 for events (`POST /api/events`, the route Prefect's own ephemeral client uses) instead of importing Prefect,
@@ -30,8 +30,8 @@ from typing import Any, Optional
 
 def emit_event(**event: Any) -> None:
     """Prefect's `emit_event` (which relates the event to the current flow run, if any), to the server this
-    process chose (`flows.startup.chosen`); delivered by Prefect's background worker."""
-    from flows.startup import chosen
+    process chose (`flows.process.startup.chosen`); delivered by Prefect's background worker."""
+    from flows.process.startup import chosen
 
     chosen()
     from prefect.events import emit_event as emit
@@ -43,7 +43,7 @@ def send_now(event: dict) -> None:
     """Deliver one event before returning, to the server this process chose: over its REST API when it is the
     local `trainflow server` (no Prefect import), else through Prefect's client, drained at once (instead of
     at exit, with its "Still processing items" notice). Raises OSError when the server refuses it."""
-    from flows.startup import chosen
+    from flows.process.startup import chosen
 
     server = chosen()
     if server.source == "trainflow server":

@@ -49,9 +49,9 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
     from prefect.artifacts import create_table_artifact
     from prefect.runtime import deployment
 
-    from flows import crashed
-    from flows.besteffort import best_effort, reset
     from flows.lifecycle import events
+    from flows.process import crashed
+    from flows.process.besteffort import best_effort, reset
     from flows.serve.lanes import current
     from tasks.scoring.inputs import check_input
     from tasks.scoring.model import file_format

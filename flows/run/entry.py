@@ -42,8 +42,8 @@ def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
     validated here, with the CLI's messages."""
     from prefect.runtime import deployment
 
-    from flows import crashed
-    from flows.besteffort import reset
+    from flows.process import crashed
+    from flows.process.besteffort import reset
     from flows.serve.lanes import current
 
     reset()  # a new run tries the Prefect server again

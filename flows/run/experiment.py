@@ -15,7 +15,7 @@ from typing import Any, Optional
 from prefect import get_run_logger
 from prefect.context import TagsContext
 
-from flows.besteffort import best_effort
+from flows.process.besteffort import best_effort
 from flows.run.graph import NODES, Node
 from flows.run.nodes import run_node
 from flows.run.options import RunOptions

@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.besteffort import best_effort
+from flows.process.besteffort import best_effort
 from flows.run.cache import through_cache
 from flows.run.graph import BY_NAME
 from tasks.publish.report import logged_epochs, report_line

@@ -15,4 +15,4 @@ class RunOptions(BaseModel):
     refresh: bool = Field(False, description="Recompute every task (every trial's too) and overwrite its cache entry.")
     use_cache: bool = Field(True, description="Read and write the task cache; false leaves no task cached.")
     run_token: Optional[str] = Field(None, description="Recorded in the manifest of the version this run publishes, "
-                                     "so a run that fails afterwards can say which version it left (flows.outcome).")
+                                     "so a run that fails afterwards can say which version it left (flows.process.outcome).")

@@ -14,13 +14,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TagsContext
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.besteffort import best_effort
+from flows.process.besteffort import best_effort
 from flows.run.plan import Plan
 from flows.spec import Spec
 
 #: The Prefect UI's history table shows at most this many rows; history.csv in the version has them all.
 HISTORY_TABLE_ROWS = 500
-#: What each run token's publish found or made in this process (flows.outcome reads it when the run fails later).
+#: What each run token's publish found or made in this process (flows.process.outcome reads it when the run fails later).
 OUTCOMES: dict[str, dict] = {}
 
 

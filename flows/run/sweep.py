@@ -28,13 +28,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.besteffort import best_effort
+from flows.process.besteffort import best_effort
 from flows.run.experiment import GraphRunner, task_run_tags
 from flows.run.fused import linear_outputs, record, train_linear_group, train_network_groups
+from flows.run.halving import run_halving
 from flows.run.options import RunOptions
 from flows.run.plan import Plan, artifact_root
 from flows.run.publish import FigureSet, after_publish, experiment_files, publish_and_record, version_plots
-from flows.run.halving import run_halving
 from flows.run.trials import Trial, TrialGroup, expand, path_used, trial_groups
 from flows.spec import Spec
 from flows.spec.keys import keyed

@@ -7,7 +7,7 @@ spec becomes a `trainflow-predict` deployment. Each deployment's lanes (its arti
 schema check: the flow validates them itself, so a bad value edited in the UI fails the run with the same
 positioned message the CLI prints. Each `schedule:` entry becomes a Prefect schedule; its `overrides`
 become that schedule's own parameters. Importing this module imports Prefect: callers choose the server first
-(`flows.startup.prepare`).
+(`flows.process.startup.prepare`).
 """
 
 from __future__ import annotations

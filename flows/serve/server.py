@@ -4,7 +4,7 @@ Without `PREFECT_API_URL`, every Prefect process starts a temporary server of it
 fresh database). `trainflow server start` runs one long-lived `prefect server start` on the same
 `PREFECT_HOME` database instead, so every earlier run is in its UI, and records where it listens in
 `$PREFECT_HOME/trainflow-server.json`. While it answers, trainflow's commands use it by themselves
-(`flows.startup.choose_server`, called before Prefect is imported). A record whose process died, or whose port
+(`flows.process.startup.choose_server`, called before Prefect is imported). A record whose process died, or whose port
 does not answer, is noticed and removed, never trusted. Nothing here imports Prefect.
 """
 

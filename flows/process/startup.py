@@ -122,7 +122,7 @@ def start_temporary_server() -> None:
                 client.api_healthcheck()
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    from flows.watchdog import guard_temporary_server
+    from flows.process.watchdog import guard_temporary_server
 
     guard_temporary_server()  # it stops with this process, even one killed without running atexit
 
