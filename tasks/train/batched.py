@@ -115,28 +115,36 @@ def apply_updates(kind: str, nesterov: bool, variables, grads, slots, rate, hype
     """One optimizer step on every trial whose `active` is true ([K] bool); frozen trials keep their weights and
     state. `rate` [K] is this step's learning rate, `hyper` the per-trial vectors (weight_decay, beta_1, beta_2,
     epsilon, momentum), `iterations` [K] the steps each trial has taken, `slots` the optimizer's state per
-    variable (Adam: m, v; SGD with momentum: m)."""
-    t = tf.cast(iterations, tf.float32) + 1.0
+    variable (Adam: m, v; SGD with momentum: m).
+
+    Why this shape: the step runs once per minibatch with no XLA, so its cost is the number of ops, not their
+    size. Every per-trial factor (the bias-corrected rate, the gates) is computed once per step as a [K]
+    vector and reshaped once per variable rank; a frozen trial is gated by a factor of 0 in the update
+    (m += 0·…) instead of a `tf.where` per state tensor. ~14 ops per variable instead of ~35."""
+    on = tf.cast(active, tf.float32)
+    lr = on * rate
+    decay = 1.0 - lr * hyper["weight_decay"]  # Keras 3's decoupled weight decay, before the update
+    if kind in ("adam", "adamw"):
+        t = tf.cast(iterations, tf.float32) + 1.0
+        b1, b2 = hyper["beta_1"], hyper["beta_2"]
+        factors = {"c1": on * (1.0 - b1), "c2": on * (1.0 - b2), "eps": hyper["epsilon"], "decay": decay,
+                   "alpha": lr * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))}
+    else:
+        factors = {"on": on, "lr": lr, "momentum": hyper["momentum"], "decay": decay}
+    shaped: dict[int, dict] = {}
     for i, (var, grad) in enumerate(zip(variables, grads)):
-        on = per_trial(active, var)
-        lr = per_trial(rate, var)
-        wd = per_trial(hyper["weight_decay"], var)
-        decayed = var - var * wd * lr  # Keras 3's decoupled weight decay, before the update
+        rank = len(var.shape)
+        if rank not in shaped:
+            shaped[rank] = {name: per_trial(value, var) for name, value in factors.items()}
+        f = shaped[rank]
         if kind in ("adam", "adamw"):
             m, v = slots[i]
-            b1, b2 = per_trial(hyper["beta_1"], var), per_trial(hyper["beta_2"], var)
-            eps = per_trial(hyper["epsilon"], var)
-            new_m = m + (grad - m) * (1.0 - b1)
-            new_v = v + (tf.square(grad) - v) * (1.0 - b2)
-            tk = per_trial(t, var)
-            alpha = lr * tf.sqrt(1.0 - tf.pow(b2, tk)) / (1.0 - tf.pow(b1, tk))
-            new = decayed - new_m * alpha / (tf.sqrt(new_v) + eps)
-            m.assign(tf.where(on, new_m, m))
-            v.assign(tf.where(on, new_v, v))
-        else:  # sgd
-            momentum = per_trial(hyper["momentum"], var)
+            m.assign_add(f["c1"] * (grad - m))
+            v.assign_add(f["c2"] * (tf.square(grad) - v))
+            var.assign(var * f["decay"] - f["alpha"] * m / (tf.sqrt(v) + f["eps"]))
+        else:  # sgd, Keras's form: m = momentum·m - lr·g; w += m (nesterov: w += momentum·m - lr·g)
             (m,) = slots[i]
-            new_m = momentum * m - lr * grad
-            new = decayed + (momentum * new_m - lr * grad if nesterov else new_m)
-            m.assign(tf.where(on, new_m, m))
-        var.assign(tf.where(on, new, var))
+            step = f["lr"] * grad
+            new_m = f["momentum"] * m - step
+            m.assign_add(f["on"] * (new_m - m))
+            var.assign(var * f["decay"] + f["on"] * (f["momentum"] * new_m - step if nesterov else new_m))

@@ -122,7 +122,7 @@ class NetworkStep:
         def forward(inputs, training: bool, noise_step=None):
             h = inputs
             for l in range(layers):
-                h = tf.einsum("bi,kio->kbo" if l == 0 else "kbi,kio->kbo", h, self.kernels[l])
+                h = tf.matmul(h[None] if l == 0 else h, self.kernels[l])  # [K, b, o]; one op, broadcast over K
                 h = h + self.biases[l][:, None, :]
                 if l < layers - 1:
                     h = act(h)
