@@ -259,6 +259,8 @@ def test_a_server_lost_during_publish_is_a_bounded_one_line_failure_naming_the_p
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+    if fault == "hung":  # the next start's marking is the same for both faults: checked once, below
+        return
 
     server, url = _start_server(home)  # the same database, as the next `trainflow server start` would be
     try:
