@@ -58,10 +58,10 @@ def test_hostile_spec_gets_a_one_screen_error_exit_2_and_writes_nothing(path, ar
 def test_nesting_thousands_deep_is_one_line_exit_2_in_under_a_second(tmp_path, text):
     path = tmp_path / "deep.yaml"
     path.write_text(text)
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU time: a loaded CI machine does not stretch it
     with pytest.raises(SpecError) as caught:
         load_spec(path)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert len(caught.value.problems) == 1 and "nested deeper than 50 levels" in str(caught.value)
     out = trainflow("validate", str(path))
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
