@@ -103,9 +103,9 @@ def main() -> None:
           "same losses (the final training loss of each side's weights on the same 65,536 rows). "
           f"Keras trainer: {'met' if t_plain / t_keras >= 3 else 'NOT met'}; manual trainer: "
           f"{'met' if t_loop / t_manual >= 3 else 'NOT met'}. The manual side's baseline is already a compiled "
-          "step (5-6 s per epoch against plain fit's 9-10 s); without XLA, which compiles this loop for minutes "
-          "with the table as a constant, each minibatch costs its op count (forward, gradients, ~14 ops per "
-          "variable for Adam's update).")
+          "step (5-6 s per epoch against plain fit's 9-10 s). Without XLA (which compiles this loop for minutes "
+          "with the table as a constant) a minibatch costs its op count, so the network step keeps it small: "
+          "per-trial optimizer factors once per step, rows by gather, ~14 ops per variable for Adam.")
 
 
 if __name__ == "__main__":

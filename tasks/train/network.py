@@ -119,6 +119,8 @@ class NetworkStep:
         act = ACTIVATIONS[shape.activation]
         order_pad = steps * batch - n  # the last batch is padded to a full one and masked
 
+        any_dropout = bool(np.any([s.dropout for s in settings]))
+
         def forward(inputs, training: bool, noise_step=None):
             h = inputs
             for l in range(layers):
@@ -126,7 +128,7 @@ class NetworkStep:
                 h = h + self.biases[l][:, None, :]
                 if l < layers - 1:
                     h = act(h)
-                    if training and np.any([s.dropout for s in settings]):
+                    if training and any_dropout:
                         noise = tf.random.stateless_uniform(tf.shape(h)[1:], seed=tf.stack([seed_t + 1000 + l, noise_step]))
                         rate_l = dropout[:, None, None]
                         h = tf.where(noise[None] >= rate_l, h / (1.0 - rate_l), 0.0)
@@ -179,27 +181,29 @@ class NetworkStep:
         self.stopped = tf.Variable(tf.zeros([k], tf.bool))
         self.trained = tf.Variable(tf.zeros([k], tf.int32))  # epochs each trial has trained
 
-        def one_batch(epoch, j, order, mask_all):
-            rows = order[j * batch:(j + 1) * batch]
-            mask = mask_all[j * batch:(j + 1) * batch]
-            active = tf.logical_and(epoch < epochs, tf.logical_not(self.stopped))
+        def one_batch(epoch, j, order, masks, active, counted):
+            """One minibatch for every trial. Why rows by `tf.gather(order, j)` and `active` from the epoch:
+            with no XLA a step costs its op count, and a tensor slice costs three ops more than a gather."""
+            rows, mask = tf.gather(order, j), tf.gather(masks, j)
+            noise_step = tf.cast(epoch * steps + j, tf.int64) if any_dropout else None
             with tf.GradientTape() as tape:
-                losses = loss_fn(tf.gather(y, rows), forward(tf.gather(x, rows), True, tf.cast(epoch * steps + j, tf.int64)),
-                                 mask)
+                losses = loss_fn(tf.gather(y, rows), forward(tf.gather(x, rows), True, noise_step), mask)
                 total = tf.reduce_sum(tf.where(active, losses, 0.0))
             grads = tape.gradient(total, params)
             lr = batched.learning_rates(shape.schedule, rate, self.iterations, decay_steps, decay_rate, alpha)
             batched.apply_updates(shape.optimizer, shape.nesterov, params, grads, self.slots, lr, hyper,
                                   self.iterations, active)
-            self.iterations.assign_add(tf.cast(active, tf.int64))
+            self.iterations.assign_add(counted)
 
         def one_epoch(epoch):
             order = shuffled(n, seed_t, epoch) if shape.shuffle else tf.range(n)
-            order = tf.concat([order, tf.zeros([order_pad], tf.int32)], 0)
-            mask_all = tf.concat([tf.ones([n]), tf.zeros([order_pad])], 0)
+            order = tf.reshape(tf.concat([order, tf.zeros([order_pad], tf.int32)], 0), [steps, batch])
+            masks = tf.reshape(tf.concat([tf.ones([n]), tf.zeros([order_pad])], 0), [steps, batch])
+            active = tf.logical_and(epoch < epochs, tf.logical_not(self.stopped))  # fixed within an epoch
+            counted = tf.cast(active, tf.int64)
 
             def body(j):
-                one_batch(epoch, j, order, mask_all)
+                one_batch(epoch, j, order, masks, active, counted)
                 return j + 1
 
             tf.while_loop(lambda j: j < steps, body, (tf.constant(0),))
