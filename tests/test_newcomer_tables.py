@@ -67,6 +67,13 @@ def _run_minimal(folder: Path, text: str) -> dict:
     return run_spec(spec, artifacts=str(folder / "artifacts"))
 
 
+def _run_generated(folder: Path, data, features: list[str]):
+    """A two-line spec on a generated set, and the same rows regenerated here: (result, x, labels, train, test)."""
+    result = _run_minimal(folder, f"name: {data.kind}\ndata: {{kind: {data.kind}}}\n")
+    columns, labels = generate_table(data, result["seed"])
+    return (result, np.column_stack([columns[f] for f in features]), labels, *_held_out(result, len(labels)))
+
+
 # --------------------------------------------------------------------------- the tables
 
 
@@ -74,10 +81,7 @@ def _run_minimal(folder: Path, text: str) -> dict:
 @pytest.mark.usefixtures("prefect_server")
 def test_two_moons_from_a_two_line_spec_beat_a_logistic_regression(tmp_path):
     """Not linearly separable: the default model must clearly beat the best straight line."""
-    result = _run_minimal(tmp_path, "name: moons\ndata: {kind: moons}\n")
-    columns, labels = generate_table(MoonsData(kind="moons"), result["seed"])
-    x = np.column_stack([columns["x0"], columns["x1"]])
-    train, test = _held_out(result, len(labels))
+    result, x, labels, train, test = _run_generated(tmp_path, MoonsData(kind="moons"), ["x0", "x1"])
     logistic = _logistic_accuracy(x, labels, train, test)
     accuracy = result["metrics"]["test_accuracy"]
     assert accuracy >= logistic + 0.05, (accuracy, logistic)
@@ -90,10 +94,7 @@ def test_two_moons_from_a_two_line_spec_beat_a_logistic_regression(tmp_path):
 @pytest.mark.usefixtures("prefect_server")
 def test_three_blobs_from_a_two_line_spec_match_a_logistic_regression(tmp_path):
     """Linearly separable classes: the default model does as well as logistic regression, far above chance."""
-    result = _run_minimal(tmp_path, "name: blobs\ndata: {kind: blobs}\n")
-    columns, labels = generate_table(BlobsData(kind="blobs"), result["seed"])
-    x = np.column_stack([columns["f0"], columns["f1"]])
-    train, test = _held_out(result, len(labels))
+    result, x, labels, train, test = _run_generated(tmp_path, BlobsData(kind="blobs"), ["f0", "f1"])
     accuracy = result["metrics"]["test_accuracy"]
     assert accuracy >= _logistic_accuracy(x, labels, train, test) - 0.05, "within 6 of the 120 test rows"
     assert accuracy >= _majority_accuracy(labels, train, test) + 0.25
