@@ -8,6 +8,7 @@ cost ~8 s each and, run concurrently, loses task states). The whole session uses
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -126,10 +128,78 @@ def artifacts(tmp_path, monkeypatch) -> Path:
     return root
 
 
-def trainflow(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the installed `trainflow` console script as a user would."""
+def trainflow_process(*args: str, env: dict | None = None, cwd: Path | None = None,
+                      timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed `trainflow` console script in a process of its own, as a user would. Each one pays
+    Python's, TensorFlow's and Prefect's start (seconds of CPU), so a test uses it only where the process is
+    the point, and says why in a `# own process:` comment at the call (`tests/test_design.py` checks)."""
     return subprocess.run([str(BIN / "trainflow"), *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
+
+
+@dataclass
+class Ran:
+    """What a command did: its exit code and what it wrote, as `subprocess.run` reports them."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _Lines(logging.Handler):
+    """Prefect's log records, formatted as its console shows them, into the command's stderr."""
+
+    def __init__(self, stream, formatter):
+        super().__init__()
+        self.stream = stream
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream.write(self.format(record) + "\n")
+
+
+def trainflow(*args: str, env: dict | None = None, cwd: Path | None = None) -> Ran:
+    """Run a `trainflow` command in this process: the same Typer app, exit codes, stdout and stderr (Prefect's
+    run log included, formatted as its console prints it) as the console script, without paying for a new
+    Python, TensorFlow and Prefect per command. `env` sets (a value of None: unsets) variables for the call."""
+    import contextlib
+    import io
+    import traceback
+
+    import prefect  # noqa: F401  (its logging is configured on import: the handler below goes beside its own)
+
+    from flows.cli import app
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    console = next((h for h in logging.getLogger("prefect").handlers if isinstance(h, logging.StreamHandler)), None)
+    lines = _Lines(err, console.formatter if console else logging.Formatter("%(levelname)s %(name)s - %(message)s"))
+    loggers = [logging.getLogger("prefect"), logging.getLogger()]
+    code = 0
+    try:
+        for name, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        os.chdir(cwd or ROOT)
+        for logger in loggers:
+            logger.addHandler(lines)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                app(args=list(args), prog_name="trainflow")
+            except SystemExit as done:
+                code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+            except Exception:  # what the console script would print before exiting 1
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        for logger in loggers:
+            logger.removeHandler(lines)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 def run_and_kill(spec: Path, until, timeout: float = 240) -> None:

@@ -87,7 +87,19 @@ def errors(debug: bool, label: str = "", failure: str = "failed") -> Iterator[No
 
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[Any]:
-    """Send everything written to fd 1 (Python or C++) to stderr, keeping a handle on the real stdout."""
+    """Send everything written to fd 1 (Python or C++) to stderr, keeping a handle on the real stdout.
+
+    When stdout is not fd 1 (the command runs inside another program that captures its output: a test, a
+    notebook), only Python's stdout is redirected, and the handle is that program's stdout."""
+    try:
+        on_fd_1 = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        on_fd_1 = False
+    if not on_fd_1:
+        real = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            yield real
+        return
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
