@@ -166,15 +166,15 @@ def trainflow(*args: str, env: dict | None = None, cwd: Path | None = None) -> R
     import io
     import traceback
 
-    import prefect  # noqa: F401  (its logging is configured on import: the handler below goes beside its own)
+    import prefect.main  # noqa: F401  (configures Prefect's logging: the handler below goes beside its console's)
 
     from flows.cli import app
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     out, err = io.StringIO(), io.StringIO()
-    console = next((h for h in logging.getLogger("prefect").handlers if isinstance(h, logging.StreamHandler)), None)
-    lines = _Lines(err, console.formatter if console else logging.Formatter("%(levelname)s %(name)s - %(message)s"))
-    loggers = [logging.getLogger("prefect"), logging.getLogger()]
+    console = next(h for h in logging.getLogger().handlers if type(h).__name__ == "PrefectConsoleHandler")
+    lines = _Lines(err, console.formatter)
+    loggers = [logging.getLogger()]
     code = 0
     try:
         for name, value in (env or {}).items():
@@ -231,3 +231,25 @@ training: {epochs: 5}
 plots: {include: [loss]}
 checkpoint: {formats: [tf_checkpoint]}
 """
+
+
+# --------------------------------------------------------------------------- where the suite's CPU goes
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With TRAINFLOW_TEST_CPU=FILE, append each test's CPU seconds (this process's and the processes it waited
+    for) to FILE: on a shared 2-core machine CPU time says what a test costs when wall time cannot."""
+    target = os.environ.get("TRAINFLOW_TEST_CPU")
+    if not target:
+        yield
+        return
+    import resource
+
+    def used() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    began, wall = used(), time.perf_counter()
+    yield
+    with open(target, "a") as handle:
+        handle.write(f"{used() - began:.2f}\t{time.perf_counter() - wall:.2f}\t{item.nodeid}\n")

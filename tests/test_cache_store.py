@@ -12,7 +12,7 @@ import pytest
 
 from flows.api import run_spec
 from tasks.publish.store import Store
-from tests.conftest import BIN, GUIDE_SMALL, ROOT, run_and_kill, trainflow, write_spec
+from tests.conftest import BIN, GUIDE_SMALL, ROOT, run_and_kill, trainflow, trainflow_process, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -128,7 +128,8 @@ def test_list_show_and_diff(artifacts, tmp_path):
 def test_cache_survives_a_new_process_and_a_fresh_prefect_home(artifacts, tmp_path):
     spec = write_spec(tmp_path, GUIDE_SMALL)
     run_spec(spec)
-    out = trainflow("run", str(spec), "--json", env={"PREFECT_HOME": str(tmp_path / "fresh-home")})
+    # own process: a new process with a fresh PREFECT_HOME is what the cache must survive
+    out = trainflow_process("run", str(spec), "--json", env={"PREFECT_HOME": str(tmp_path / "fresh-home")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert {n: s for n, s in states(json.loads(out.stdout)).items() if n != "publish"} == dict.fromkeys(ALL[:-1], "Cached")
 
@@ -153,8 +154,10 @@ def test_keys_follow_the_code_that_runs_and_nothing_else(artifacts, tmp_path):
         return json.loads(out.stdout)
 
     def to_run(spec_path, *extra):
+        # own process: plan imports the edited copy (light: no TensorFlow)
         return {t["name"] for t in cli("plan", str(spec_path), "--json", *extra)["tasks"] if t["action"] == "run"}
 
+    # own process: each command must import the edited copy of the project, not this process's modules
     assert states(cli("run", str(spec), "--json"))["train"] == "Completed"
     assert to_run(spec) == set()
 
@@ -175,10 +178,12 @@ def test_keys_follow_the_code_that_runs_and_nothing_else(artifacts, tmp_path):
 
     edit("tasks/plots/draw.py", "def axis_names(", "EDITED = True\n\n\ndef axis_names(")
     assert to_run(spec) == {"plots", "publish"}
+    # own process: the run imports the edited copy
     rerun = cli("run", str(spec), "--json")
     assert {n for n, s in states(rerun).items() if s == "Completed"} == {"plots", "publish"}
 
     edit("flows/run/nodes.py", '@task(name="node"', 'EDITED = True\n\n\n@task(name="node"')
+    # own process: plan imports the edited copy
     plan = cli("plan", str(spec), "--json")["tasks"]
     assert {t["name"] for t in plan if t["action"] == "run"} == set(ALL), "the task wrapper is in every key"
     assert "code changed" in next(t for t in plan if t["name"] == "data")["why"]
@@ -188,6 +193,7 @@ def test_keys_follow_the_code_that_runs_and_nothing_else(artifacts, tmp_path):
 def test_parallel_runs_keep_the_store_consistent_and_train_identical_work_once(artifacts, tmp_path):
     spec = write_spec(tmp_path, GUIDE_SMALL.replace("epochs: 5", "epochs: 400"))
     variants = [["--set", f"seed={seed}"] for seed in (21, 22)] + [[]] * 3
+    # own process: concurrent processes racing on one store is the point
     procs = [subprocess.Popen([str(BIN / "trainflow"), "run", str(spec), "--json", *extra], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for extra in variants]
     results = []
@@ -207,6 +213,7 @@ def test_parallel_runs_keep_the_store_consistent_and_train_identical_work_once(a
 @pytest.mark.slow
 def test_a_run_killed_mid_training_publishes_nothing_and_the_next_run_succeeds(artifacts, tmp_path):
     spec = write_spec(tmp_path, GUIDE_SMALL.replace("epochs: 5", "epochs: 100000"))
+    # own process: the run is SIGKILLed mid-training
     run_and_kill(spec, until=lambda line: "Epoch " in line)
     assert Store(artifacts).versions("small") == []
     assert not (artifacts / "small" / "latest").exists()
@@ -245,6 +252,7 @@ def test_processes_that_find_a_dead_holders_lock_never_both_hold_it(tmp_path):
         return subprocess.Popen([sys.executable, "-c", LOCKER, str(tmp_path), holder, str(start_at), str(hold)],
                                 stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
+    # own process: a lock holder this test SIGKILLs
     dead = locker("dead", 0, 60)
     assert dead.stdout.readline().strip() == "held"
     assert KernelLockManager(tmp_path).is_locked("key")
@@ -253,6 +261,7 @@ def test_processes_that_find_a_dead_holders_lock_never_both_hold_it(tmp_path):
     assert (tmp_path / "key.lock").exists(), "the dead holder's lock file is still there"
     assert not KernelLockManager(tmp_path).is_locked("key"), "but the kernel released its lock"
     start_at = time.time() + 2
+    # own process: processes racing for one kernel lock
     racers = [locker(f"racer-{i}", start_at, 0.3) for i in range(3)]
     spans = sorted(json.loads(p.communicate(timeout=60)[0].splitlines()[-1]) for p in racers)
     assert all(p.returncode == 0 for p in racers)

@@ -208,6 +208,7 @@ def test_every_checkpoint_format_reloads_in_a_fresh_process(tmp_path):
     assert set(formats) == {"tf_checkpoint", "keras_weights", "keras", "saved_model"}
     checkpoints.write(model, formats, tmp_path)
     expected = np.asarray(model(np.array([-1.0, 0.0, 2.5], np.float32)))
+    # own process: each format must reload in a process that never built the model
     out = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -61,6 +61,7 @@ def test_serve_registers_schedules_runs_deployments_and_stops_cleanly(tmp_path, 
     write_spec(specs, GUIDE_SMALL.replace("name: small", f"name: {name}-sweep") +
                "sweep: {grid: {training.optimizer.learning_rate: [0.05, 0.2]}}\n", "sweep.yaml")
     log = (tmp_path / "serve.log").open("w")
+    # own process: serve is a long-running process, stopped by SIGTERM
     proc = subprocess.Popen([str(BIN / "trainflow"), "serve", str(specs), "--poll", "1"], stdout=log,
                             stderr=subprocess.STDOUT, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})
     try:
@@ -134,6 +135,7 @@ def test_a_process_worker_on_a_work_pool_runs_a_deployed_spec(tmp_path, artifact
     from prefect.deployments import run_deployment
 
     pool, name = f"pool-{uuid.uuid4().hex[:6]}", f"pooled-{uuid.uuid4().hex[:6]}"
+    # own process: the prefect CLI creates the work pool a worker process polls
     created = subprocess.run([str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process"],
                              capture_output=True, text=True)
     assert created.returncode == 0, created.stderr
@@ -142,6 +144,7 @@ def test_a_process_worker_on_a_work_pool_runs_a_deployed_spec(tmp_path, artifact
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"trainflow-run/{name}" in out.stdout
     run = run_deployment(f"trainflow-run/{name}", timeout=0)
+    # own process: a Prefect worker process runs the deployment, as on another machine
     worker = subprocess.run([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--run-once"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     with _client() as client:

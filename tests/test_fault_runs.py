@@ -17,7 +17,7 @@ import pytest
 from flows.api import run_spec
 from tasks.lifecycle.aliases import Aliases
 from tasks.publish.store import Store
-from tests.conftest import BIN, GUIDE_SMALL, ROOT, TEMPLATE_DB, trainflow, write_spec
+from tests.conftest import BIN, GUIDE_SMALL, ROOT, TEMPLATE_DB, trainflow, trainflow_process, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -79,7 +79,9 @@ def test_a_damaged_version_is_neither_scored_nor_reused(artifacts, tmp_path):
 def test_a_kill_between_the_rename_and_latest_is_reported_by_verify_and_repaired_by_an_identical_rerun(artifacts, tmp_path):
     spec = write_spec(tmp_path, GUIDE_SMALL)
     run_spec(spec)
-    killed = trainflow("run", str(spec), "--set", "training.epochs=6", env={"TRAINFLOW_FAULT": "publish-renamed:kill"})
+    # own process: the run is SIGKILLed between the rename and latest
+    killed = trainflow_process("run", str(spec), "--set", "training.epochs=6",
+                               env={"TRAINFLOW_FAULT": "publish-renamed:kill"})
     assert killed.returncode == -signal.SIGKILL
     store = Store(artifacts)
     assert [v.label for v in store.versions("small")] == ["v0001", "v0002"] and store.latest("small").label == "v0001"
@@ -115,7 +117,8 @@ LONG = GUIDE_SMALL.replace("training: {epochs: 5}", "training: {epochs: 40000, c
 @pytest.mark.slow
 def test_a_kill_after_training_before_the_cache_write_resumes_from_the_last_snapshot(artifacts, tmp_path):
     spec = write_spec(tmp_path, LONG)
-    killed = trainflow("run", str(spec), env={"TRAINFLOW_FAULT": "computed-train:kill"})
+    # own process: the run is SIGKILLed after training, before the cache write
+    killed = trainflow_process("run", str(spec), env={"TRAINFLOW_FAULT": "computed-train:kill"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert Store(artifacts).versions("small") == []
     out = trainflow("run", str(spec), "--json")
@@ -128,7 +131,8 @@ def test_a_kill_after_training_before_the_cache_write_resumes_from_the_last_snap
 @pytest.mark.slow
 def test_an_unreadable_snapshot_restarts_training_with_a_warning_instead_of_failing(artifacts, tmp_path):
     spec = write_spec(tmp_path, LONG)
-    killed = trainflow("run", str(spec), env={"TRAINFLOW_FAULT": "computed-train:kill"})
+    # own process: the run is SIGKILLed after training, before the cache write
+    killed = trainflow_process("run", str(spec), env={"TRAINFLOW_FAULT": "computed-train:kill"})
     assert killed.returncode == -signal.SIGKILL
     (state,) = (artifacts / ".cache").rglob("state.npz")
     state.write_bytes(state.read_bytes()[:40])  # a machine crash's torn file
@@ -157,6 +161,7 @@ def test_a_killed_run_stops_its_temporary_prefect_server(tmp_path, artifacts, ho
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(home))
     spec = write_spec(tmp_path, GUIDE_SMALL.replace("epochs: 5", "epochs: 5000000"))
+    # own process: the run, with its temporary server, is killed by a signal
     proc = subprocess.Popen([str(BIN / "trainflow"), "run", str(spec)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     for line in proc.stderr:
@@ -187,6 +192,7 @@ def test_a_killed_predicts_partial_output_is_swept_by_the_next_scoring_into_that
     (tmp_path / "x.csv").write_text("x\n" + "\n".join(str(v / 10) for v in range(50)) + "\n")
     out = tmp_path / "out"
     out.mkdir()
+    # own process: the scoring is SIGKILLed mid-batch
     killed = subprocess.run([str(BIN / "python"), "-c", KILLED_SCORING, str(version), str(tmp_path / "x.csv"),
                              str(out / "scored.csv")], env={**os.environ, "PYTHONPATH": str(ROOT),
                                                             "TRAINFLOW_FAULT": "scoring-batch:kill"}, cwd=ROOT)
@@ -206,6 +212,7 @@ def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port)}
     env.pop("PREFECT_API_URL", None)
+    # own process: a Prefect server this test kills or hangs
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
@@ -235,11 +242,13 @@ def test_a_server_lost_during_publish_is_a_bounded_one_line_failure_naming_the_p
     home.mkdir()
     if TEMPLATE_DB.is_file():
         shutil.copyfile(TEMPLATE_DB, home / "prefect.db")
+    # own process: a Prefect server this test kills or hangs
     server, url = _start_server(home)
     try:
         env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": url, "TRAINFLOW_FAULT": "publish-build:pause",
                "TRAINFLOW_FAULT_DIR": str(tmp_path), "PREFECT_API_REQUEST_TIMEOUT": "3"}
         spec = write_spec(tmp_path, GUIDE_SMALL + "promote: {alias: prod, metric: loss, mode: min}\n")
+        # own process: the run talks to a server this test kills or hangs
         proc = _popen("run", str(spec), env=env)
         _wait_for(tmp_path / "publish-build", proc)
         os.killpg(server.pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
@@ -262,10 +271,12 @@ def test_a_server_lost_during_publish_is_a_bounded_one_line_failure_naming_the_p
     if fault == "hung":  # the next start's marking is the same for both faults: checked once, below
         return
 
-    server, url = _start_server(home)  # the same database, as the next `trainflow server start` would be
+    # own process: a new server on the same database, as the next `trainflow server start` would be
+    server, url = _start_server(home)
     try:
         assert _flow_run_state(url, flow_run_id) == "RUNNING", "nobody told the server the run ended"
-        again = trainflow("run", str(spec), env={"PREFECT_HOME": str(home), "PREFECT_API_URL": url})
+        # own process: the next start, on that server, must mark the orphaned run
+        again = trainflow_process("run", str(spec), env={"PREFECT_HOME": str(home), "PREFECT_API_URL": url})
         assert again.returncode == 0, again.stderr[-3000:]
         assert _flow_run_state(url, flow_run_id) == "CRASHED", "the next start marked the orphaned run"
     finally:
@@ -283,6 +294,7 @@ def test_a_full_disk_is_one_line_without_a_traceback_and_leaves_no_temporary_fil
     mounted = _mount_tmpfs(disk, "64k")
     try:
         spec = write_spec(tmp_path, WITH_MODEL)
+        # own process: the run writes to a full disk (a tmpfs, or a file-size limit set on its process)
         out = subprocess.run([str(BIN / "trainflow"), "run", str(spec), "--artifacts", str(disk)], capture_output=True,
                              text=True, timeout=300, cwd=ROOT,
                              preexec_fn=None if mounted else _limit_file_size(60_000))

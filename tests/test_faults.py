@@ -81,6 +81,7 @@ def test_a_builder_in_another_pid_namespace_keeps_its_staging_folder_and_publish
     command = [PYTHON, "-c", BUILDER, str(root)]
     if _unshare_works():
         command = ["unshare", "--pid", "--fork", "--kill-child"] + command
+    # own process: a builder in another PID namespace, paused at a fault point
     builder = subprocess.Popen(command, env=_env(TRAINFLOW_FAULT="publish-built:pause", TRAINFLOW_FAULT_DIR=str(tmp_path)),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     marker = tmp_path / "publish-built"
@@ -100,6 +101,7 @@ def test_a_builder_in_another_pid_namespace_keeps_its_staging_folder_and_publish
 
 def test_a_dead_builders_staging_folder_is_removed_by_the_next_publish(tmp_path):
     root = tmp_path / "root"
+    # own process: a builder SIGKILLed after building
     builder = subprocess.Popen([PYTHON, "-c", BUILDER, str(root)], env=_env(TRAINFLOW_FAULT="publish-built:kill"),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     builder.communicate(timeout=60)
@@ -172,6 +174,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary_files(tmp_path):
     try:
         _publish_trivial(disk)
         write_atomic(disk / "small.json", b"old")
+        # own process: writes that meet a full disk (a tmpfs, or a file-size limit on the process)
         proc = subprocess.run([PYTHON, "-c", FULL_DISK_WRITER, str(disk)], env=_env(), cwd=ROOT, capture_output=True,
                               text=True, timeout=120, preexec_fn=None if mounted else _limit_file_size(1_000_000))
         assert "write_atomic:" in proc.stdout and "alias:" in proc.stdout, proc.stderr[-2000:]
@@ -196,6 +199,7 @@ with owned_temp(Path(sys.argv[1]) / "aliases.json") as (tmp, handle):
 
 
 def test_temporary_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path):
+    # own process: a writer SIGKILLed mid-write
     proc = subprocess.run([PYTHON, "-c", KILLED_WRITER, str(tmp_path)], env=_env(), cwd=ROOT, timeout=60)
     assert proc.returncode == -signal.SIGKILL
     dead = list(tmp_path.glob(".aliases.json.*.tmp"))
@@ -250,6 +254,7 @@ def test_a_kill_between_the_history_line_and_the_alias_file_keeps_the_move_and_i
     for text in ("1", "2"):
         _publish_trivial(tmp_path, text=text)
     Aliases(Store(tmp_path), "s").set("prod", "v1")
+    # own process: an alias mover SIGKILLed after its journal entry
     proc = subprocess.run([PYTHON, "-c", ALIAS_MOVER, str(tmp_path), "v2"], env=_env(TRAINFLOW_FAULT="alias-journaled:kill"),
                           cwd=ROOT, timeout=60)
     assert proc.returncode == -signal.SIGKILL

@@ -46,24 +46,30 @@ def test_a_started_server_is_used_by_runs_and_a_stopped_or_killed_one_is_not(tmp
     home = tmp_path / "home"
     env = _env(home, TRAINFLOW_ARTIFACTS=str(tmp_path / "artifacts"))
     spec = write_spec(tmp_path, GUIDE_SMALL)
+    # own process: the background server outlives the command that starts it
     started = _trainflow("server", "start", "--port", "0", env=env)
     try:
         assert started.returncode == 0, started.stderr[-2000:]
+        # own process: status reads the record the server process left
         status = json.loads(_trainflow("server", "status", "--json", env=env).stdout)
         assert status["running"] and status["api_url"].endswith("/api")
-        runs = [_trainflow("run", str(spec), "--set", f"seed={seed}", env=env) for seed in (1, 2)]
-        for out in runs:
-            assert out.returncode == 0, out.stderr[-3000:]
-            assert "Starting temporary server" not in out.stderr, "the running server was used"
-        urls = [line.split("Prefect UI: ")[1] for out in runs for line in out.stdout.splitlines()
-                if line.startswith("Prefect UI: http")]
+        specs = [write_spec(tmp_path, GUIDE_SMALL.replace("seed: 3", f"seed: {seed}"), f"seed{seed}.yaml")
+                 for seed in (1, 2)]
+        # own process: a new process must find the running server before it imports Prefect
+        out = _trainflow("run", *map(str, specs), env=env)  # two runs, one process: the imports paid once
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "Starting temporary server" not in out.stderr, "the running server was used"
+        urls = [line.split("Prefect UI: ")[1] for line in out.stdout.splitlines() if line.startswith("Prefect UI: http")]
         assert len(urls) == 2 and all(url.startswith(f"{status['ui_url']}/runs/flow-run/") for url in urls)
         assert {url.rsplit("/", 1)[1] for url in urls} <= {run["id"] for run in _flow_runs(status["api_url"])}
     finally:
+        # own process: stop ends the server process
         stopped = _trainflow("server", "stop", env=env)
     assert stopped.returncode == 0, stopped.stderr
+    # own process: status after the stop
     assert not json.loads(_trainflow("server", "status", "--json", env=env).stdout)["running"]
 
+    # own process: a server this test then SIGKILLs
     assert _trainflow("server", "start", "--port", "0", env=env).returncode == 0
     record = json.loads((home / "trainflow-server.json").read_text())
     os.killpg(record["pid"], signal.SIGKILL)
@@ -71,9 +77,11 @@ def test_a_started_server_is_used_by_runs_and_a_stopped_or_killed_one_is_not(tmp
     while time.time() < deadline and Path(f"/proc/{record['pid']}").exists():
         time.sleep(0.1)
     began = time.perf_counter()
+    # own process: status notices the dead server
     status = json.loads(_trainflow("server", "status", "--json", env=env).stdout)
     assert not status["running"] and time.perf_counter() - began < 10
     assert not (home / "trainflow-server.json").exists(), "the stale record is removed"
+    # own process: with no server left, the process starts a temporary one
     after = _trainflow("run", str(spec), "--json", "--set", "seed=3", env=env)
     assert after.returncode == 0, after.stderr[-3000:]
     assert "Starting temporary server" in after.stderr
@@ -85,6 +93,7 @@ def test_four_runs_started_at_once_without_a_server_all_succeed(tmp_path):
     a new database needs, and their starts do not trip over each other."""
     env = _env(tmp_path / "fresh-home", TRAINFLOW_ARTIFACTS=str(tmp_path / "artifacts"))
     specs = [write_spec(tmp_path, GUIDE_SMALL.replace("name: small", f"name: run{i}"), f"s{i}.yaml") for i in range(4)]
+    # own process: four first processes at once on a fresh PREFECT_HOME
     procs = [subprocess.Popen([str(BIN / "trainflow"), "run", str(spec), "--json"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for spec in specs]
     outs = [proc.communicate(timeout=900) for proc in procs]

@@ -158,6 +158,7 @@ def test_two_gates_racing_on_one_alias_leave_one_holder_and_both_decisions(tmp_p
     run_spec(spec)
     run_spec(spec, overrides=["training.epochs=3"])
     start = str(time.time() + 2)
+    # own process: gates racing from separate processes on one alias lock
     racers = [subprocess.Popen([sys.executable, "-c", GATE, str(artifacts), label, start], stdout=subprocess.PIPE,
                                text=True, cwd=ROOT) for label in ("v0001", "v0002")]
     results = [json.loads(p.communicate(timeout=60)[0]) for p in racers]
@@ -197,6 +198,7 @@ def test_events_reach_the_server_and_an_automation_starts_the_scoring_deployment
     write_spec(scoring, f"name: {name}-nightly\npredict: {{model: {name}@production, input: new.csv, "
                         f"output: scored.csv}}\n", "nightly.yaml")
     log = (tmp_path / "serve.log").open("w")
+    # own process: serve is a long-running process
     serve = subprocess.Popen([str(BIN / "trainflow"), "serve", str(scoring), "--poll", "1"], stdout=log,
                              stderr=subprocess.STDOUT, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})
     try:

@@ -167,6 +167,7 @@ def test_a_killed_run_resumes_from_its_last_snapshot_with_identical_weights(tmp_
     spec = write_spec(tmp_path, GUIDE_SMALL.replace("model: {kind: linear}", "model: {kind: keras_linear}").replace(
         "training: {epochs: 5}", f"training: {{trainer: {trainer}, epochs: {epochs}, checkpoint_every: {every},"
         " optimizer: {kind: adam, learning_rate: 0.001}}"))
+    # own process: the run is SIGKILLed once it saved a snapshot
     run_and_kill(spec, until=lambda line: "Saved training state at epoch" in line)
     assert Store(artifacts).versions("small") == []
 

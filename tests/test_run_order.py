@@ -63,7 +63,7 @@ def test_a_model_no_spec_makes_and_no_version_holds_is_exit_2_before_anything_ru
 def test_running_the_example_specs_folder_on_a_fresh_artifact_root_runs_churn_before_its_scoring(tmp_path, artifacts):
     specs = tmp_path / "specs"
     shutil.copytree(SPECS, specs, ignore=shutil.ignore_patterns("scored"))
-    out = trainflow("run", str(specs), "--json", timeout=900)
+    out = trainflow("run", str(specs), "--json")
     assert out.returncode == 0, out.stderr[-3000:]
     ran = [line.get("name") or line["model"] for line in map(json.loads, out.stdout.splitlines())]
     assert ran.index("churn") < ran.index("churn@v0001"), ran

@@ -195,6 +195,7 @@ def test_deployment_runs_stay_in_their_lanes(tmp_path, artifacts):
         "data: {kind: linear, num_examples: 64}", "data: {kind: csv, path: data.csv}"))
     root = tmp_path / "deployment-root"
     log = (tmp_path / "serve.log").open("w")
+    # own process: serve is a long-running process whose deployments run from the UI
     serve = subprocess.Popen([str(BIN / "trainflow"), "serve", str(specs), "--poll", "1", "--artifacts", str(root)],
                              stdout=log, stderr=subprocess.STDOUT,
                              env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})

@@ -48,12 +48,15 @@ def trainflow_server(tmp_path, artifacts):
     PREFECT_API_URL: their commands must find the server by themselves."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_URL")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    # own process: the background server outlives the command that starts it
     started = _cli("server", "start", "--port", "0", env=env)
     assert started.returncode == 0, started.stderr[-2000:]
+    # own process: status reads the record the server process left
     status = json.loads(_cli("server", "status", "--json", env=env).stdout)
     try:
         yield env, status["api_url"]
     finally:
+        # own process: stop ends the server process
         _cli("server", "stop", env=env)
 
 
@@ -77,6 +80,7 @@ def test_beside_a_running_server_alias_takes_under_3_s_and_automations_fire_on_a
     env, api = trainflow_server
     _table(tmp_path)
     spec = write_spec(tmp_path, TINY_CHURN)
+    # own process: a new process must find the running server before it imports Prefect
     run = _cli("run", str(spec), "--json", env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout)["ui_url"].startswith(api.removesuffix("/api")), "the run used the running server"
@@ -85,6 +89,7 @@ def test_beside_a_running_server_alias_takes_under_3_s_and_automations_fire_on_a
     scored = _automation(api, "trainflow.prediction.completed", {"trainflow.name": "churn"})
 
     started = time.perf_counter()
+    # own process: alias must choose the running server before Prefect reads its settings
     alias = _cli("alias", "churn@v1", "canary", env=env)
     seconds = time.perf_counter() - started
     assert alias.returncode == 0 and "→ v0001 (moved)" in alias.stdout, alias.stderr
@@ -95,6 +100,7 @@ def test_beside_a_running_server_alias_takes_under_3_s_and_automations_fire_on_a
 
     new = tmp_path / "new.csv"
     new.write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in (tmp_path / "customers.csv").open()))
+    # own process: predict must choose the running server before Prefect reads its settings
     predicted = _cli("predict", "churn@canary", str(new), "--output", str(tmp_path / "scored.csv"), env=env)
     assert predicted.returncode == 0 and "Traceback" not in predicted.stderr, predicted.stderr[-3000:]
     assert f"Prefect UI: {api.removesuffix('/api')}" in predicted.stdout
@@ -108,6 +114,7 @@ def test_deploy_beside_a_running_server_registers_its_deployments_there(tmp_path
     _post(f"{api}/work_pools/", {"name": "choice-pool", "type": "process"})
     scoring = write_spec(tmp_path, "name: nightly\npredict: {model: churn@production, input: new.csv, "
                                    "output: scored.csv}\n", "nightly.yaml")
+    # own process: deploy must choose the running server before Prefect reads its settings
     deployed = _cli("deploy", str(scoring), "--pool", "choice-pool", env=env)
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     found = _post(f"{api}/deployments/filter", {"deployments": {"name": {"any_": ["nightly"]}}})
@@ -125,11 +132,13 @@ def test_alias_without_a_server_sends_nothing_and_says_so(tmp_path, artifacts):
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_URL")}
     env["PREFECT_HOME"] = str(tmp_path / "empty-home")
     started = time.perf_counter()
+    # own process: no server and no API URL: what the process imports is the point
     out = _cli("alias", "small@v1", "canary", env=env)
     assert out.returncode == 0, out.stderr
     assert Aliases(Store(artifacts), "small").holders() == {"canary": "v0001"}
     assert "no event was sent" in out.stderr and "Traceback" not in out.stderr
     assert time.perf_counter() - started < 5, "no temporary server was started"
+    # own process: the modules an alias process imports
     assert "prefect" not in _imported_by_alias(env, artifacts)
 
 

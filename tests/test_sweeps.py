@@ -69,6 +69,7 @@ def test_the_report_says_why_trials_are_not_fused(tmp_path):
 def test_an_interrupted_sweep_resumes_and_a_grown_grid_trains_only_new_points(tmp_path, artifacts):
     spec = write_spec(tmp_path, GRID + "  fuse: false\n")
     done = []
+    # own process: the sweep is SIGKILLed mid-way
     run_and_kill(spec, until=lambda line: done.append(bool(re.search(r"Task run 'trial-(t\w+)' - Finished in "
                                                                        r"state Completed", line))) or sum(done) >= 2)
     trials = {t.id: t.plan.key("train") for t in expand(load_spec(spec))}

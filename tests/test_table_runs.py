@@ -152,6 +152,7 @@ def test_a_binary_run_reports_test_auc_and_every_checkpoint_takes_raw_columns(tm
     test_rows = [int(row["row"]) for row in predictions]
     assert len(test_rows) == 90 and set(predictions[0]) == {"row", "line", "actual", "prediction", "probability_no",
                                                              "probability_yes"}
+    # own process: every checkpoint must load in a process without trainflow's code
     out = subprocess.run([sys.executable, "-c", LOAD_ALL, str(version), json.dumps(test_rows), str(csv_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -277,6 +278,7 @@ def test_columns_with_spaces_keep_their_names_in_the_keras_model_and_the_mapping
                                 "model: {kind: linear}\ntraining: {optimizer: {kind: adam, learning_rate: 0.05}, "
                                 "epochs: 5}\n")
     version = run_spec(spec)["path"]
+    # own process: the saved model must load in a process without trainflow's code
     out = subprocess.run([sys.executable, "-c", SPACED, version], capture_output=True, text=True, cwd=ROOT,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

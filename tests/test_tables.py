@@ -125,6 +125,7 @@ def test_parquet_columns_come_back_typed(tmp_path):
 
 def test_this_module_imports_neither_tensorflow_nor_prefect():
     code = "import sys, tasks.data.tables; print(sorted({'tensorflow', 'prefect', 'keras'} & set(sys.modules)))"
+    # own process: which modules an import pulls in needs a process that imported nothing yet
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

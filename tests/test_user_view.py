@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.api import run_spec
-from tests.conftest import GUIDE_SMALL, ROOT, SPECS, trainflow, write_spec
+from tests.conftest import GUIDE_SMALL, ROOT, SPECS, trainflow, trainflow_process, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -129,6 +129,7 @@ def test_browsing_picks_and_sorts_metrics_marks_better_and_worse_and_names_a_swe
     from tests.test_run import LIGHT_CHECK
 
     for args in (["compare", "small", "--sort", "loss"], ["diff", "small@v2"], ["list", "swept"]):
+        # own process: which modules a light command imports needs a process that imported nothing yet
         out = subprocess.run([sys.executable, "-c", LIGHT_CHECK.format(args=args)], capture_output=True, text=True,
                              cwd=ROOT)
         assert "HEAVY []" in out.stderr, (args, out.stderr[-2000:])
@@ -240,8 +241,10 @@ def test_tensorflows_start_up_lines_are_dropped_unless_debug(tmp_path, artifacts
     from flows.process.startup import START_UP_LINE
 
     spec = write_spec(tmp_path, GUIDE_SMALL)
-    quiet = trainflow("run", str(spec), "--no-cache")
-    loud = trainflow("run", str(spec), "--no-cache", "--debug")
+    # own process: TensorFlow prints these lines while a process imports it
+    quiet = trainflow_process("run", str(spec), "--no-cache")
+    # own process: as above, with --debug
+    loud = trainflow_process("run", str(spec), "--no-cache", "--debug")
     assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr[-2000:] + loud.stderr[-2000:]
     assert [line for line in quiet.stderr.splitlines() if START_UP_LINE.match(line)] == []
     assert [line for line in loud.stderr.splitlines() if START_UP_LINE.match(line)], "--debug keeps them"
