@@ -50,7 +50,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)  ## speed bars as side-by-side ratios; writes docs/benchmarks.md
 	$(BIN)/python benchmarks/run_all.py
 
-schema: $(STAMP)  ## regenerate the committed JSON Schemas
+schema: $(STAMP)  ## regenerate the committed JSON Schemas (and the Keras layers they complete, from Keras itself)
+	$(TRAINFLOW) schema --kind layers --output tasks/model/keras_layers.json
 	$(TRAINFLOW) schema --output specs/spec.schema.json
 	$(TRAINFLOW) schema --kind scoring --output specs/scoring.schema.json
 

@@ -156,14 +156,21 @@ def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders
 
 @app.command()
 def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
-           kind: str = typer.Option("experiment", "--kind", help="experiment (specs/spec.schema.json) or scoring "
-                                                                 "(specs/scoring.schema.json).")) -> None:
+           kind: str = typer.Option("experiment", "--kind", help="experiment (specs/spec.schema.json), scoring "
+                                                                 "(specs/scoring.schema.json) or layers (the Keras "
+                                                                 "layers a stack may name, read from the installed "
+                                                                 "Keras: tasks/model/keras_layers.json).")) -> None:
     """Print the JSON Schema editors complete specs from (committed in specs/)."""
     from flows.spec import json_schema
 
-    if kind not in ("experiment", "scoring"):
-        fail(f"--kind: expected experiment or scoring, got {kind!r}", 2)
-    text = json.dumps(json_schema(kind), indent=2) + "\n"
+    if kind not in ("experiment", "scoring", "layers"):
+        fail(f"--kind: expected experiment, scoring or layers, got {kind!r}", 2)
+    if kind == "layers":  # imports Keras: the record validate checks stacks against without it
+        from tasks.model import catalog
+
+        text = json.dumps(catalog.generate(), indent=1, sort_keys=True) + "\n"
+    else:
+        text = json.dumps(json_schema(kind), indent=2) + "\n"
     if output:
         output.write_text(text)
     else:

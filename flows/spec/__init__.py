@@ -232,8 +232,13 @@ def json_schema(kind: str = "experiment") -> dict[str, Any]:
         schema = ScoringSpec.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         return schema
+    from tasks.model.catalog import json_schema as layer_schema
+
     schema = Spec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    defs = schema["$defs"]
+    defs["KerasLayer"] = layer_schema()  # model.layers' items: every Keras layer and its arguments
+    defs["KerasModel"]["properties"]["layers"]["items"] = {"$ref": "#/$defs/KerasLayer"}
     schema["properties"]["extends"] = {
         "type": "string",
         "description": "Another spec file (relative path) this one deep-merges onto.",

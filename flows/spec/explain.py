@@ -30,7 +30,7 @@ def _explain(err: dict[str, Any], doc: Document, source: str, root: type[BaseMod
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, CrossFieldError):
         base = data_path if ctx_error.relative else ()
-        paths = [base + tuple(p.split(".")) for p, _ in ctx_error.problems]
+        paths = [base + tuple(int(x) if x.isdigit() else x for x in p.split(".")) for p, _ in ctx_error.problems]
         return [Problem(locate(doc, path), dotted(path), msg) for path, (_, msg) in zip(paths, ctx_error.problems)]
     kind, value = err["type"], err.get("input")
     ctx = err.get("ctx") or {}

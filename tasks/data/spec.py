@@ -136,6 +136,22 @@ class NpzData(TableFile):
     y_key: str = Field("y", description="1-D shorthand: name of the target array in the archive.")
 
 
+class ArraysData(FileData):
+    """Arrays of any shape: x [N, ...] (images [N, H, W(, C)], sequences [N, T, F], vectors [N, F]) and y [N] of
+    class labels (numbers or text) or [N] / [N, k] of values to regress."""
+
+    kind: Literal["arrays"] = Field(description="A NumPy .npz archive, or a folder of .npy files (one per key).")
+    path: Annotated[str, NOT_KEYED] = Field(
+        min_length=1, description="An .npz archive, or a folder of KEY.npy files, relative to the spec file's "
+        "folder. Cache keys hold the content's sha256, not its path.",
+    )
+    x: Union[str, list[str]] = Field(
+        "x", description="The input array's key; several keys are named inputs, joined on their last axis (their "
+        "other axes must agree).",
+    )
+    y: str = Field("y", description="The target array's key: class labels, or values to regress ([N] or [N, k]).")
+
+
 class BlobsData(DataBase):
     """Gaussian blobs, one per class: a table of numeric features and a text label, for classification."""
 
@@ -155,11 +171,13 @@ class MoonsData(DataBase):
 
 
 DataSpec = Annotated[
-    Union[LinearData, PolynomialData, SineData, CsvData, ParquetData, NpzData, BlobsData, MoonsData],
+    Union[LinearData, PolynomialData, SineData, CsvData, ParquetData, NpzData, ArraysData, BlobsData, MoonsData],
     Field(discriminator="kind"),
 ]
 #: Data kinds that are always tables (generated with named features and a class label).
 TABLE_GENERATORS = ("blobs", "moons")
+#: Data kinds that are named tensors of any shape with a target: not a table's columns, not the guide's line.
+TENSOR_KINDS = ("arrays",)
 
 
 def is_table(data: Any) -> bool:
@@ -168,3 +186,10 @@ def is_table(data: Any) -> bool:
     if isinstance(data, dict):  # the raw section, before validation (flows.spec fills table defaults from it)
         return data.get("kind") in TABLE_GENERATORS or data.get("target") is not None
     return getattr(data, "kind", None) in TABLE_GENERATORS or getattr(data, "target", None) is not None
+
+
+def has_task(data: Any) -> bool:
+    """Whether the data has a target with a task (regression or classification), held-out splits and the task's
+    metrics: a table, or arrays; the guide's one input and one target is the other case."""
+    kind = data.get("kind") if isinstance(data, dict) else getattr(data, "kind", None)
+    return is_table(data) or kind in TENSOR_KINDS

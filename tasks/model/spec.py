@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from tasks.common.sections import Section
+from tasks.common.sections import CrossFieldError, Section
 
 KERAS_MODELS = ("keras_linear", "mlp")
 LINEAR_MODELS = ("linear", "keras_linear")
@@ -55,4 +55,57 @@ class MlpModel(Section):
     )
 
 
-ModelSpec = Annotated[Union[LinearModel, KerasLinearModel, MlpModel], Field(discriminator="kind")]
+#: What `output` can be: trainflow adds the task's head (classes, or values in the target's units), or the stack
+#: is the whole model.
+OUTPUTS = ("auto", "none")
+_OUTPUT_DESCRIPTION = ("auto: trainflow adds the head the task needs after the body (a softmax over the classes, a "
+                       "sigmoid for two, or a value per target in the target's units). none: the body is the whole "
+                       "model, its last layer gives the output, and its shape is checked against the task.")
+
+
+class KerasModel(Section):
+    """Any Keras model as a list of Keras's own layers, with their constructor arguments. trainflow adds the
+    input from the data's shape (and a table's encoding) and, unless `output: none`, the head from the task."""
+
+    kind: Literal["keras"] = Field(description="Keras layers, in order, built with Keras's own deserialisation.")
+    layers: list[dict[str, Any]] = Field(
+        min_length=1, description="The body: each item is one keras.layers class and its arguments, e.g. "
+        "{Conv2D: {filters: 16, kernel_size: 3, activation: relu}}; also {Residual: {layers: [...]}} (added to its "
+        "input) and {Branches: {layers: [[...], [...]], merge: Concatenate}}.")
+    output: Literal[OUTPUTS] = Field("auto", description=_OUTPUT_DESCRIPTION)  # type: ignore[valid-type]
+    init_seed: Optional[int] = Field(
+        None, ge=0, le=2**31 - 1, description="Seed of the initial weights (and of layers' own randomness, such as "
+        "dropout and augmentation); null: the spec's seed.")
+
+    @model_validator(mode="after")
+    def _known_layers(self) -> "KerasModel":
+        from tasks.model.catalog import check_stack
+
+        problems = check_stack(self.layers)
+        if problems:
+            raise CrossFieldError(problems, relative=True)
+        return self
+
+
+class PythonModel(Section):
+    """Your own model: `build(input_shape, **args)` in a module beside the spec (or importable) returns a
+    keras.Model or layer, the body; trainflow adds the input and, unless `output: none`, the head."""
+
+    kind: Literal["python"] = Field(description="A builder function of your own.")
+    builder: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:function, e.g. my_models:build; the module is looked up beside the spec first. Its "
+        "source, and that of the local modules it imports, is part of the cache keys.")
+    args: dict[str, Any] = Field({}, description="Keyword arguments of the builder (plain values); a sweep can vary them.")
+    output: Literal[OUTPUTS] = Field("auto", description=_OUTPUT_DESCRIPTION)  # type: ignore[valid-type]
+    init_seed: Optional[int] = Field(
+        None, ge=0, le=2**31 - 1, description="Seed Keras's random state is set to before the builder runs; null: "
+        "the spec's seed.")
+
+
+#: Models built of Keras layers for any data with a target (a table, arrays): their body is the spec's, their
+#: input and head trainflow's.
+BODY_MODELS = ("keras", "python")
+
+ModelSpec = Annotated[Union[LinearModel, KerasLinearModel, MlpModel, KerasModel, PythonModel],
+                      Field(discriminator="kind")]
