@@ -6,9 +6,11 @@ A table model is two Keras models composed:
   training split's mean and variance (when `data.normalize`); the results are concatenated;
 - `core`: the learned part, from that vector to the output: `linear` is one Dense layer (one weight per
   encoded input), `mlp` adds hidden Dense layers with dropout. Regression outputs a value (with
-  `data.normalize`, a standardised one mapped back to the target's units by a final `Rescaling` layer, so
-  the output starts near the training mean with the target's spread and the loss and metrics stay in the
-  target's units), two classes the positive class's probability, more classes a softmax.
+  `data.normalize`, a standardised one mapped back to the target's units by a final `Rescaling` layer,
+  `target_units`, so the saved model gives the target's units and starts near the training mean with the
+  target's spread), two classes the positive class's probability, more classes a softmax. Training fits
+  the core without that layer on z-scores of the target (`trained_core`): the optimiser's steps then do not
+  grow with the target's variance; every metric is still reported in the target's units.
 
 The full model is `core(preprocess(inputs))`, keyed by the table's own column names (`keras_name`), returning
 values [N] (regression) or class probabilities [N, K] (classification, two classes included, as the
@@ -88,6 +90,18 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
         predicted = keras.layers.Concatenate(name="probabilities")([negative, positive])
     full = keras.Model(inputs, predicted, name="table_model")
     return full, preprocess, core
+
+
+def trained_core(core: keras.Model) -> keras.Model:
+    """What training fits: the core itself, or for a standardised regression target the same layers without
+    `target_units`, giving z-scores (`tasks.train.steps.Objective.units` maps them back for every metric)."""
+    if not any(layer.name == "target_units" for layer in core.layers):
+        return core
+    hidden = first = keras.Input(shape=core.input.shape[1:], name="encoded")
+    for layer in core.layers:
+        if not isinstance(layer, keras.layers.InputLayer) and layer.name != "target_units":
+            hidden = layer(hidden)
+    return keras.Model(first, hidden, name="core_z")
 
 
 def keras_name(feature) -> str:

@@ -20,9 +20,10 @@ EPSILON = 1e-7
 # --------------------------------------------------------------------------- losses, per trial
 
 
-def loss(kind: str, task: str, classes: int, delta: float = 1.0):
-    """fn(y [B], predicted [K, B] or [K, B, C], mask [B]) -> the mean loss of each trial [K] over the rows the
-    mask keeps (a padded last batch counts only its real rows)."""
+def loss(kind: str, task: str, classes: int, delta=1.0):
+    """fn(y, predicted [K, B] or [K, B, C], mask [B]) -> the mean loss of each trial [K] over the rows the
+    mask keeps (a padded last batch counts only its real rows). `y` is [B] (every trial's target) or [K, B]
+    (each trial its own rows); Huber's `delta` is a number or a [K, 1] tensor (one per trial)."""
 
     def mean(values, mask):
         return tf.reduce_sum(values * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask), 1.0)
@@ -31,19 +32,19 @@ def loss(kind: str, task: str, classes: int, delta: float = 1.0):
         if classes == 2:
             def binary(y, p, mask):
                 p = tf.clip_by_value(p, EPSILON, 1.0 - EPSILON)
-                y = tf.cast(y, p.dtype)
+                y = trials_first(tf.cast(y, p.dtype))
                 return mean(-(y * tf.math.log(p) + (1.0 - y) * tf.math.log(1.0 - p)), mask)
             return binary
 
         def categorical(y, p, mask):
             p = p / tf.reduce_sum(p, axis=-1, keepdims=True)
             p = tf.clip_by_value(p, EPSILON, 1.0 - EPSILON)
-            picked = tf.reduce_sum(p * tf.one_hot(tf.cast(y, tf.int32), classes)[None], axis=-1)
+            picked = tf.reduce_sum(p * tf.one_hot(trials_first(tf.cast(y, tf.int32)), classes), axis=-1)
             return mean(-tf.math.log(picked), mask)
         return categorical
 
     def regression(y, p, mask):
-        err = tf.cast(y, p.dtype)[None] - p
+        err = trials_first(tf.cast(y, p.dtype)) - p
         if kind in ("mse", "auto"):
             return mean(tf.square(err), mask)
         if kind == "mae":
@@ -53,35 +54,40 @@ def loss(kind: str, task: str, classes: int, delta: float = 1.0):
     return regression
 
 
+def trials_first(y):
+    """A target [N] as [1, N] (broadcast over every trial); [K, N] as it is (each trial's own rows)."""
+    return y[None] if y.shape.rank == 1 else y
+
+
 # --------------------------------------------------------------------------- metrics, per trial
 
 
 def metrics(task: str, classes: int):
-    """fn(y [N], predicted [K, N] or [K, N, C]) -> the task's metrics besides the loss, each [K]: regression
-    rmse, mae, r2; classification accuracy and (macro one-vs-rest) AUC, ranking ties in sort order as
-    `tasks.train.metrics.graph_metrics` does."""
+    """fn(y [N] or [K, N], predicted [K, N] or [K, N, C]) -> the task's metrics besides the loss, each [K]:
+    regression rmse, mae, r2; classification accuracy and (macro one-vs-rest) AUC, ranking ties in sort order
+    as `tasks.train.metrics.graph_metrics` does."""
 
     def regression(y, p):
-        y = tf.cast(y, tf.float32)
-        err = y[None] - p
+        y = trials_first(tf.cast(y, tf.float32))
+        err = y - p
         sse = tf.reduce_sum(tf.square(err), axis=-1)
-        sst = tf.reduce_sum(tf.square(y - tf.reduce_mean(y)))
-        n = tf.cast(tf.shape(y)[0], tf.float32)
+        sst = tf.reduce_sum(tf.square(y - tf.reduce_mean(y, axis=-1, keepdims=True)), axis=-1)
+        n = tf.cast(tf.shape(p)[-1], tf.float32)
         return [tf.sqrt(sse / n), tf.reduce_mean(tf.abs(err), axis=-1), 1.0 - sse / tf.maximum(sst, 1e-12)]
 
     def auc(positive, score):
         n = tf.shape(score)[-1]
         ranks = tf.cast(tf.argsort(tf.argsort(score, axis=-1, stable=True), axis=-1, stable=True) + 1, tf.float32)
-        n_pos = tf.reduce_sum(positive)
+        n_pos = tf.reduce_sum(positive, axis=-1)
         n_neg = tf.cast(n, tf.float32) - n_pos
-        return (tf.reduce_sum(ranks * positive[None], axis=-1) - n_pos * (n_pos + 1.0) / 2.0) / tf.maximum(n_pos * n_neg, 1.0)
+        return (tf.reduce_sum(ranks * positive, axis=-1) - n_pos * (n_pos + 1.0) / 2.0) / tf.maximum(n_pos * n_neg, 1.0)
 
     def classification(y, p):
-        y = tf.cast(y, tf.int32)
+        y = trials_first(tf.cast(y, tf.int32))
         if classes == 2:
-            accuracy = tf.reduce_mean(tf.cast(tf.cast(p > 0.5, tf.int32) == y[None], tf.float32), axis=-1)
+            accuracy = tf.reduce_mean(tf.cast(tf.cast(p > 0.5, tf.int32) == y, tf.float32), axis=-1)
             return [accuracy, auc(tf.cast(y, tf.float32), p)]
-        accuracy = tf.reduce_mean(tf.cast(tf.cast(tf.argmax(p, axis=-1), tf.int32) == y[None], tf.float32), axis=-1)
+        accuracy = tf.reduce_mean(tf.cast(tf.cast(tf.argmax(p, axis=-1), tf.int32) == y, tf.float32), axis=-1)
         aucs = [auc(tf.cast(y == k, tf.float32), p[..., k]) for k in range(classes)]
         return [accuracy, tf.reduce_mean(tf.stack(aucs), axis=0)]
 

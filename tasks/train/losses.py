@@ -25,8 +25,10 @@ def kind(spec: LossSpec, task: str = "regression") -> str:
     return "cross_entropy" if task == "classification" else "mse"
 
 
-def manual(spec: LossSpec, axis=None, task: str = "regression", classes: int = 0) -> LossFn:
-    """The loss as a function of (y, ŷ); `axis=-1` keeps a leading trial axis (one loss per fused trial)."""
+def manual(spec: LossSpec, axis=None, task: str = "regression", classes: int = 0, scale: float = 1.0) -> LossFn:
+    """The loss as a function of (y, ŷ); `axis=-1` keeps a leading trial axis (one loss per fused trial).
+    `scale` is the target's std when y and ŷ are z-scores of it: Huber's delta (in the target's units) is
+    then taken on that scale, so the loss is the one in the target's units divided by its variance."""
     name = kind(spec, task)
     if name == "mse":
         return lambda y, p: tf.reduce_mean(tf.square(y - p), axis=axis)
@@ -35,7 +37,7 @@ def manual(spec: LossSpec, axis=None, task: str = "regression", classes: int = 0
     if name == "cross_entropy":
         keras_loss = for_keras(spec, task, classes)
         return lambda y, p: keras_loss(y, p)
-    delta = tf.constant(spec.delta, tf.float32)
+    delta = tf.constant(spec.delta / scale, tf.float32)
 
     def huber(y, p):
         err = tf.abs(y - p)
@@ -44,7 +46,8 @@ def manual(spec: LossSpec, axis=None, task: str = "regression", classes: int = 0
     return huber
 
 
-def for_keras(spec: LossSpec, task: str = "regression", classes: int = 0):
+def for_keras(spec: LossSpec, task: str = "regression", classes: int = 0, scale: float = 1.0):
+    """The Keras loss object of the same loss (`scale` as in `manual`)."""
     name = kind(spec, task)
     if name == "mse":
         return keras.losses.mean_squared_error  # the guide's choice
@@ -52,4 +55,4 @@ def for_keras(spec: LossSpec, task: str = "regression", classes: int = 0):
         return keras.losses.mean_absolute_error
     if name == "cross_entropy":
         return keras.losses.BinaryCrossentropy() if classes == 2 else keras.losses.SparseCategoricalCrossentropy()
-    return keras.losses.Huber(delta=spec.delta)
+    return keras.losses.Huber(delta=spec.delta / scale)

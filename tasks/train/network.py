@@ -1,14 +1,17 @@
 """K copies of one table network trained as one compiled program: a leading trial axis on every weight.
 
 A sweep's trials that share a network's shape (its layers, activation, loss, optimizer kind, batches) and
-differ only in numbers (learning rate, weight decay, Adam's betas, dropout rate, the seed of the initial
-weights, the schedule's parameters, early stopping's patience, epochs) train at once: each layer's weights
-are [K, in, out], a minibatch goes through all K networks by batched matmuls, and every optimizer state and
-hyperparameter is per trial (`tasks/train/batched.py`). Trials are independent: the sum of their losses
-has trial k's own gradient with respect to trial k's weights, dropout draws one noise pattern per step that
-each trial thresholds at its own rate, and a trial that early stopping (or its own epoch count, or a
-divergence) ends is frozen, its best weights kept, while the others go on. A single table run is the same
-step with K = 1, so a fused trial equals the same trial trained alone up to float rounding.
+differ only in numbers (the seed, learning rate, weight decay, Adam's betas, dropout rate, the seed of the
+initial weights, the schedule's parameters, early stopping's patience, epochs) train at once: each layer's
+weights are [K, in, out], a minibatch goes through all K networks by batched matmuls, and every optimizer
+state and hyperparameter is per trial (`tasks/train/batched.py`). Trials are independent: the sum of their
+losses has trial k's own gradient with respect to trial k's weights, dropout draws one noise pattern per step
+(per seed) that each trial thresholds at its own rate, and a trial that early stopping (or its own epoch
+count, or a divergence) ends is frozen, its best weights kept, while the others go on. Which rows each trial
+takes (one shared split, or each seed its own) is `tasks/train/rows.py`. A standardised regression target is
+trained on as z-scores and reported in its units. A single table run is the same step with K = 1, so a fused
+trial equals the same trial trained alone up to float rounding; Keras's fit on a table takes the same batches
+in the same order, so a Keras-trainer trial fuses too.
 
 The step has the interface of `tasks/train/steps.py` (names, trials, chunk, initial, run, variables), so the
 one driver (`tasks/train/driver.py`) runs it with its chunking, divergence checks, progress and snapshots.
@@ -17,7 +20,7 @@ one driver (`tasks/train/driver.py`) runs it with its chunking, divergence check
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -25,11 +28,10 @@ import tensorflow as tf
 from tasks.results import Dataset
 from tasks.train import batched
 from tasks.train.metrics import extra_metrics
+from tasks.train.rows import Source, TrialRows
 from tasks.train.spec import MAXIMISED
-from tasks.train.steps import CHUNK, EVAL_ROWS, run_epochs, shuffled, subsample
+from tasks.train.steps import CHUNK, run_epochs
 
-#: Eval rows per batched forward pass: K trials × rows × width stays a few megabytes.
-EVAL_CHUNK = 2048
 #: XLA for the step's compiled call: measured here it cost ~6.5 s of compilation per step built (every table
 #: run, every rung of a halving search) and won nothing per epoch on tables of thousands of rows.
 JIT = False
@@ -49,7 +51,7 @@ class Shape:
     activation: str
     task: str
     classes: int
-    target: Optional[tuple[float, float]]  # regression with normalize: (mean, std) of the target's units
+    standardised: bool  # regression with normalize: trained on z-scores, reported in the target's units
     loss: str
     delta: float
     optimizer: str  # sgd | adam | adamw
@@ -81,16 +83,21 @@ class Settings:
 
 
 class NetworkStep:
-    """K networks of one `Shape`, one `Settings` and one initial weight list (core order) per trial."""
+    """K networks of one `Shape`, one `Settings` and one initial weight list (core order) per trial.
 
-    def __init__(self, shape: Shape, settings: list[Settings], weights: list[list[np.ndarray]], data: Dataset,
-                 seed: int):
+    `data` is the trials' one shared `Dataset` (then `seed` and `units` are theirs too), or one `rows.Source`
+    per trial (a sweep over `seed`: each trial its own split, shuffles and target statistics)."""
+
+    def __init__(self, shape: Shape, settings: list[Settings], weights: list[list[np.ndarray]],
+                 data: Union[Dataset, list[Source]], seed: int = 0, units: Optional[tuple[float, float]] = None):
         self.shape, self.settings = shape, settings
         self.trials = k = len(settings)
         self.chunk = chunk = min(CHUNK, max(s.epochs for s in settings))
-        n = len(data.x)
-        batch = n if shape.batch_size is None else min(shape.batch_size, n)
-        self.steps_per_epoch = steps = -(-n // batch)
+        sources = [Source(data, seed, units)] * k if isinstance(data, Dataset) else list(data)
+        if shape.standardised != (sources[0].units is not None):
+            raise ValueError("a standardised regression target needs its (mean, std), and only then")
+        self.data = data_rows = TrialRows(sources, shape.batch_size, shape.shuffle)
+        steps = data_rows.steps
         layers = len(shape.widths) - 1
         stack = lambda i: np.stack([np.asarray(w[i], np.float32) for w in weights])  # noqa: E731
         self.kernels = [tf.Variable(stack(2 * l), name=f"kernel_{l}") for l in range(layers)]
@@ -107,65 +114,52 @@ class NetworkStep:
                                                                      max(1, s.epochs // 10))) * steps))
                                    for s in settings], tf.float32)
         decay_rate, alpha = vector("decay_rate"), vector("alpha")
+        # trained on z-scores when the target is standardised, judged (history, metrics) in the target's units
+        train_loss = batched.loss(shape.loss, shape.task, shape.classes, data_rows.delta(shape.delta))
         loss_fn = batched.loss(shape.loss, shape.task, shape.classes, shape.delta)
         metric_fn = batched.metrics(shape.task, shape.classes)
-        x, y = tf.constant(data.x), tf.constant(data.y)
-        x_eval, y_eval = subsample(data.x, data.y, EVAL_ROWS, seed)
-        x_val, y_val = subsample(data.x_val, data.y_val, EVAL_ROWS, seed + 1)
-        self.has_val = len(data.x_val) > 0
+        self.has_val = data_rows.has_val
         plain = ["loss"] + extra_metrics(shape.task)
         self.names = plain + ([f"val_{m}" for m in plain] if self.has_val else [])
-        seed_t = tf.constant(seed, tf.int64)
         act = ACTIVATIONS[shape.activation]
-        order_pad = steps * batch - n  # the last batch is padded to a full one and masked
-
         any_dropout = bool(np.any([s.dropout for s in settings]))
 
         def forward(inputs, training: bool, noise_step=None):
+            """[K, b(, C)] outputs of every trial: z-scores for a standardised target (`data_rows.units` maps them)."""
             h = inputs
             for l in range(layers):
-                h = tf.matmul(h[None] if l == 0 else h, self.kernels[l])  # [K, b, o]; one op, broadcast over K
+                # one op over K: a broadcast matmul of shared rows, or a batched one of each trial's own
+                h = tf.matmul(h[None] if l == 0 and data_rows.shared else h, self.kernels[l])
                 h = h + self.biases[l][:, None, :]
                 if l < layers - 1:
                     h = act(h)
                     if training and any_dropout:
-                        noise = tf.random.stateless_uniform(tf.shape(h)[1:], seed=tf.stack([seed_t + 1000 + l, noise_step]))
+                        noise = data_rows.noise(tf.shape(h)[1:], 1000 + l, noise_step)
                         rate_l = dropout[:, None, None]
-                        h = tf.where(noise[None] >= rate_l, h / (1.0 - rate_l), 0.0)
+                        h = tf.where(noise >= rate_l, h / (1.0 - rate_l), 0.0)
             if shape.task == "classification":
                 h = tf.sigmoid(h) if shape.widths[-1] == 1 else tf.nn.softmax(h, axis=-1)
             if shape.widths[-1] == 1:
                 h = h[..., 0]
-            if shape.target is not None:
-                h = h * shape.target[1] + shape.target[0]
             return h
 
-        def padded(inputs: np.ndarray) -> tuple[tf.Tensor, int, int]:
-            """The rows padded to whole chunks of min(EVAL_CHUNK, rows), the real rows, the chunk size."""
-            rows = len(inputs)
-            size = max(1, min(EVAL_CHUNK, rows))
-            total = -(-max(rows, 1) // size) * size
-            return tf.constant(np.concatenate([inputs, np.zeros((total - rows, inputs.shape[1]), np.float32)])), rows, size
-
         def predict(inputs: tf.Tensor, rows: int, size: int) -> tf.Tensor:
-            """[K, rows(, C)] predictions of every trial, `size` rows at a time."""
-            chunks = int(inputs.shape[0]) // size
+            """[K, rows(, C)] predictions of every trial in the target's units, `size` rows at a time."""
+            chunks = int(inputs.shape[-2]) // size
             if chunks == 1:
-                return forward(inputs, False)[:, :rows]
+                return data_rows.units(forward(data_rows.eval_inputs(inputs, 0, size), False)[:, :rows])
             parts = tf.TensorArray(tf.float32, size=chunks)
 
             def body(i, parts):
-                return i + 1, parts.write(i, forward(inputs[i * size:(i + 1) * size], False))
+                return i + 1, parts.write(i, forward(data_rows.eval_inputs(inputs, i * size, (i + 1) * size), False))
 
             _, parts = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), parts))
             joined = tf.concat(tf.unstack(parts.stack(), chunks), axis=1)  # [K, chunks × size(, C)]
-            return joined[:, :rows]
-
-        evaluated = [(padded(x_eval), tf.constant(y_eval))] + ([(padded(x_val), tf.constant(y_val))] if self.has_val else [])
+            return data_rows.units(joined[:, :rows])
 
         def state() -> tf.Tensor:
             values = []
-            for (inputs, rows, size), target in evaluated:
+            for inputs, rows, size, target in data_rows.evaluated:
                 predicted = predict(inputs, rows, size)
                 values += [loss_fn(target, predicted, tf.ones([rows]))] + metric_fn(target, predicted)
             return tf.stack(values)  # [fields, K]
@@ -181,13 +175,13 @@ class NetworkStep:
         self.stopped = tf.Variable(tf.zeros([k], tf.bool))
         self.trained = tf.Variable(tf.zeros([k], tf.int32))  # epochs each trial has trained
 
-        def one_batch(epoch, j, order, masks, active, counted):
+        def one_batch(epoch, j, order, active, counted):
             """One minibatch for every trial. Why rows by `tf.gather(order, j)` and `active` from the epoch:
             with no XLA a step costs its op count, and a tensor slice costs three ops more than a gather."""
-            rows, mask = tf.gather(order, j), tf.gather(masks, j)
+            rows, mask = data_rows.rows(order, j), tf.gather(data_rows.masks, j)
             noise_step = tf.cast(epoch * steps + j, tf.int64) if any_dropout else None
             with tf.GradientTape() as tape:
-                losses = loss_fn(tf.gather(y, rows), forward(tf.gather(x, rows), True, noise_step), mask)
+                losses = train_loss(data_rows.targets(rows), forward(data_rows.inputs(rows), True, noise_step), mask)
                 total = tf.reduce_sum(tf.where(active, losses, 0.0))
             grads = tape.gradient(total, params)
             lr = batched.learning_rates(shape.schedule, rate, self.iterations, decay_steps, decay_rate, alpha)
@@ -196,14 +190,12 @@ class NetworkStep:
             self.iterations.assign_add(counted)
 
         def one_epoch(epoch):
-            order = shuffled(n, seed_t, epoch) if shape.shuffle else tf.range(n)
-            order = tf.reshape(tf.concat([order, tf.zeros([order_pad], tf.int32)], 0), [steps, batch])
-            masks = tf.reshape(tf.concat([tf.ones([n]), tf.zeros([order_pad])], 0), [steps, batch])
+            order = data_rows.order(epoch)
             active = tf.logical_and(epoch < epochs, tf.logical_not(self.stopped))  # fixed within an epoch
             counted = tf.cast(active, tf.int64)
 
             def body(j):
-                one_batch(epoch, j, order, masks, active, counted)
+                one_batch(epoch, j, order, active, counted)
                 return j + 1
 
             tf.while_loop(lambda j: j < steps, body, (tf.constant(0),))

@@ -39,17 +39,45 @@ from tasks.train.spec import CLIP_OPTIONS, MAXIMISED, LossSpec, OptimizerSpec, T
 CHUNK = 4096
 
 
+def standardise(y: np.ndarray, units: Optional[tuple[float, float]]) -> np.ndarray:
+    """The target the optimiser sees: z-scores (y - mean) / std for a standardised regression target, else y."""
+    if units is None:
+        return y
+    return ((np.asarray(y, np.float64) - units[0]) / units[1]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Objective:
     """What a run learns: the guide's one input (regression on a loss alone) or a table's task, whose history
-    adds the task's metrics (`tasks.train.metrics`)."""
+    adds the task's metrics (`tasks.train.metrics`).
+
+    `units` is a standardised regression target's (mean, std): the model then outputs z-scores and is trained
+    on the loss of the z-scores (`training_loss`; SGD's steps no longer scale with the target's variance),
+    while everything reported (history, metrics, the guard, early stopping) is in the target's units (`loss`,
+    with predictions mapped back by `to_units`)."""
 
     task: str = "regression"
     classes: int = 0
     table: bool = False
+    units: Optional[tuple[float, float]] = None
 
     def loss(self, spec: LossSpec, axis=None):
+        """The loss in the target's units: what the history shows."""
         return losses.manual(spec, axis, self.task, self.classes)
+
+    def training_loss(self, spec: LossSpec, axis=None):
+        """The loss the optimiser minimises: on z-scores for a standardised target."""
+        return losses.manual(spec, axis, self.task, self.classes, scale=self.units[1] if self.units else 1.0)
+
+    def keras_loss(self, spec: LossSpec):
+        return losses.for_keras(spec, self.task, self.classes, scale=self.units[1] if self.units else 1.0)
+
+    def training_target(self, y: np.ndarray) -> np.ndarray:
+        return standardise(y, self.units)
+
+    def to_units(self, predicted):
+        """A model's output in the target's units."""
+        return predicted if self.units is None else predicted * self.units[1] + self.units[0]
 
 
 #: Per-epoch metrics of a table are computed on at most this many rows of each split (a seeded sample): an
@@ -134,6 +162,7 @@ class Evaluator:
 
     def _split(self, x, y) -> list:
         predicted = self.model(x, training=False) if isinstance(self.model, keras.Model) else self.model(x)
+        predicted = self.objective.to_units(predicted)
         values = [self.loss_fn(y, predicted)]
         if self.metric_fn is not None:
             values.extend(self.metric_fn(y, predicted))
@@ -198,8 +227,8 @@ class TapeStep:
     def __init__(self, model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
                  objective: Objective = Objective()):
         self.chunk = chunk = min(CHUNK, spec.epochs)  # a smaller static history compiles faster
-        loss_fn = objective.loss(spec.loss)
-        self.evaluator = Evaluator(model, data, loss_fn, objective, seed)
+        self.evaluator = Evaluator(model, data, objective.loss(spec.loss), objective, seed)
+        loss_fn = objective.training_loss(spec.loss)
         self.names = self.evaluator.names
         self.model = model
         weights = models.variables(model)
@@ -213,7 +242,7 @@ class TapeStep:
         self.stopping = EarlyStopping(spec.early_stopping, self.names, weights, self._initial) \
             if spec.early_stopping else None
         lr = tf.constant(spec.optimizer.learning_rate, tf.float32)
-        x, y = tf.constant(data.x), tf.constant(data.y)
+        x, y = tf.constant(data.x), tf.constant(objective.training_target(data.y))
         seed_t = tf.constant(seed, tf.int64)
         optimizer, stopping = self.optimizer, self.stopping
         keras_model = isinstance(model, keras.Model)
@@ -262,8 +291,13 @@ class TapeStep:
         return self._initial[:, None]
 
     def variables(self) -> list:
+        """What a snapshot keeps: the weights, the optimizer's state, a Keras model's other state (a Dropout
+        layer's seed generator: a resumed run then draws the noise an uninterrupted one draws) and early
+        stopping's."""
+        model_state = [v.value if hasattr(v, "value") else v for v in self.model.non_trainable_variables] \
+            if isinstance(self.model, keras.Model) else []
         extra = self.stopping.variables() if self.stopping is not None else []
-        return models.variables(self.model) + optimizer_variables(self.optimizer) + extra
+        return models.variables(self.model) + optimizer_variables(self.optimizer) + model_state + extra
 
 
 def _moments(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:

@@ -4,7 +4,7 @@ kept weights on the test split beside the trivial baseline on the same rows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 import numpy as np
@@ -23,7 +23,7 @@ from tasks.results import (
     TrainResult,
     history_columns,
 )
-from tasks.train import losses, network, tensorboard
+from tasks.train import losses, network, rows, tensorboard
 from tasks.train import metrics as task_metrics
 from tasks.train.driver import Hooks, drive
 from tasks.train.fastpath import choose_step
@@ -34,8 +34,13 @@ from tasks.train.spec import MAXIMISED, TrainingSpec
 from tasks.train.steps import Objective
 
 
+def units_of(schema: Schema) -> Optional[tuple[float, float]]:
+    """A standardised regression target's (mean, std) (`data.normalize`), else None."""
+    return (schema.target_mean, schema.target_std) if schema.task == "regression" and schema.normalize else None
+
+
 def objective_of(schema: Schema) -> Objective:
-    return Objective(schema.task, len(schema.classes), table=True)
+    return Objective(schema.task, len(schema.classes), table=True, units=units_of(schema))
 
 
 @dataclass
@@ -67,7 +72,8 @@ def fit_table(seed: int, model: ModelSpec, training: TrainingSpec, dataset: Tabl
     schema = dataset.schema
     _, _, core = tabular.build(model, seed, schema)
     models.set_weights(core, initial.weights)
-    result = train(core, encoded.data, training, seed, hooks, objective_of(schema))
+    # trained on z-scores of a standardised target: the core without its target_units layer (the same weights)
+    result = train(tabular.trained_core(core), encoded.data, training, seed, hooks, objective_of(schema))
     return finish(core, encoded, training, result)
 
 
@@ -94,21 +100,23 @@ def finish(core, encoded: Encoded, training: TrainingSpec, result: TrainResult) 
 
 @dataclass(frozen=True)
 class NetworkTrial:
-    """One run of a table network: its model and training sections and its initial core weights."""
+    """One run of a table network: its model and training sections and its initial core weights; with its own
+    seed and its own encoded splits when these differ from the group's (a sweep over `seed`)."""
 
     model: ModelSpec
     training: TrainingSpec
     weights: list
+    seed: Optional[int] = None  # None: the seed `train_networks` is given
+    encoded: Optional[Encoded] = None  # None: the splits `train_networks` is given
 
 
 def shape_of(model: ModelSpec, training: TrainingSpec, schema: Schema, width: int) -> network.Shape:
     """What trials must share to train fused: the layers, the loss, the optimizer's kind, the batches."""
     stopping = training.early_stopping
-    regression_units = schema.task == "regression" and schema.normalize
     return network.Shape(
         widths=(width, *getattr(model, "hidden", ()), tabular.outputs(schema)),
         activation=getattr(model, "activation", "relu"), task=schema.task, classes=len(schema.classes),
-        target=(schema.target_mean, schema.target_std) if regression_units else None,
+        standardised=units_of(schema) is not None,
         loss=losses.kind(training.loss, schema.task), delta=training.loss.delta,
         optimizer=training.optimizer.kind, nesterov=bool(training.optimizer.options.get("nesterov", False)),
         batch_size=training.batch_size, shuffle=bool(training.shuffle),
@@ -132,21 +140,37 @@ def settings_of(model: ModelSpec, training: TrainingSpec) -> network.Settings:
 
 def train_networks(encoded: Encoded, trials: list[NetworkTrial], seed: int, hooks: Optional[Hooks] = None,
                    until: Optional[int] = None, starts: Optional[list] = None) -> list[Union[Trained, Rung, str]]:
-    """Every trial at once in one network step (they share `shape_of`): each trial's Trained, or why it failed
-    (it diverged, or training did not improve it). With one trial a failure raises, as any run's does.
+    """Every trial at once in one network step: each trial's Trained, or why it failed (it diverged, or
+    training did not improve it). With one trial a failure raises, as any run's does. Trials whose splits
+    differ in size or width (seeds can change a vocabulary) train in one step per size, one after another.
 
     With `until` (a rung of successive halving) training stops there: a trial that has not finished by then
     (its own epochs, or early stopping) comes back as a Rung, whose state `starts` takes to go on later;
     `starts` holds each trial's Rung state (all trained as far) or is None to start from the initial weights."""
-    schema = encoded.dataset.schema
-    width = int(encoded.data.x.shape[1])
-    shapes = {shape_of(t.model, t.training, schema, width) for t in trials}
-    if len(shapes) != 1:
-        raise ValueError(f"fused trials must share one network shape, got {len(shapes)}")
-    hooks = hooks or Hooks()
+    own = [(t.encoded or encoded, seed if t.seed is None else t.seed) for t in trials]
+    parts: dict[tuple, list[int]] = {}
+    for k, (trial, (data, _)) in enumerate(zip(trials, own)):
+        shape = shape_of(trial.model, trial.training, data.dataset.schema, int(data.data.x.shape[1]))
+        parts.setdefault((shape, rows.shape_key(data.data)), []).append(k)
+    networks = {replace(shape, widths=shape.widths[1:]) for shape, _ in parts}  # a vocabulary may differ by seed
+    if len(networks) != 1:
+        raise ValueError(f"fused trials must share one network shape, got {len(networks)}")
+    out: list = [None] * len(trials)
+    for (shape, _), members in parts.items():
+        for k, outcome in zip(members, _train_step(shape, [trials[k] for k in members], [own[k] for k in members],
+                                                   hooks or Hooks(), until,
+                                                   [starts[k] for k in members] if starts else None)):
+            out[k] = outcome
+    return out
+
+
+def _train_step(shape: network.Shape, trials: list[NetworkTrial], own: list[tuple[Encoded, int]], hooks: Hooks,
+                until: Optional[int], starts: Optional[list]) -> list[Union[Trained, Rung, str]]:
+    """`train_networks` for trials of one shape and split size, with each one's (encoded splits, seed)."""
     hooks.checkpoint_every = trials[0].training.checkpoint_every
-    step = network.NetworkStep(shapes.pop(), [settings_of(t.model, t.training) for t in trials],
-                               [t.weights for t in trials], encoded.data, seed)
+    sources = [rows.Source(data.data, trial_seed, units_of(data.dataset.schema)) for data, trial_seed in own]
+    step = network.NetworkStep(shape, [settings_of(t.model, t.training) for t in trials], [t.weights for t in trials],
+                               sources)
     held = None
     if until is not None or starts is not None:
         held = hooks.resume = Held(network.NetworkStep.joined(starts) if starts else None)
@@ -178,9 +202,10 @@ def train_networks(encoded: Encoded, trials: list[NetworkTrial], seed: int, hook
                 raise TrainingMadeWorse(problem)
             out.append(problem)
             continue
-        _, _, core = tabular.build(trial.model, seed, schema)
+        data, trial_seed = own[k]
+        _, _, core = tabular.build(trial.model, trial_seed, data.dataset.schema)
         models.set_weights(core, result.weights)
-        out.append(finish(core, encoded, trial.training, result))
+        out.append(finish(core, data, trial.training, result))
     return out
 
 
