@@ -92,12 +92,12 @@ def test_a_pruned_sweep_reruns_fully_cached_and_a_grown_grid_trains_only_its_new
 
 
 def test_halving_resumes_separate_trials_from_their_state(tmp_path, artifacts):
-    """The keras trainer trains each trial alone; a survivor goes on from its saved state and ends where its
-    uninterrupted run ends."""
+    """Separate trials (`sweep.fuse: false`; Keras-trainer trials would fuse otherwise) each train alone; a
+    survivor goes on from its saved state and ends where its uninterrupted run ends."""
     text = FUSED.replace("training: {epochs: 18, early_stopping: null}",
                          "training: {trainer: keras, epochs: 9, early_stopping: null, shuffle: false}") \
         .replace("[0.0003, 0.003, 0.03], model.dropout: [0.0, 0.1, 0.3]", "[0.001, 0.01, 0.05]") \
-        .replace("min_epochs: 2", "min_epochs: 3")
+        .replace("min_epochs: 2", "min_epochs: 3").replace("  metric: val_loss\n", "  metric: val_loss\n  fuse: false\n")
     spec = write_spec(tmp_path, text)
     result = run_spec(spec)
     assert result["path_used"] == "separate"

@@ -17,7 +17,7 @@ from prefect.context import TagsContext
 
 from flows.process.besteffort import best_effort
 from flows.run.graph import NODES, Node
-from flows.run.nodes import run_node
+from flows.run.nodes import node_seed, run_node
 from flows.run.options import RunOptions
 from flows.run.plan import Plan, artifact_root, compile_plan, progress_dir
 from flows.run.publish import after_publish, experiment_files, node_warnings, publish_and_record, summary, ui_artifacts
@@ -60,11 +60,13 @@ def task_run_tags() -> set[str]:
 
 
 class GraphRunner:
-    """Runs the planned nodes of one spec in order, recording each one's state, key and duration."""
+    """Runs the planned nodes of one spec in order, recording each one's state, key and duration. `seed` is the
+    run's resolved seed; the nodes get the spec's own when it has one (`node_seed`: a sweep trial's)."""
 
     def __init__(self, spec: Spec, seed: int, plan: Plan, options: RunOptions, logger: logging.Logger | logging.LoggerAdapter,
                  tags: Optional[set[str]] = None):
-        self.spec, self.seed, self.plan, self.options, self.logger = spec, seed, plan, options, logger
+        self.spec, self.plan, self.options, self.logger = spec, plan, options, logger
+        self.seed = node_seed(spec.seed, seed)
         self.root = artifact_root(options.artifacts)
         self.use_cache = options.use_cache and plan.cacheable
         self.tags = task_run_tags() if tags is None else tags

@@ -2,7 +2,8 @@
 
 - linear: the guide's models trained by SGD (`tasks.train.trainers.train_linear_trials`), cached as one
   result under the group's key;
-- network: one table network's trials (`tasks.train.table_fit.train_networks`). Each trial's result is kept
+- network: one table network's trials (`tasks.train.table_fit.train_networks`), each with its own seed's
+  data and initial weights (`network_trials`). Each trial's result is kept
   under the trial's own train key, the key a run of that trial's spec alone would have: a re-run finds every
   trial Cached, growing the grid trains only the new trials (fused among themselves), and a trial's spec run
   on its own later reuses what the sweep trained.
@@ -20,7 +21,7 @@ from prefect.context import TagsContext
 from flows.run.cache import MISS, TaskCache, through_cache
 from flows.run.experiment import GraphRunner
 from flows.run.graph import BY_NAME
-from flows.run.nodes import ProgressLog
+from flows.run.nodes import ProgressLog, node_seed
 from flows.run.options import RunOptions
 from flows.run.trials import Trial, fused_key
 
@@ -93,18 +94,38 @@ def linear_outputs(trial: Trial, seed: int, runner: GraphRunner, injected: dict)
 # --------------------------------------------------------------------------- table networks
 
 
+def network_trials(trials: list[Trial], seed: int, options: RunOptions, logger) -> tuple[list, dict[int, str]]:
+    """Each trial as the network step takes it (`tasks.train.table_fit.NetworkTrial`): its sections, its initial
+    weights, its own seed and its own encoded splits, with one data task and one encoding per distinct seed
+    (trials of a sweep over `seed` differ in all of them); and the data task's state per seed."""
+    from tasks.model import models
+    from tasks.train import table_fit
+
+    data: dict[int, tuple] = {}
+    runs = []
+    for trial in trials:
+        runner = GraphRunner(trial.spec, seed, trial.plan, options, logger, tags=set())
+        if runner.seed not in data:
+            dataset = runner.run(BY_NAME["data"])
+            data[runner.seed] = (dataset, table_fit.encode(trial.spec.model, runner.seed, dataset),
+                                 runner.records[0]["state"])
+        dataset, encoded, _ = data[runner.seed]
+        runs.append(table_fit.NetworkTrial(trial.spec.model, trial.spec.training,
+                                           models.initial_state(trial.spec.model, runner.seed, dataset).weights,
+                                           runner.seed, encoded))
+    return runs, {s: state for s, (_, _, state) in data.items()}
+
+
 @task(name="fused-networks", cache_policy=NO_CACHE, persist_result=False)
 def train_network_group(trials: list[Trial], seed: int, options: RunOptions) -> list[dict]:
     """The group's trials whose results are not cached yet, trained at once; each trial's result is read from
     and written to the task cache under the trial's own train key (not through a task per trial: a
     64-trial group would otherwise pay for 64 task runs)."""
-    from tasks.model import models
     from tasks.train import table_fit
     from tasks.train.driver import Hooks
 
     logger = get_run_logger()
     first = GraphRunner(trials[0].spec, seed, trials[0].plan, options, logger, tags=set())
-    dataset = first.run(BY_NAME["data"])
     cache = TaskCache(first.root) if options.use_cache else None
     found: dict[str, Any] = {}
     for trial in trials:
@@ -117,18 +138,18 @@ def train_network_group(trials: list[Trial], seed: int, options: RunOptions) -> 
                 found[trial.id] = value
     todo = [t for t in trials if t.id not in found]
     trained: dict[str, Any] = {}
+    data_states: dict[int, str] = {}
     if todo:
         logger.info("Training %d of %d trials at once (%d cached)", len(todo), len(trials), len(found))
-        encoded = table_fit.encode(todo[0].spec.model, seed, dataset)
-        runs = [table_fit.NetworkTrial(t.spec.model, t.spec.training,
-                                       models.initial_state(t.spec.model, seed, dataset).weights) for t in todo]
+        runs, data_states = network_trials(todo, seed, options, logger)
         progress = ProgressLog(f"{len(todo)} fused trials", max(t.spec.training.epochs for t in todo),
                                todo[0].spec.training.progress_lines)
-        outcomes = table_fit.train_networks(encoded, runs, seed, Hooks(progress=progress, notify=logger.info))
+        outcomes = table_fit.train_networks(runs[0].encoded, runs, runs[0].seed,
+                                            Hooks(progress=progress, notify=logger.info))
         trained = dict(zip((t.id for t in todo), outcomes))
     records = []
     for trial in trials:
-        states = {"data": first.records[0]["state"]}
+        states = {"data": data_states.get(node_seed(trial.spec.seed, seed), "Cached")}
         if trial.id in found:
             outcome, states["train"] = found[trial.id], "Cached"
         else:

@@ -23,7 +23,7 @@ from prefect.context import TagsContext
 
 from flows.run.cache import MISS, TaskCache
 from flows.run.experiment import GraphRunner
-from flows.run.fused import record
+from flows.run.fused import network_trials, record
 from flows.run.graph import BY_NAME
 from flows.run.nodes import ProgressLog
 from flows.run.options import RunOptions
@@ -167,22 +167,20 @@ def train_rung(trials: list[Trial], seed: int, options: RunOptions, until: Optio
     from tasks.train.resume import Held
 
     logger = get_run_logger()
-    runner = GraphRunner(trials[0].spec, seed, trials[0].plan, options, logger, tags=set())
-    dataset = runner.run(BY_NAME["data"])
     first = trials[0].spec
     progress = ProgressLog(f"{len(trials)} trial(s)", until or first.training.epochs, first.training.progress_lines)
     hooks = Hooks(progress=progress, notify=logger.info)
     if step == "fused":
-        encoded = table_fit.encode(first.model, seed, dataset)
-        runs = [table_fit.NetworkTrial(t.spec.model, t.spec.training,
-                                       models.initial_state(t.spec.model, seed, dataset).weights) for t in trials]
-        return table_fit.train_networks(encoded, runs, seed, hooks, until=until,
+        runs, _ = network_trials(trials, seed, options, logger)
+        return table_fit.train_networks(runs[0].encoded, runs, runs[0].seed, hooks, until=until,
                                         starts=starts if all(s is not None for s in starts) else None)
+    runner = GraphRunner(first, seed, trials[0].plan, options, logger, tags=set())
+    dataset = runner.run(BY_NAME["data"])
     (start,) = starts
     hooks.resume, hooks.until = Held(start), until
     try:
-        trained = trainers.fit(seed, first.model, first.training, dataset,
-                               models.initial_state(first.model, seed, dataset), hooks)
+        trained = trainers.fit(runner.seed, first.model, first.training, dataset,
+                               models.initial_state(first.model, runner.seed, dataset), hooks)
     except (TrainingDiverged, TrainingMadeWorse) as exc:
         return [str(exc)]
     if isinstance(trained, Rung):

@@ -73,6 +73,16 @@ class ProgressLog:
                 self.logger.info(self._line(first + i, values[i, :, 0], names))
 
 
+def node_seed(spec_seed: Optional[int], run_seed: int) -> int:
+    """The seed a node is called with: its spec's own (a sweep's trial has its own when the sweep varies
+    `seed`), else the run's resolved seed (`seed: null`: drawn once per run, and nothing is cached).
+
+    Decided here, in the module every node's key covers, because keys hash the spec's seed: a node called with
+    any other seed would store a wrong result under a right key (a seed sweep once trained every trial with the
+    sweep's seed), and moving this rule re-runs every node instead of reusing such results."""
+    return spec_seed if spec_seed is not None else run_seed
+
+
 @task(name="node", cache_policy=NO_CACHE, persist_result=False)
 def run_node(name: str, key: Optional[str], arguments: dict[str, Any], context: Optional[dict] = None,
              injected: Any = None, cache_root: Optional[str] = None, refresh: bool = False) -> Any:

@@ -5,9 +5,9 @@ re-running an interrupted sweep finds finished trials Cached and growing the gri
 points. `flows.run.trials.trial_groups` (from `tasks.train.fastpath`) decides how trials train:
 
 - fused (`flows/run/fused.py`): trials of a linear model that differ only in numeric SGD settings, or
-  trials of one table network (its layers, loss, optimizer kind and batches) that differ only in numbers
-  (learning rate, weight decay, betas, dropout, init seed, schedule, patience, epochs), train at once as
-  one compiled program with a trial axis, one task per group;
+  trials of one table network (its layers, loss, optimizer kind and batches; either trainer) that differ
+  only in numbers (seed, learning rate, weight decay, betas, dropout, init seed, schedule, patience,
+  epochs), train at once as one compiled program with a trial axis, one task per group;
 - separate: each trial is a task running its own data → model → train nodes, submitted to a Prefect task
   runner: a thread pool (`sweep.concurrency` at a time) or prefect-dask's DaskTaskRunner.
 
@@ -99,13 +99,13 @@ def _trial_files(spec: Spec, trial: Trial, seed: int, options: RunOptions, recor
     runner = GraphRunner(trial.spec, seed, trial.plan, options, logger)
     injected: dict[str, Any] = {}
     if "injected" in record:  # a fused linear trial: its data and its train output as the train task makes it
-        injected.update(linear_outputs(trial, seed, runner, record["injected"]))
+        injected.update(linear_outputs(trial, runner.seed, runner, record["injected"]))
     elif "trained" in record:
         injected["train"] = record["trained"]
     outputs = runner.run_all(injected=injected)
     params = sorted(trial.values)
     heading = f"{spec.name} {{version}} trial {trial.id} ({label(trial.values, params)})"
-    files, manifest, figures = experiment_files(trial.spec, seed, trial.plan, outputs, runner.records,
+    files, manifest, figures = experiment_files(trial.spec, runner.seed, trial.plan, outputs, runner.records,
                                                 folder=f"trials/{trial.id}/", heading=heading)
     manifest = {**manifest, "trial": trial.id, "values": trial.values}
     files[f"trials/{trial.id}/manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True, default=float).encode()

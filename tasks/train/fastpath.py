@@ -10,7 +10,8 @@ The steps (see `tasks/train/steps.py`):
 - "trials": several linear models trained by plain SGD on one full batch at once, with a leading trial
   axis; a sweep whose trials differ only in FUSABLE_PATHS takes it (with moments at scale).
 - "network": a table's network (MLP or linear) with the manual trainer and an optimizer the step implements
-  (`NETWORK_OPTIMIZERS`): one run, or a sweep's trials that share its shape, K at once.
+  (`NETWORK_OPTIMIZERS`): one run, or a sweep's trials that share its shape, K at once (a sweep's
+  Keras-trainer trials too, but for dropout: `fused_network_reason`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ def network_reason(training: Any) -> Optional[str]:
     implements), else why not."""
     if training.trainer != "manual":
         return "the keras trainer trains through fit"
+    return _optimizer_reason(training)
+
+
+def _optimizer_reason(training: Any) -> Optional[str]:
     kind = training.optimizer.kind
     if kind not in NETWORK_OPTIMIZERS:
         return f"optimizer '{kind}' needs Keras's optimizer (the network step does {', '.join(NETWORK_OPTIMIZERS)})"
@@ -83,6 +88,22 @@ def network_reason(training: Any) -> Optional[str]:
     if other:
         return f"optimizer options {other} need Keras's optimizer"
     return None
+
+
+def fused_network_reason(resolved: dict, training: Any) -> Optional[str]:
+    """None when a sweep's table trial can train fused in the network step, else why not. Keras-trainer trials
+    fuse too: fit on a table takes the network step's batches in the network step's order
+    (`tasks/train/keras_fit.py`) with the same optimizer arithmetic, so a fused trial equals its lone fit run
+    within float rounding (`tests/test_fused_keras.py`), except for dropout: Keras's Dropout layers draw
+    their own noise, which the network step cannot replay."""
+    kind = resolved["model"]["kind"]
+    if kind not in ("mlp", "linear"):
+        return f"model.kind '{kind}' is not a table network"
+    reason = _optimizer_reason(training)
+    if reason is None and training.trainer == "keras" and resolved["model"].get("dropout"):
+        reason = ("the keras trainer's Dropout layers draw their own noise, which the fused network step cannot "
+                  "replay (model.dropout: 0, or training.trainer: manual, trains it fused)")
+    return reason
 
 
 def choose_step(model_kind: str, training: Any, examples: Optional[int] = None,
@@ -134,9 +155,10 @@ def _for_trials(trials: Sequence[tuple[dict, str, Any]], examples: Optional[int]
 
 
 #: Settings the trials of one table network may each have their own of and still train fused (the network
-#: step keeps one value per trial); every other setting must be the same across a fused group.
+#: step keeps one value per trial; a seed gives a trial its own split, shuffles, noise and initial weights);
+#: every other setting must be the same across a fused group.
 FUSABLE_NETWORK_PATHS = (
-    "training.optimizer.learning_rate", "training.epochs", "model.dropout", "model.init_seed",
+    "seed", "training.optimizer.learning_rate", "training.epochs", "model.dropout", "model.init_seed",
     "training.optimizer.options.weight_decay", "training.optimizer.options.beta_1",
     "training.optimizer.options.beta_2", "training.optimizer.options.epsilon", "training.optimizer.options.momentum",
     "training.lr_schedule.decay_epochs", "training.lr_schedule.decay_rate", "training.lr_schedule.alpha",
@@ -147,13 +169,12 @@ NOT_TRAINING = ("name", "description", "plots", "checkpoint", "schedule", "promo
 
 def network_groups(trials: Sequence[tuple[Any, dict, Any]]) -> tuple[list[tuple[list, str]], list[tuple[Any, str]]]:
     """A table sweep's trials, given as (trial, resolved spec, training section), as fused groups (members, why:
-    one per network shape and fixed settings) and separate trials (trial, why not fused)."""
+    one per network shape and fixed settings, naming what sets each group apart from the others) and
+    separate trials (trial, why not fused)."""
     groups: dict[str, list] = {}
     separate = []
     for trial, resolved, training in trials:
-        reason = network_reason(training)
-        if reason is None and resolved["model"]["kind"] not in ("mlp", "linear"):
-            reason = f"model.kind '{resolved['model']['kind']}' is not a table network"
+        reason = fused_network_reason(resolved, training)
         if reason:
             separate.append((trial, f"separate: {reason}"))
             continue
@@ -166,16 +187,31 @@ def network_groups(trials: Sequence[tuple[Any, dict, Any]]) -> tuple[list[tuple[
             if isinstance(node, dict):
                 node.pop(last, None)
         groups.setdefault(json.dumps(fixed, sort_keys=True), []).append((trial, resolved))
+    flat = {key: _flatten(json.loads(key)) for key in groups}
+    apart = sorted({path for f in flat.values() for path in f
+                    if len({json.dumps(g.get(path), sort_keys=True) for g in flat.values()}) > 1})
     out = []
-    for members in groups.values():
+    for key, members in groups.items():
         resolved = [r for _, r in members]
         varying = sorted(path for path in FUSABLE_NETWORK_PATHS if len({json.dumps(_at(r, path)) for r in resolved}) > 1)
         model = resolved[0]["model"]
         shape = f"{model['kind']} {model.get('hidden', [])} {model.get('activation', '')}".rstrip()
         what = f"differ in {', '.join(varying)}" if varying else "differ in nothing it trains"
+        split = ("; apart from the other groups by " + ", ".join(f"{path}={json.dumps(flat[key].get(path))}"
+                                                                  for path in apart)) if apart else ""
         out.append(([t for t, _ in members], f"fused: {len(members)} trial(s) of one network ({shape}) {what}; "
-                                             "trained at once with a trial axis"))
+                                             f"trained at once with a trial axis{split}"))
     return out, separate
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted paths to its leaves (lists are leaves)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
 
 
 def _at(data: Any, path: str) -> Any:
