@@ -55,11 +55,16 @@ def unseen(model: Model, columns: list, examples: int = 3) -> dict[str, tuple[in
     for feature, column in zip(model.features, columns):
         if feature.kind != "text":
             continue
-        outside = pc.invert(pc.is_in(column, value_set=pa.array(feature.vocabulary, pa.string())))
+        outside = unseen_cells(feature, column)
         count = pc.sum(outside).as_py() or 0
         if count:
             found[feature.name] = (count, pc.unique(column.filter(outside)).to_pylist()[:examples])
     return found
+
+
+def unseen_cells(feature: Feature, column: pa.Array) -> pa.BooleanArray:
+    """Which cells of a text feature's column hold a value its training split never had."""
+    return pc.invert(pc.is_in(column, value_set=pa.array(feature.vocabulary, pa.string())))
 
 
 def _number(name: str, array: pa.Array) -> np.ndarray:
