@@ -41,28 +41,13 @@ ROWS = 256
 
 
 def publish(folder: Path) -> Path:
-    """Train the least table spec's model briefly and lay out its version folder as the publish step does."""
-    from flows.spec.load import validate_data
-    from predict_memory import write_csv
-    from tasks.checkpoint import save as checkpoints
-    from tasks.data import load as data
-    from tasks.model import models
+    """The least table spec's model (the table defaults), trained briefly, as a version of an artifact root."""
+    from predict_memory import publish as trained
     from tasks.publish.store import file_hashes
-    from tasks.train import trainers
 
-    train_csv = folder / "train.csv"
-    write_csv(train_csv, 4_000, 0, with_id=False)
-    spec = validate_data({"name": "bench", "seed": 1, "data": {"kind": "csv", "path": str(train_csv), "target": "churned"},
-                          "training": {"epochs": 3}, "checkpoint": {"formats": ["saved_model"]}})
-    dataset = data.load(spec.data, 1)
-    trained = trainers.fit(1, spec.model, spec.training, dataset, models.initial_state(spec.model, 1, dataset))
-    version = folder / "artifacts" / "bench" / "v0001"
-    for name, content in checkpoints.files(1, spec.model, spec.checkpoint, trained).items():
-        (version / "checkpoint" / name).parent.mkdir(parents=True, exist_ok=True)
-        (version / "checkpoint" / name).write_bytes(content)
-    (version / "schema.json").write_text(json.dumps(trained.schema.as_json()))
-    (version / "classes.json").write_text(json.dumps(trained.schema.classes))
-    (version / "manifest.json").write_text(json.dumps({"files": file_hashes(version)}))
+    (folder / "artifacts").mkdir(parents=True, exist_ok=True)
+    version = trained(folder / "artifacts", model=None, epochs=3)
+    (version / "manifest.json").write_text(json.dumps({"files": file_hashes(version)}))  # what loaders check
     rows = [{k: _plain(v) for k, v in row.items() if k != "churned"} for row in _rows(ROWS)]
     (folder / "rows.json").write_text(json.dumps(rows))
     return version

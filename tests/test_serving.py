@@ -365,6 +365,22 @@ def test_a_version_that_fails_its_check_is_not_served_and_the_failure_is_counted
         assert trainflow("alias", f"churn@{holder}", "production", "--artifacts", str(root)).returncode == 0
 
 
+def test_only_versions_inside_the_artifact_root_are_served(published, tmp_path):
+    from tasks.publish.store import Version
+    from tasks.serving.registry import ServeError, load_version
+
+    root = published["root"]
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(root / "churn" / "v0001", outside)
+    link = root / "churn" / "v0009"
+    link.symlink_to(outside, target_is_directory=True)  # a version folder that leads out of the root
+    try:
+        with pytest.raises(ServeError, match="outside the artifact root"):
+            load_version(Version("churn", 9, link), root)
+    finally:
+        link.unlink()
+
+
 def test_a_reference_that_names_nothing_is_exit_2_before_listening(published):
     ran = trainflow("serve-model", "churn@staging", "--artifacts", str(published["root"]), "--port", "0")
     assert ran.returncode == 2 and "'staging' is neither a version nor an alias of churn" in ran.stderr
@@ -390,3 +406,46 @@ def test_the_command_serves_on_localhost_until_sigterm(published):
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err[-2000:]
     assert "Serving churn@production" in err and err.rstrip().endswith("stopped")
+
+
+def test_a_deployment_serves_as_a_flow_run_until_it_is_stopped(published):
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.variables import Variable
+
+    from flows.lifecycle.serving import trainflow_serve_model
+    from tasks.serving.server import RUNNING
+
+    root, pool = published["root"], f"serving-{uuid.uuid4().hex[:6]}"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    ran = trainflow("serve-model", "churn@production", "--deploy", pool, "--artifacts", str(root))
+    assert ran.returncode == 0 and "Registered trainflow-serve-model/churn" in ran.stdout, ran.stderr[-2000:]
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("trainflow-serve-model/churn")
+    assert deployment.parameters["models"] == ["churn@production"] and deployment.work_pool_name == pool
+    assert json.loads(Variable.get("trainflow-lanes-trainflow-serve-model-churn"))["artifacts"] == str(root)
+    ended = []  # the flow run's state, from the thread a worker's process would be
+    run = threading.Thread(target=lambda: ended.append(trainflow_serve_model(
+        ["churn@production"], port=0, artifacts=str(root), return_state=True)))
+    before = len(RUNNING)
+    run.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(RUNNING) == before or not RUNNING[-1].started:
+            assert run.is_alive() and time.monotonic() < deadline, ended
+            time.sleep(0.05)
+        server = RUNNING[-1]
+        port = server.servers[0].sockets[0].getsockname()[1]
+        code, answer = Client(f"http://127.0.0.1:{port}").call("POST", "/v1/models/churn:predict",
+                                                               {"instances": _rows(published["csv"], 1)})
+        assert code == 200, answer
+    finally:
+        if len(RUNNING) > before:
+            RUNNING[-1].should_exit = True  # what SIGTERM does in a worker's process
+        run.join(60)
+    assert ended and ended[0].is_completed(), ended
+    served = [h for h in Aliases(Store(root), "churn").history("production") if h["decision"] == "served"]
+    assert f", flow run {ended[0].state_details.flow_run_id}" in served[-1]["by"], "the history names the flow run"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -11,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from flows.cli.app import ArtifactsOption, DebugOption, app, errors, fail
+from tasks.publish.store import NAME_PATTERN
 from tasks.serving.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 
 DEFAULTS = Settings()
@@ -30,14 +32,26 @@ def serve_model(models: List[str] = typer.Argument(..., metavar="NAME[@vN|@ALIAS
                                                        help="Longest a request waits for others already on their way."),
                 max_body_mb: float = typer.Option(DEFAULTS.max_body_bytes / 2**20, "--max-body-mb",
                                                   help="Largest request body (MiB); larger is answered 413."),
+                deploy: Optional[str] = typer.Option(None, "--deploy", metavar="POOL",
+                                                     help="Register it as a Prefect deployment on this work pool "
+                                                          "instead (a worker there runs the server as a flow run)."),
+                name: Optional[str] = typer.Option(None, "--name", help="With --deploy: the deployment's name "
+                                                                         "(default: the first model's name)."),
                 artifacts: Optional[Path] = ArtifactsOption, debug: bool = DebugOption) -> None:
     """Serve versions over HTTP in TensorFlow Serving's REST format (POST /v1/models/NAME:predict), batching
     concurrent requests and switching to a new version, checked, when its alias moves. Stops on SIGINT/SIGTERM."""
     with errors(debug, failure="serving failed"):
         settings = Settings(max_batch, batch_timeout_ms, int(max_body_mb * 2**20), DEFAULTS.poll_seconds)
         problems = settings.problems() + ([] if 0 <= port <= 65535 else [f"--port: must be 0 to 65535, got {port}"])
+        if name is not None and deploy is None:
+            problems.append("--name: names a deployment; give --deploy POOL too")
+        if name is not None and not re.fullmatch(NAME_PATTERN, name):
+            problems.append(f"--name: {name[:80]!r} is not a slug (lowercase letters, digits, '-' and '_')")
         if problems:
             fail("\n".join(problems), 2)
+        if deploy is not None:
+            _deploy(models, deploy, name, host, port, settings, artifacts, debug)
+            return
         from flows.process.startup import hide_expected_tracebacks, quiet_tensorflow_start
         from flows.run.plan import artifact_root
 
@@ -72,3 +86,22 @@ def _ready(registry, url: str) -> None:
                f"/metrics, /healthz)", err=True)
     typer.echo(url)
     sys.stdout.flush()
+
+
+def _deploy(models: List[str], pool: str, name: Optional[str], host: str, port: int, settings: Settings,
+            artifacts: Optional[Path], debug: bool) -> None:
+    """Check the references against the artifact root (exit 2 naming what exists), then register the deployment."""
+    from flows.cli.app import version_ref
+    from flows.process.startup import prepare
+    from flows.run.plan import artifact_root
+
+    for ref in models:
+        version_ref(ref, artifacts)
+    deployment = name or models[0].partition("@")[0]
+    prepare(debug)  # before flows.lifecycle.serving imports Prefect
+    from flows.lifecycle.serving import FLOW_NAME, deploy
+
+    deploy(list(models), pool, deployment, host, port, settings, str(artifact_root(artifacts)))
+    typer.echo(f"Registered {FLOW_NAME}/{deployment} on work pool {pool}: `prefect worker start --pool {pool}` on the "
+               f"serving machine runs it once started (`prefect deployment run {FLOW_NAME}/{deployment}`, the UI, an "
+               f"automation); cancelling the run stops the server")

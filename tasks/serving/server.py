@@ -23,7 +23,7 @@ import uvicorn
 
 from tasks.serving.app import build_app
 from tasks.serving.registry import Registry, ServeError
-from tasks.serving.settings import DEFAULT_HOST, Settings
+from tasks.serving.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 
 log = logging.getLogger("trainflow.serving")
 
@@ -71,22 +71,37 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+#: Every server this process runs, newest last, so code that started one in another thread (a flow run, a
+#: notebook) can find its address and stop it (`server.should_exit = True`; it finishes the requests it holds).
+RUNNING: list[_Server] = []
+
+
 def _server(registry: Registry) -> _Server:
     config = uvicorn.Config(build_app(registry), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=10, log_config=None)
     return _Server(config)
 
 
+def _run(server: _Server, sock: socket.socket) -> None:
+    RUNNING.append(server)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        RUNNING.remove(server)
+
+
+
 def identity(sock: socket.socket) -> str:
     return f"server {address(sock).removeprefix('http://')} (pid {os.getpid()})"
 
 
-def serve(root: Path, refs: list[str], host: str = DEFAULT_HOST, port: int = 8501, settings: Settings = Settings(),
-          ready: Optional[Callable[[Registry, str], None]] = None) -> None:
+def serve(root: Path, refs: list[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, settings: Settings = Settings(),
+          ready: Optional[Callable[[Registry, str], None]] = None, who: str = "") -> None:
     """Serve `refs` (NAME, NAME@vN, NAME@ALIAS) from the artifact root until SIGINT or SIGTERM. ServeError before
-    listening when a reference cannot be served or the address cannot be had."""
+    listening when a reference cannot be served or the address cannot be had. `who` is added to the server's name
+    in the alias history (e.g. its flow run)."""
     sock = bind(host, port)
-    registry = Registry(root, refs, settings, by=identity(sock))
+    registry = Registry(root, refs, settings, by=identity(sock) + who)
     try:
         registry.load()
     except BaseException:
@@ -94,7 +109,7 @@ def serve(root: Path, refs: list[str], host: str = DEFAULT_HOST, port: int = 850
         raise
     if ready is not None:
         ready(registry, address(sock))
-    _server(registry).run(sockets=[sock])
+    _run(_server(registry), sock)
 
 
 class Background:
@@ -106,8 +121,8 @@ class Background:
         self.registry = Registry(root, refs, settings, by=identity(self.sock))
         self.registry.load()
         self.server = _server(self.registry)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="trainflow-serve-model", daemon=True)
+        self.thread = threading.Thread(target=_run, args=(self.server, self.sock), name="trainflow-serve-model",
+                                       daemon=True)
 
     def __enter__(self) -> str:
         self.thread.start()
