@@ -170,6 +170,7 @@ def test_an_array_input_of_any_rank_is_taken_from_the_signature(published, serve
     assert by_rows["predictions"] == pytest.approx(wanted.tolist(), rel=1e-6)
     code, by_columns = client.call("POST", "/v1/models/grid/versions/1:predict", {"inputs": {"x": grid.tolist()}})
     assert code == 200 and by_columns["outputs"] == by_rows["predictions"]
+    assert by_columns["trainflow"]["label"] is None and by_columns["trainflow"]["version"] == 1, "asked by number"
     code, answer = client.call("POST", "/v1/models/grid:predict", {"instances": grid[:, :, :2].tolist()})
     assert code == 400 and answer["error"] == "instances[*]: rows of [4, 2] where the model takes [4, 3] per row"
     code, answer = client.call("POST", "/v1/models/grid:predict", {"instances": [grid[0].tolist(), grid[1, :3].tolist()]})

@@ -189,7 +189,8 @@ class Registry:
     # ------------------------------------------------------------------ requests
 
     def find(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> tuple[Optional[Route], Served]:
-        """What answers a request for NAME, NAME/versions/N or NAME/labels/L; NotFound says what is served."""
+        """What answers a request for NAME, NAME/versions/N or NAME/labels/L, and the route it came by (None when
+        asked by version number); NotFound says what is served."""
         routes = self.routes.get(name)
         if not routes:
             raise NotFound(f"Servable not found for request: {name[:64]!r} is not served here (served: "
@@ -205,7 +206,7 @@ class Registry:
             if route is None:
                 raise NotFound(f"Servable not found for request: {name} version {version} is not served here "
                                f"(served: {', '.join(str(r.current.version.number) for r in routes)})")
-            return route, route.current
+            return None, route.current  # asked by number: no label routed it
         return routes[0], routes[0].current
 
     def enter(self, served: Served) -> None:

@@ -74,7 +74,7 @@ def _ours(served: Served, route: Optional[Route], request: Request, outputs: dic
         classes = [str(c) for c in model.classes]
         ours["prediction"] = labels.to_pylist()
         ours["probabilities"] = [dict(zip(classes, row)) for row in np.asarray(outputs[model.output_key], np.float32)]
-    else:
+    elif outputs[model.output_key].size == request.rows:  # one value per row, as `predict` writes it
         ours["prediction"] = np.asarray(outputs[model.output_key], np.float32).reshape(-1)
     ours["unseen"] = unseen(served, request, outputs)
     return ours
@@ -109,7 +109,7 @@ def metadata(served: Served, routes: list[Route]) -> dict:
     signature = {"inputs": {spec.key: spec.tensor_info() for spec in served.inputs},
                  "outputs": {spec.key: spec.tensor_info() for spec in served.outputs},
                  "method_name": "tensorflow/serving/predict"}
-    columns = [{"name": spec.label, "input": spec.key, "kind": spec.feature.kind if spec.feature else None,
+    columns = [{"name": spec.label, "input": spec.key, "kind": spec.feature.kind if spec.is_column else None,
                 "dtype": spec.dtype, "shape": [None if d is None else d for d in spec.shape],
                 **({"values": list(spec.feature.vocabulary)} if spec.feature and spec.feature.kind == "text" else {})}
                for spec in served.inputs]
