@@ -23,11 +23,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import common  # noqa: F401  (sets up sys.path and env)
 from common import table, write_section
 
 TRAIN_ROWS = 4_000
+LINEAR = {"kind": "linear"}
 SIZES = (1_000, 100_000, 1_000_000, 3_000_000)
 RUNS = 2  # fresh processes per size
 
@@ -58,8 +60,9 @@ def write_csv(path: Path, rows: int, seed: int, with_id: bool = True) -> None:
     pacsv.write_csv(pa.table({**({"id": np.arange(rows)} if with_id else {}), **data}), path)
 
 
-def publish(folder: Path) -> Path:
-    """Train the model on TRAIN_ROWS rows and lay out its version folder as the publish step does."""
+def publish(folder: Path, model: Optional[dict] = LINEAR, epochs: int = 20) -> Path:
+    """Train the model on TRAIN_ROWS rows and lay out its version folder as the publish step does (`model` None:
+    the table default a least spec gets)."""
     from flows.spec.load import validate_data
     from tasks.checkpoint import save as checkpoints
     from tasks.data import load as data
@@ -68,9 +71,9 @@ def publish(folder: Path) -> Path:
 
     train_csv = folder / "train.csv"
     write_csv(train_csv, TRAIN_ROWS, 0, with_id=False)
-    spec = validate_data({"name": "bench", "seed": 1, "model": {"kind": "linear"},
+    spec = validate_data({"name": "bench", "seed": 1, **({"model": model} if model else {}),
                           "data": {"kind": "csv", "path": str(train_csv), "target": "churned", "test_split": 0.2},
-                          "training": {"epochs": 20, "optimizer": {"kind": "adam", "learning_rate": 0.05}},
+                          "training": {"epochs": epochs, "optimizer": {"kind": "adam", "learning_rate": 0.05}},
                           "checkpoint": {"formats": ["saved_model"]}})
     dataset = data.load(spec.data, 1)
     trained = trainers.fit(1, spec.model, spec.training, dataset, models.initial_state(spec.model, 1, dataset))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.cli import browse, lifecycle, run, servers  # noqa: F401  (each registers its commands on the app)
+from flows.cli import browse, lifecycle, run, servers, serving  # noqa: F401  (each registers its commands on the app)
 from flows.cli.app import app
 
 

@@ -1,7 +1,7 @@
 """The `trainflow` command line: the Typer app, the options every command shares, and the one error handler.
 
 Commands live by group: `flows/cli/run.py` (run, validate, schema, plan), `browse.py` (list, show, diff,
-verify, compare), `lifecycle.py` (predict, alias), `servers.py` (serve, deploy, server). Commands that do
+verify, compare), `lifecycle.py` (predict, alias), `servers.py` (serve, deploy, server), `serving.py` (serve-model). Commands that do
 not train (`--help`, `validate`, `schema`, `plan`, `list`, `show`, `diff`) import neither TensorFlow nor
 matplotlib nor Prefect, so they answer at once. Exit codes: 0 success, 1 a run that failed, 2 an invalid
 spec or usage (and then nothing is written). Errors are one line per problem, position first; `--debug`

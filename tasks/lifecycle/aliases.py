@@ -2,7 +2,9 @@
 
 Versions stay immutable; aliases live beside them, in the series folder:
 
-    <name>/alias-history.jsonl   one JSON line per decision (moves, rejections, rollbacks): the journal
+    <name>/alias-history.jsonl   one JSON line per decision (moves, rejections, rollbacks): the journal;
+                                 also notes that move nothing (an online server's `served`: which version
+                                 answered for the alias from when)
     <name>/aliases.json          {"production": "v0003", …}: the journal's moves applied, replaced atomically
 
 A decision is appended to the journal (and fsync'd) first, then applied to `aliases.json`, both under the
@@ -207,6 +209,17 @@ class Aliases:
             holders[alias] = previous
             return self._record({"alias": alias, "decision": "rolled back", "from": current, "to": previous,
                                  "by": by, "reason": "rollback", "flow_run_id": flow_run_id}, holders)
+
+    def note(self, alias: str, decision: str, label: str, previous: Optional[str], by: str, reason: str,
+             flow_run_id: Optional[str] = None) -> dict:
+        """Record what a reader did about the alias (an online server's `served` or `not served`): a history
+        line that moves nothing, so holders and rollbacks ignore it, and the history says which version
+        answered when."""
+        if decision in ("moved", "rolled back", "rejected", "kept"):
+            raise AliasError(f"'{decision}' is a decision about the alias itself, not a note")
+        with self.store.locked(self.name):
+            return self._record({"alias": alias, "decision": decision, "from": previous, "to": label, "by": by,
+                                 "reason": reason, "flow_run_id": flow_run_id})
 
     def gate(self, alias: str, label: str, metric: str, mode: str, min_delta: float,
              flow_run_id: Optional[str] = None) -> dict:

@@ -55,11 +55,16 @@ def unseen(model: Model, columns: list, examples: int = 3) -> dict[str, tuple[in
     for feature, column in zip(model.features, columns):
         if feature.kind != "text":
             continue
-        outside = pc.invert(pc.is_in(column, value_set=pa.array(feature.vocabulary, pa.string())))
+        outside = unseen_cells(feature, column)
         count = pc.sum(outside).as_py() or 0
         if count:
             found[feature.name] = (count, pc.unique(column.filter(outside)).to_pylist()[:examples])
     return found
+
+
+def unseen_cells(feature: Feature, column: pa.Array) -> pa.BooleanArray:
+    """Which cells of a text feature's column hold a value its training split never had."""
+    return pc.invert(pc.is_in(column, value_set=pa.array(feature.vocabulary, pa.string())))
 
 
 def _number(name: str, array: pa.Array) -> np.ndarray:
@@ -78,7 +83,9 @@ def _number(name: str, array: pa.Array) -> np.ndarray:
                                         "the model needs numbers") from None
     else:
         values = pc.cast(array, pa.float64(), safe=False)
-    return values.fill_null(math.nan).to_numpy(zero_copy_only=False).astype(np.float32)
+    if values.null_count:  # (a call skipped when there is nothing to fill: it costs an online request ~15 µs)
+        values = values.fill_null(math.nan)
+    return values.to_numpy(zero_copy_only=False).astype(np.float32)
 
 
 def _text(name: str, array: pa.Array, feature: Feature) -> pa.Array:
@@ -100,7 +107,7 @@ def _text(name: str, array: pa.Array, feature: Feature) -> pa.Array:
     if is_boolean_feature(feature) and not pa.types.is_boolean(kind):  # training read true/false cells
         text = pc.if_else(pc.is_in(text, value_set=pa.array(TRUE_SPELLINGS)), "True",
                           pc.if_else(pc.is_in(text, value_set=pa.array(FALSE_SPELLINGS)), "False", text))
-    return text.fill_null("")
+    return text.fill_null("") if text.null_count else text
 
 
 def _utf8(value: Optional[bytes]) -> bool:
@@ -116,6 +123,11 @@ def is_boolean_feature(feature: Feature) -> bool:
     return bool(vocabulary & {"True", "False"}) and vocabulary <= {"True", "False", MISSING}
 
 
+#: Up to this many rows a text column becomes a tensor directly; past it, its distinct values are gathered (two
+#: eager TensorFlow ops, which cost more than the Python strings of a small batch: an online request's).
+GATHER_FROM = 1024
+
+
 def tensors(model: Model, columns: list) -> dict:
     import tensorflow as tf
 
@@ -123,6 +135,8 @@ def tensors(model: Model, columns: list) -> dict:
     for feature, column in zip(model.features, columns):
         if feature.kind == "number":
             inputs[feature.input_name] = tf.constant(column, tf.float32)
+        elif len(column) < GATHER_FROM:
+            inputs[feature.input_name] = tf.constant(column.to_pylist(), tf.string)
         else:  # the distinct values once, then a gather: no Python string per row
             encoded = pc.dictionary_encode(column)
             values = tf.constant(encoded.dictionary.to_pylist(), tf.string)
