@@ -42,7 +42,7 @@ def eager_epoch(x, y, epochs: int) -> float:
 def main() -> None:
     rows = []
     for n, epochs, eager_epochs in SIZES:
-        dataset = data.load(LinearData(kind="linear", num_examples=n), 0)
+        dataset = data.load(LinearData(kind="linear", num_examples=n), 0).train_data()
         x, y = tf.constant(dataset.x), tf.constant(dataset.y)
         eager = eager_epoch(x, y, eager_epochs)
         spec = TrainingSpec(epochs=epochs, checkpoint_every=10**7)

@@ -23,7 +23,7 @@ SIZES = [(201, 200), (100_000, 100), (1_000_000, 30), (10_000_000, 5)]
 def main() -> None:
     rows = []
     for n, epochs in SIZES:
-        dataset = data.load(LinearData(kind="linear", num_examples=n), 0)
+        dataset = data.load(LinearData(kind="linear", num_examples=n), 0).train_data()
         results = {}
 
         def plain():

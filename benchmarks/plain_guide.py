@@ -25,7 +25,7 @@ from tasks.train import trainers
 
 def work(spec: Spec) -> np.ndarray:
     """data → model → train → plots → checkpoint → files, as plain function calls."""
-    dataset = data.load(spec.data, spec.seed)
+    dataset = data.load(spec.data, spec.seed).train_data()
     initial = models.initial_state(spec.model, spec.seed)
     trained = trainers.fit(spec.seed, spec.model, spec.training, dataset, initial)
     pngs = render.render_all(draw.draw(spec.data, spec.plots, dataset, trained), spec.name, spec.plots.dpi)

@@ -35,7 +35,7 @@ from tasks.data import load as data
 from tasks.model import models
 from tasks.train import trainers
 spec = load_spec(sys.argv[1], ["training.epochs=" + sys.argv[2]])
-dataset = data.load(spec.data, spec.seed)
+dataset = data.load(spec.data, spec.seed).train_data()
 model = models.build(spec.model, spec.seed)
 started = time.perf_counter()
 trainers.train_manual(model, dataset, spec.training, spec.seed)
@@ -48,7 +48,7 @@ import tensorflow as tf
 from flows.spec.load import load_spec
 from tasks.data import load as data
 spec = load_spec("specs/guide.yaml")
-d = data.load(spec.data, spec.seed)
+d = data.load(spec.data, spec.seed).train_data()
 x, y = tf.constant(d.x), tf.constant(d.y)
 w, b = tf.Variable(5.0), tf.Variable(0.0)
 def epoch():

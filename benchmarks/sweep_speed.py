@@ -22,7 +22,7 @@ EPOCHS = 1000
 
 
 def main() -> None:
-    dataset = data.load(LinearData(kind="linear"), 42)
+    dataset = data.load(LinearData(kind="linear"), 42).train_data()
     rates = np.geomspace(0.001, 0.4, 64)
 
     def single(rate=0.1):

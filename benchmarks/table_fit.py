@@ -22,7 +22,7 @@ from common import best_of, table, write_section
 
 from tasks.model import models, tabular
 from tasks.model.spec import MlpModel
-from tasks.results import Dataset, Feature, Schema
+from tasks.results import TrainData, Feature, Schema
 from tasks.train import keras_fit, table_fit
 from tasks.train.driver import drive
 from tasks.train.network import NetworkStep
@@ -37,7 +37,7 @@ def main() -> None:
     x = rng.normal(size=(ROWS, FEATURES)).astype(np.float32)
     y = (x @ rng.normal(size=FEATURES) + np.sin(x[:, 0]) + rng.normal(size=ROWS)).astype(np.float32)
     split = int(ROWS * 0.9)
-    data = Dataset(x[:split], y[:split], x[split:], y[split:])
+    data = TrainData(x[:split], y[:split], x[split:], y[split:])
     schema = Schema("regression", "y", [Feature(f"f{i}", f"f{i}", "number") for i in range(FEATURES)], [], False)
     spec = MlpModel(kind="mlp", hidden=[64, 32], activation="relu")
     settings = {"epochs": EPOCHS, "batch_size": BATCH, "shuffle": False, "optimizer": {"kind": "adam", "learning_rate": 0.001}}

@@ -16,10 +16,11 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """The guide's data: one input and one target, float32, with a validation split (empty when there is none)."""
+class TrainData:
+    """What a trainer fits: the encoded training and validation inputs and their targets (the validation arrays
+    empty when there is none). The guide's x [N]; a table's encoded matrix [N, width]; an array [N, ...]."""
 
-    x: np.ndarray  # float32, shape (N,)
+    x: np.ndarray  # float32, [N, ...]
     y: np.ndarray
     x_val: np.ndarray  # empty when there is no validation split
     y_val: np.ndarray
@@ -176,17 +177,19 @@ def input_name(column: str) -> str:
 class Feature:
     """One input column of a table, as the training split describes it (what the model's preprocessing needs)."""
 
-    name: str  # the column's name in the file
+    name: str  # the column's (or array's) name in the file
     input_name: str  # its name as a model input (a SavedModel signature allows fewer characters)
-    kind: str  # "number" or "text" (booleans are text: 'False', 'True')
+    kind: str  # "number" or "text" (a column; booleans are text: 'False', 'True'), or "tensor" (an array)
     vocabulary: list = field(default_factory=list)  # text: the training split's values, most frequent first
-    mean: float = 0.0  # number: the training split's mean (normalisation, imputation)
-    variance: float = 1.0  # number: the training split's variance
+    mean: float = 0.0  # number, tensor: the training split's mean (normalisation, imputation)
+    variance: float = 1.0  # number, tensor: the training split's variance
+    shape: list = field(default_factory=list)  # per example, without the batch axis: [] for a column, [16, 16] …
 
 
 @dataclass
 class Schema:
-    """What a table model takes and gives: its features in order, the task, the target and its classes."""
+    """What a model takes and gives: its named inputs in order (each a `Feature`: a table's column, an array, the
+    guide's x), the task, the target and its classes, and how the target was standardised."""
 
     task: str  # "regression" or "classification"
     target: str
@@ -196,6 +199,8 @@ class Schema:
     impute: bool = False  # empty cells were filled (numbers: the training mean; text: "missing"), so scoring fills them too
     target_mean: float = 0.0  # regression with normalize: the model's output layer maps z to z · std + mean
     target_std: float = 1.0
+    target_shape: list = field(default_factory=list)  # per example: [] for one value or a class, [k] for k values
+    line: bool = False  # the guide's one number x to y: its own models (tf.Module, w and b), a loss-only history
 
     def as_json(self) -> dict:
         from dataclasses import asdict
@@ -205,10 +210,11 @@ class Schema:
 
 @dataclass
 class Split:
-    """One split of a table: raw feature columns (numbers float64, text unicode), the target, and the rows'
-    numbers in the file (0-based), so predictions can be matched back to rows."""
+    """One split of the data: each input as a named array [N, *feature.shape] (a table's raw column: numbers
+    float64, text unicode; an array float32), the target, and the rows' numbers in the source (0-based), so
+    predictions can be matched back to rows."""
 
-    columns: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]
     target: np.ndarray  # float32 (regression) or int32 class indices (classification)
     rows: np.ndarray
 
@@ -217,14 +223,24 @@ class Split:
 
 
 @dataclass
-class TableDataset:
-    """A table split into train, validation (maybe empty) and test (maybe empty)."""
+class Dataset:
+    """The one shape every data kind takes: named inputs of known shapes and dtypes (`Schema.features`) plus a
+    target, split into train, validation (maybe empty) and test (maybe empty). The guide's line is one input
+    `x` of shape []; a table, one input per column; arrays, one per key of any shape."""
 
     schema: Schema
     train: Split
     validation: Split
     test: Split
     warnings: list = field(default_factory=list)  # what the data looks like that a user should hear (ID columns, …)
+
+    def train_data(self, encode=None) -> TrainData:
+        """The training and validation splits as a trainer fits them: through `encode` (a split to its array),
+        else the one input as it is (the guide's x)."""
+        if encode is None:
+            (name,) = [f.name for f in self.schema.features]
+            encode = lambda split: split.inputs[name]  # noqa: E731
+        return TrainData(encode(self.train), self.train.target, encode(self.validation), self.validation.target)
 
 
 @dataclass

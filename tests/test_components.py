@@ -27,7 +27,7 @@ def run_spec_directly(name, **training):
     spec = load_spec(SPECS / f"{name}.yaml")
     if training:
         spec = spec.model_copy(update={"training": spec.training.model_copy(update=training)})
-    dataset = data.load(spec.data, spec.seed)
+    dataset = data.load(spec.data, spec.seed).train_data()
     model = models.build(spec.model, spec.seed)
     return spec, dataset, model, trainers.train(model, dataset, spec.training, spec.seed)
 
@@ -37,40 +37,40 @@ def run_spec_directly(name, **training):
 
 def test_linear_data_is_the_guides_and_reproducible():
     spec = LinearData(kind="linear")
-    a, b = data.load(spec, 42), data.load(spec, 42)
+    a, b = data.load(spec, 42).train_data(), data.load(spec, 42).train_data()
     assert a.x.dtype == np.float32 and a.x.shape == (201,)
     assert a.x[0] == -2.0 and a.x[-1] == 2.0
     assert np.array_equal(a.y, b.y), "same seed must give bit-identical data"
-    assert not np.array_equal(a.y, data.load(spec, 43).y)
+    assert not np.array_equal(a.y, data.load(spec, 43).train_data().y)
     noise = a.y - (3.0 * a.x + 2.0)
     assert abs(noise.mean()) < 0.3 and 0.7 < noise.std() < 1.3
 
 
 def test_polynomial_and_sine_follow_their_curves():
     poly = PolynomialData(kind="polynomial", coefficients=[1.0, 0.0, -1.0], noise_stddev=0.0)
-    d = data.load(poly, 0)
+    d = data.load(poly, 0).train_data()
     np.testing.assert_allclose(d.y, 1.0 - d.x.astype(np.float64) ** 2, atol=1e-5)
     sine = SineData(kind="sine", amplitude=2.0, frequency=3.0, noise_stddev=0.0)
-    d = data.load(sine, 0)
+    d = data.load(sine, 0).train_data()
     np.testing.assert_allclose(d.y, 2.0 * np.sin(3.0 * d.x.astype(np.float64)), atol=1e-5)
 
 
 def test_validation_split_is_disjoint_and_seeded():
     spec = LinearData(kind="linear", validation_split=0.25)
-    d = data.load(spec, 1)
+    d = data.load(spec, 1).train_data()
     assert len(d.x_val) == 50 and len(d.x) == 151
     assert not set(d.x.tolist()) & set(d.x_val.tolist())
-    assert np.array_equal(d.x_val, data.load(spec, 1).x_val)
+    assert np.array_equal(d.x_val, data.load(spec, 1).train_data().x_val)
 
 
 def test_csv_and_npz_select_columns(tmp_path):
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("a,inp,out\n0,1.0,2.0\n0,2.0,4.0\n0,3.0,6.5\n")
-    d = data.load(CsvData(kind="csv", path=str(csv_path), x_column="inp", y_column="out"), 0)
+    d = data.load(CsvData(kind="csv", path=str(csv_path), x_column="inp", y_column="out"), 0).train_data()
     assert d.x.tolist() == [1.0, 2.0, 3.0] and d.y.tolist() == [2.0, 4.0, 6.5]
     npz_path = tmp_path / "d.npz"
     np.savez(npz_path, feature=np.arange(4.0), target=np.arange(4.0) * 2)
-    d = data.load(NpzData(kind="npz", path=str(npz_path), x_key="feature", y_key="target"), 0)
+    d = data.load(NpzData(kind="npz", path=str(npz_path), x_key="feature", y_key="target"), 0).train_data()
     assert d.y.tolist() == [0.0, 2.0, 4.0, 6.0] and d.x.dtype == np.float32
 
 
@@ -78,9 +78,9 @@ def test_bad_csv_cells_and_columns_are_named(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("x,y\n1,2\n2,oops\n")
     with pytest.raises(DataError, match=r"d.csv:3: column 'y' holds 'oops', not a number"):
-        data.load(CsvData(kind="csv", path=str(path)), 0)
+        data.load(CsvData(kind="csv", path=str(path)), 0).train_data()
     with pytest.raises(DataError, match=r"d.csv: no column 'X'"):
-        data.load(CsvData(kind="csv", path=str(path), x_column="X"), 0)
+        data.load(CsvData(kind="csv", path=str(path), x_column="X"), 0).train_data()
 
 
 # --------------------------------------------------------------------------- models and trainers
@@ -146,7 +146,7 @@ def test_manual_trainer_equals_an_eager_reference_loop():
 @pytest.mark.parametrize("trainer", ["manual", "keras"])
 def test_other_losses_optimizers_and_minibatches_train(trainer):
     spec = load_spec(SPECS / "guide-keras-manual.yaml")
-    dataset = data.load(spec.data, spec.seed)
+    dataset = data.load(spec.data, spec.seed).train_data()
     for training in (
         {"loss": {"kind": "mae"}, "optimizer": {"kind": "adam", "learning_rate": 0.1}},
         {"loss": {"kind": "huber", "delta": 0.5}, "optimizer": {"kind": "sgd", "learning_rate": 0.05, "options": {"momentum": 0.9}}},
@@ -240,7 +240,7 @@ def test_large_linear_runs_train_from_moments_and_equal_an_eager_loop(n, validat
     from tasks.train.spec import LossSpec
 
     spec = TrainingSpec.model_validate({"epochs": epochs, "optimizer": {"learning_rate": 0.05}})
-    dataset = data.load(LinearData(kind="linear", num_examples=n, noise_stddev=2.0, validation_split=validation), 5)
+    dataset = data.load(LinearData(kind="linear", num_examples=n, noise_stddev=2.0, validation_split=validation), 5).train_data()
     model = models.build(LinearModel(kind="linear"), 0)
     assert choose_step("linear", spec, len(dataset.x)).step == "moments"
     assert choose_step("linear", spec.model_copy(update={"loss": LossSpec(kind="mae")}), len(dataset.x)).step == "tape"
@@ -266,7 +266,7 @@ def test_large_linear_runs_train_from_moments_and_equal_an_eager_loop(n, validat
 def test_moments_path_diverges_at_the_same_epoch_as_the_general_loop():
     from tasks.model.spec import LinearModel
 
-    dataset = data.load(LinearData(kind="linear", num_examples=100_000), 0)
+    dataset = data.load(LinearData(kind="linear", num_examples=100_000), 0).train_data()
     spec = TrainingSpec.model_validate({"epochs": 50, "optimizer": {"learning_rate": 10}})
     messages = []
     for use_moments in (True, False):
@@ -285,7 +285,7 @@ def test_chunks_compile_once_whatever_their_size():
     from tasks.train.steps import TapeStep
 
     spec = load_spec(SPECS / "guide.yaml")
-    dataset = data.load(spec.data, spec.seed)
+    dataset = data.load(spec.data, spec.seed).train_data()
     step = TapeStep(models.build(spec.model, 0), dataset, spec.training, 0)
     step.run(tf.constant(0), tf.constant(16))
     seconds = []
@@ -309,7 +309,7 @@ def test_clipping_options_change_the_trajectory_on_every_path_alike(options):
     """Tape (Keras's SGD), moments, fused trials and the Keras trainer all honour the clipping option, and agree."""
     from tasks.model.spec import KerasLinearModel, LinearModel
 
-    dataset = data.load(LinearData(kind="linear", num_examples=70_000, noise_stddev=1.0), 3)
+    dataset = data.load(LinearData(kind="linear", num_examples=70_000, noise_stddev=1.0), 3).train_data()
     plain = TrainingSpec.model_validate({"epochs": 20, "optimizer": {"learning_rate": 0.1}})
     clipped = TrainingSpec.model_validate({"epochs": 20, "optimizer": {"learning_rate": 0.1, "options": options}})
     reference = trainers.train_manual(models.build(LinearModel(kind="linear"), 0), dataset, plain, 0)

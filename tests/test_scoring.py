@@ -179,7 +179,7 @@ def test_predictions_equal_the_models_own_on_its_test_rows(versions, tmp_path, n
     result = score(version.path, source, tmp_path / "scored.csv")
 
     assert isinstance(result, Scored) and result.rows == len(rows) == 80 and result.output == tmp_path / "scored.csv"
-    expected = version.direct(version.dataset.test.columns)  # the split's columns, as training fed them
+    expected = version.direct(version.dataset.test.inputs)  # the split's columns, as training fed them
     output = _read(result.output)
     if name == "churn":
         _assert_classified(version, output, expected)

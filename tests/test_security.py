@@ -51,9 +51,9 @@ def test_a_tampered_result_fails_its_hash_and_an_unknown_type_is_refused():
     import numpy as np
 
     from tasks.cache import safedata
-    from tasks.results import Dataset
+    from tasks.results import TrainData
 
-    value = Dataset(np.arange(3, dtype=np.float32), np.ones(3, np.float32), np.zeros(0, np.float32),
+    value = TrainData(np.arange(3, dtype=np.float32), np.ones(3, np.float32), np.zeros(0, np.float32),
                     np.zeros(0, np.float32))
     blob = safedata.encode(value)
     assert safedata.decode(blob).x.tolist() == [0.0, 1.0, 2.0]

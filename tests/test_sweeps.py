@@ -97,7 +97,7 @@ def test_fused_trials_equal_separate_ones_on_a_16_trial_grid(tmp_path, artifacts
     spec = load_spec(write_spec(tmp_path, text))
     trials = expand(spec)
     assert len(trials) == 16 and fusable(spec, trials)[0]
-    dataset = data.load(spec.data, spec.seed)
+    dataset = data.load(spec.data, spec.seed).train_data()
     outcomes = trainers.train_linear_trials(dataset, spec.training.loss, [trainers.LinearTrial(
         t.spec.training.optimizer.learning_rate, t.spec.model.init.w, t.spec.model.init.b, t.spec.training.epochs)
         for t in trials], {})

@@ -96,8 +96,8 @@ def test_three_classes_on_string_labels_match_a_reference_logistic_regression(tm
     assert dataset.schema.classes == ["class_0", "class_1", "class_2"]
     trained = trainers.fit(3, spec.model, spec.training, dataset, models.initial_state(spec.model, 3, dataset))
     names = [f.name for f in dataset.schema.features]
-    train_x = np.column_stack([dataset.train.columns[n] for n in names])
-    test_x = np.column_stack([dataset.test.columns[n] for n in names])
+    train_x = np.column_stack([dataset.train.inputs[n] for n in names])
+    test_x = np.column_stack([dataset.test.inputs[n] for n in names])
     mean, std = train_x.mean(axis=0), train_x.std(axis=0)
     predict = _softmax_regression((train_x - mean) / std, dataset.train.target, 3)
     reference = float(np.mean(predict((test_x - mean) / std) == dataset.test.target))

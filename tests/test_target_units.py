@@ -61,7 +61,7 @@ def _least_squares(x: np.ndarray, y: np.ndarray) -> float:
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_sgd_at_the_guides_rate_reaches_least_squares_on_a_standardised_target(path, tmp_path):
     dataset, trained = _fit(_spec(_engel(tmp_path), {"kind": "linear"}, **PATHS[path]))
-    best = _least_squares(dataset.train.columns["income"], dataset.train.target)
+    best = _least_squares(dataset.train.inputs["income"], dataset.train.target)
     history = trained.result.columns["loss"]
     assert trained.result.initial["loss"] > 5 * best, "the history is in the target's units: the untrained " \
                                                      "model (the training mean) is the target's variance"
@@ -78,7 +78,7 @@ def test_every_reported_regression_metric_is_in_the_targets_units(path, tmp_path
     model = keras.saving.load_model(tmp_path / "model.keras")
 
     def predicted(split) -> np.ndarray:
-        return np.asarray(model({"income": split.columns["income"].astype(np.float32).reshape(-1, 1)}),
+        return np.asarray(model({"income": split.inputs["income"].astype(np.float32).reshape(-1, 1)}),
                           np.float64).reshape(-1)
 
     test, train = dataset.test, dataset.train

@@ -195,9 +195,10 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
         cached = cached_tasks(the_plan, root)
         cached["publish"] = bool(the_plan.fingerprint) and store.reusable(resolved.name, the_plan.fingerprint)[0] is not None
         rows = explain(the_plan, previous, cached)
-        from tasks.data.spec import is_table
+        from tasks.data.spec import has_task
+        from tasks.train.fastpath import step_kind
 
-        step = choose_step("table" if is_table(resolved.data) else resolved.model.kind, resolved.training,
+        step = choose_step(step_kind(resolved.model.kind, has_task(resolved.data)), resolved.training,
                            examples=_examples(resolved))
         path, why, trials, groups = _plan_trials(resolved, root) if resolved.sweep else (None, "", None, None)
         from flows.spec import defaults

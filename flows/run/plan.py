@@ -25,6 +25,7 @@ from flows.spec import Spec
 from flows.spec.keys import keyed_section
 from tasks.common.hashing import canonical_hash, sha256_file
 from tasks.data.spec import FileData
+from tasks.model.builder import fingerprint as builder_fingerprint
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_PACKAGES = ("tasks", "flows")
@@ -84,6 +85,8 @@ def compile_plan(spec: Spec) -> Plan:
         }
         if node.reads_file and isinstance(spec.data, FileData):
             inputs["file"] = file_fingerprint(Path(spec.data.path))
+        if "model" in node.reads and getattr(spec.model, "kind", None) == "python":
+            inputs["builder"] = builder_fingerprint(Path(spec.model.path), spec.model.builder)
         cacheable = spec.seed is not None and all(keys[name] for name in upstream(node))
         keys[node.name] = canonical_hash(inputs) if cacheable else None
         planned.append(PlannedTask(node.name, keys[node.name], inputs))
@@ -165,7 +168,9 @@ def _version(dist: str) -> str:
 
 def file_fingerprint(path: Path) -> dict[str, Any]:
     """sha256 of a data file's bytes, memoised by (size, mtime, inode) so large files hash once. The path
-    itself is not part of it: a moved file keeps its cached results."""
+    itself is not part of it: a moved file keeps its cached results. A folder of arrays: each .npy file's."""
+    if path.is_dir():
+        return {"files": {file.name: file_fingerprint(file) for file in sorted(path.glob("*.npy"))}}
     try:
         stat = path.stat()
     except OSError:
@@ -209,6 +214,10 @@ def _reasons(task: PlannedTask, old: Optional[dict]) -> list[str]:
         reasons.append(f"upstream changed: {', '.join(changed_up)}")
     if was.get("file") != now.get("file"):
         reasons.append("data file changed")
+    if was.get("builder") != now.get("builder"):
+        changed = sorted(set((was.get("builder") or {}).get("modules", {}).items())
+                         ^ set((now.get("builder") or {}).get("modules", {}).items()))
+        reasons.append(f"model code changed: {', '.join(sorted({name for name, _ in changed})) or 'the builder'}")
     return reasons or ["cached result missing (cleared or never stored)"]
 
 

@@ -15,8 +15,8 @@ from flows.run.plan import Plan, code_version, compile_plan
 from flows.spec import Spec
 from flows.spec.load import trial_spec
 from tasks.common.hashing import canonical_hash
-from tasks.data.spec import is_table
-from tasks.train.fastpath import Choice, choose_step, network_groups
+from tasks.data.spec import has_task
+from tasks.train.fastpath import Choice, choose_step, network_groups, step_kind
 
 
 @dataclass
@@ -65,7 +65,7 @@ def trial_choice(spec: Spec, trials: list[Trial]) -> Choice:
     examples = getattr(spec.data, "num_examples", None)
     if examples is not None:
         examples = examples - int(examples * spec.data.validation_split)
-    kind = lambda s: "table" if is_table(s.data) else s.model.kind  # noqa: E731
+    kind = lambda s: step_kind(s.model.kind, has_task(s.data))  # noqa: E731
     return choose_step(kind(spec), spec.training, examples=examples,
                        trials=[(t.values, kind(t.spec), t.spec.training) for t in trials],
                        fuse=spec.sweep.fuse, runner=spec.sweep.runner.kind)
@@ -84,7 +84,7 @@ class TrialGroup:
 def trial_groups(spec: Spec, trials: list[Trial]) -> list[TrialGroup]:
     """How a sweep's trials train, and why: one fused group per linear sweep or per table network shape, and
     the rest separate (`tasks.train.fastpath` decides what fuses)."""
-    if not spec.sweep.fuse or spec.sweep.runner.kind == "dask" or not is_table(spec.data):
+    if not spec.sweep.fuse or spec.sweep.runner.kind == "dask" or not has_task(spec.data):
         choice = trial_choice(spec, trials)
         return [TrialGroup("trials" if choice.step == "trials" else "separate", trials, choice.why)]
     groups, separate = network_groups([(t, t.spec.resolved(), t.spec.training) for t in trials])

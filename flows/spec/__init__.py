@@ -19,8 +19,8 @@ from tasks.checkpoint.spec import CheckpointSpec
 from tasks.common.hashing import canonical_hash
 from tasks.common.sections import CrossFieldError, Section
 from tasks.common.suggest import did_you_mean
-from tasks.data.spec import DataSpec, is_table
-from tasks.model.spec import KERAS_MODELS, LINEAR_MODELS, ModelSpec
+from tasks.data.spec import TENSOR_KINDS, DataSpec, has_task, is_table
+from tasks.model.spec import BODY_MODELS, KERAS_MODELS, LINEAR_MODELS, ModelSpec
 from tasks.plots.spec import CLASSIFICATION_PLOTS, LINE_PLOTS, REGRESSION_PLOTS, PlotSpec
 from tasks.publish.store import NAME_PATTERN
 from tasks.train.spec import TASK_METRICS, TrainingSpec
@@ -87,15 +87,19 @@ class Spec(Section):
 
     @model_validator(mode="after")
     def _parts_fit_together(self) -> "Spec":
-        table = is_table(self.data)
+        table = has_task(self.data)  # a table or arrays: a target with a task, held-out splits, the task's metrics
         if self.model is None:
             raise CrossFieldError([("model", "required for the guide's one-input data: give model.kind (linear, "
                                              "keras_linear or mlp)")])
         problems = []
-        keras_models = ("linear", "mlp") if table else KERAS_MODELS
+        keras_models = ("linear", "mlp", *BODY_MODELS) if table else KERAS_MODELS
         if table and self.model.kind == "keras_linear":
-            problems.append(("model.kind", "'keras_linear' is the guide's one-input model; for a table use "
-                                           "'linear' (one weight per input) or 'mlp'"))
+            problems.append(("model.kind", "'keras_linear' is the guide's one-input model; for a table or arrays use "
+                                           "'linear' (one weight per input), 'mlp', 'keras' or 'python'"))
+        if not table and self.model.kind in BODY_MODELS:
+            problems.append(("model.kind", f"'{self.model.kind}' builds on data with a target (a table's "
+                                           "data.target, or data.kind: arrays); the guide's one number x takes "
+                                           "linear, keras_linear or mlp"))
         if self.training.trainer == "keras" and self.model.kind not in keras_models:
             problems.append(("training.trainer", f"'keras' needs a Keras model (one of {list(keras_models)}), "
                                                  f"got model.kind '{self.model.kind}'"))
@@ -125,7 +129,10 @@ class Spec(Section):
                                                       f"names the column to predict, the others are features"))
             if getattr(data, "exclude", None):
                 problems.append(("data.exclude", "applies to tables only (name the column to predict in data.target)"))
-        if getattr(data, "exclude", None) and table:
+        if data.kind in TENSOR_KINDS and data.impute:
+            problems.append(("data.impute", f"applies to tables (empty cells); {data.kind} have no empty cells to "
+                                            "fill"))
+        if getattr(data, "exclude", None) and is_table(data):
             if data.features is not None:
                 problems.append(("data.exclude", "give features (the columns to use) or exclude (the columns not "
                                                  "to use), not both"))
@@ -164,14 +171,14 @@ def metric_names(spec: "Spec", task: Optional[str]) -> list[str]:
     """The per-epoch history metrics a spec produces: loss (and w, b for a linear model on one input) or a
     table task's metrics, each with its val_ twin when there is a validation split. `task` None with
     `data.task: auto` answers for either task."""
-    if is_table(spec.data):
+    if has_task(spec.data):
         task = task or (None if spec.data.task == "auto" else spec.data.task)
         tasks = [task] if task else list(TASK_METRICS)
         plain = list(dict.fromkeys(m for t in tasks for m in TASK_METRICS[t]))
     else:
         plain = ["loss"]
     names = plain + ([f"val_{m}" for m in plain] if spec.data.validation_split > 0 else [])
-    return names + (["w", "b"] if not is_table(spec.data) and spec.model.kind in LINEAR_MODELS else [])
+    return names + (["w", "b"] if not has_task(spec.data) and spec.model.kind in LINEAR_MODELS else [])
 
 
 def metric_problems(spec: "Spec", task: Optional[str]) -> list[tuple[str, str]]:
@@ -197,7 +204,7 @@ def published_metrics(spec: "Spec", task: Optional[str]) -> list[str]:
     the history's metrics, their test_ twins for a table with a test split, and the best epoch's losses."""
     history = metric_names(spec, task)
     test = [f"test_{m}" for m in history if not m.startswith("val_") and m not in ("w", "b")] \
-        if is_table(spec.data) and spec.data.test_split > 0 else []
+        if has_task(spec.data) and spec.data.test_split > 0 else []
     best = ["best_loss"] + (["best_val_loss"] if spec.data.validation_split > 0 else [])
     return history + test + best
 

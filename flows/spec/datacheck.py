@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flows.spec import Spec, metric_problems
 from tasks.data.profile import DataProblem, column_problems, needed_per_class, resolved_task, scan, target_profile
-from tasks.data.spec import FileData, is_table
+from tasks.data.spec import ArraysData, FileData, is_table
 from tasks.plots.spec import CLASSIFICATION_PLOTS, REGRESSION_PLOTS
 from tasks.train.spec import REGRESSION_LOSSES
 
@@ -55,6 +56,8 @@ def task_problems(spec: Spec, task: str, target_kind: str, counts: Counter) -> l
 
 def check_data(spec: Spec, list_header: bool = True) -> Findings:
     """Every problem of the spec against its data (none when it fits), and what `validate` warns about."""
+    if isinstance(spec.data, ArraysData):
+        return check_arrays(spec)
     if isinstance(spec.data, FileData):
         problems = column_problems(spec.data, list_header)  # first: a misspelt target is not a column, whatever else
         if problems:
@@ -69,6 +72,29 @@ def check_data(spec: Spec, list_header: bool = True) -> Findings:
     target_kind, counts = target_profile(spec.data, found.raw if found else None)
     problems = task_problems(spec, resolved_task(spec.data, target_kind), target_kind, counts)
     return Findings(problems, found.warnings if found else [], found.summary if found else "")
+
+
+def check_arrays(spec: Spec) -> "Findings":
+    """Arrays: what `tasks.data.arrays` finds in their headers (keys, lengths, dtypes, ranks), then the target's
+    task against the spec, with the class counts the stratified splits need."""
+    from tasks.data import arrays
+
+    data = spec.data
+    try:
+        found = arrays.headers(Path(data.path))
+    except Exception as exc:  # noqa: BLE001  (DataError and the transient kinds: the message names the file)
+        return Findings([DataProblem("data.path", str(exc))])
+    problems = [DataProblem(path, message) for path, message in arrays.problems(data, found)]
+    if problems:
+        return Findings(problems)
+    target_kind = arrays.target_kind(data, found)
+    task = resolved_task(data, target_kind)
+    counts = Counter(arrays.class_counts(data)) if task == "classification" else Counter()
+    shapes = ", ".join(f"{key} {list(found[key].shape)} {found[key].dtype}" for key in arrays.input_keys(data))
+    target = found[data.y]
+    summary = (f"{target.shape[0]:,} examples; inputs {shapes}; target {data.y} {list(target.shape)} {target.dtype} "
+               f"({task}" + (f", {len(counts)} classes)" if counts else ")"))
+    return Findings(task_problems(spec, task, target_kind, counts), [], summary)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tasks.data.spec import TABLE_DATA_DEFAULTS, is_table
+from tasks.data.spec import TABLE_DATA_DEFAULTS, has_task
 from tasks.model.spec import TABLE_MODEL_DEFAULTS, TABLE_MODEL_KIND
 from tasks.train.spec import KERAS_LEARNING_RATES, TABLE_TRAINING_DEFAULTS
 
@@ -26,7 +26,7 @@ def fill(raw: Any) -> Any:
         return raw
     out = copy.deepcopy(raw)
     data = out["data"]
-    if not is_table(data):
+    if not has_task(data):
         data.setdefault("normalize", False)  # the guide's w and b stay in the data's units
         return out
     for name, value in TABLE_DATA_DEFAULTS.items():
@@ -64,7 +64,7 @@ def in_effect(resolved: dict) -> dict[str, Any]:
     """The dotted paths of a resolved table spec whose values are its table defaults (what `plan` lists as
     filled in), else {}."""
     data = resolved.get("data") or {}
-    if not is_table(data):
+    if not has_task(data):
         return {}
     chosen = {"data": {"kind": data.get("kind"), "target": data.get("target"),
                        "validation_split": data.get("validation_split")},

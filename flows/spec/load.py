@@ -26,7 +26,7 @@ from flows.spec.document import (
     unique,
 )
 from flows.spec.explain import validate_document
-from tasks.data.spec import FileData
+from tasks.data.spec import ArraysData, FileData
 
 
 def is_scoring(doc: Document) -> bool:
@@ -123,16 +123,27 @@ def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None, la
 
     With `lanes` (a deployment's run, `flows.serve.lanes`), the path must resolve inside the deployment's data roots
     before anything is read, and data errors list no more of the file than the columns the spec named."""
+    spec = resolve_model_path(spec, base)
     if not isinstance(spec.data, FileData):
         return spec
     path = lanes.check(str(base / spec.data.path), "data.path") if lanes is not None else (base / spec.data.path).resolve()
-    if not path.is_file():
+    folder_ok = isinstance(spec.data, ArraysData)  # arrays: an .npz, or a folder of .npy files
+    if not (path.is_file() or (folder_ok and path.is_dir())):
         where = locate(doc, ("data", "path")) if doc else None
         looked = "" if lanes is not None else f" (looked for {path})"
         raise SpecError([Problem(where, "data.path", f"no such data file '{spec.data.path}'{looked}")])
     resolved = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path)})})
     resolved._data_findings = check_columns(resolved, doc, list_header=lanes is None)
     return resolved
+
+
+def resolve_model_path(spec: Spec, base: Path) -> Spec:
+    """A python builder's folder (`model.path`, relative to the spec's folder) made absolute: where its module is
+    looked up, however the run is started."""
+    model = spec.model
+    if getattr(model, "kind", None) != "python":
+        return spec
+    return spec.model_copy(update={"model": model.model_copy(update={"path": str((base / model.path).resolve())})})
 
 
 def check_columns(spec: Spec, doc: Optional[Document] = None, list_header: bool = True):

@@ -36,9 +36,9 @@ def allowed() -> dict[str, type]:
     from tasks.plots import figures
     from tasks.train import resume
 
-    classes = [results.Dataset, figures.Figure, figures.Panel, figures.Series, results.ModelState, results.TrainResult,
+    classes = [results.Dataset, results.TrainData, figures.Figure, figures.Panel, figures.Series, results.ModelState, results.TrainResult,
                results.Trained, results.TestOutputs, results.Schema, results.Feature, results.Split,
-               results.TableDataset, results.TrialOutcome, results.Rung, resume.Snapshot]
+               results.TrialOutcome, results.Rung, resume.Snapshot]
     return {cls.__name__: cls for cls in classes}
 
 

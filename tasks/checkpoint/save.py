@@ -79,7 +79,7 @@ def formats_for(model: ModelSpec, checkpoint: CheckpointSpec, table: bool = Fals
 
 def files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trained) -> dict[str, bytes]:
     """The checkpoint task: the trained model rebuilt from its weights, saved in every requested format."""
-    if trained.schema is not None:
+    if trained.schema is not None and not trained.schema.line:
         return table_files(seed, model, checkpoint, trained)
     return as_files(models.restore(model, seed, trained.result.weights), formats_for(model, checkpoint))
 
@@ -109,13 +109,11 @@ def table_files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained
             elif fmt == "tf_checkpoint":
                 tf.train.Checkpoint(model=full).write(str(root / "tf_checkpoint" / "ckpt"))
             elif fmt == "saved_model":
-                names = [tabular.keras_name(f) for f in schema.features]
                 archive = keras.export.ExportArchive()
                 archive.track(full)
 
-                def serve(*columns):  # the signature's keys are input_name; the Keras model's, keras_name
-                    fed = {name: tf.reshape(column, [-1, 1]) for name, column in zip(names, columns)}
-                    return tabular.serving_outputs(schema, full(fed))
+                def serve(*tensors):  # the signature's keys are input_name; the Keras model's, keras_name
+                    return tabular.serving_outputs(schema, full(tabular.serving_inputs(schema, tensors)))
 
                 archive.add_endpoint(name="serving_default", fn=serve, input_signature=tabular.serving_signature(schema))
                 archive.write_out(str(root / "saved_model"), verbose=False)

@@ -125,15 +125,21 @@ def read(spec: ArraysData) -> tuple[dict[str, np.ndarray], np.ndarray]:
     try:
         if path.is_dir():
             load = lambda key: np.load(path / f"{key}.npy", allow_pickle=False)  # noqa: E731
-            inputs = {key: np.asarray(load(key), np.float32) for key in input_keys(spec)}
+            inputs = {key: _rows(load(key)) for key in input_keys(spec)}
             return inputs, load(spec.y)
         with np.load(path, allow_pickle=False) as archive:
-            inputs = {key: np.asarray(archive[key], np.float32) for key in input_keys(spec)}
+            inputs = {key: _rows(archive[key]) for key in input_keys(spec)}
             return inputs, archive[spec.y]
     except FileNotFoundError:
         raise TransientDataError(f"{path.name}: no such data file") from None
     except (ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path.name}: an array cannot be read ({type(exc).__name__})") from None
+
+
+def _rows(values: np.ndarray) -> np.ndarray:
+    """float32 [N, ...]; one number per example is a vector of one, [N, 1]."""
+    values = np.asarray(values, np.float32)
+    return values[:, None] if values.ndim == 1 else values
 
 
 def class_counts(spec: ArraysData) -> dict:

@@ -1,16 +1,17 @@
-"""The data task: generate or read the data, then hold out its validation (and, for a table, test) split by
-a seeded shuffle (stratified for classification).
+"""The data task: generate or read the data, then hold out its validation (and, with a task, test) split by a
+seeded shuffle (stratified for classification).
 
-1-D data (the guide's x and y) comes back as a `Dataset` of float32 arrays; a table as a `TableDataset` whose
-features are described from the training split only. Everything returned is NumPy, so results go into the
-task cache as plain arrays (`tasks.cache.safedata`) and downstream tasks need not import TensorFlow.
+Every kind comes back as one `tasks.results.Dataset`: named inputs of known shapes plus a target. The guide's
+line is one input `x` of shape [] (`Schema.line`); a table has one input per column, described from the
+training split only; arrays have one per key. Everything returned is NumPy, so results go into the task
+cache as plain arrays (`tasks.cache.safedata`) and downstream tasks need not import TensorFlow.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
@@ -18,33 +19,42 @@ from tasks.common.errors import DataError
 from tasks.data import hygiene
 from tasks.data.columns import open_npz, read_columns
 from tasks.data.profile import resolved_task
-from tasks.data.spec import BlobsData, DataSpec, FileData, MoonsData, NpzData, is_table
+from tasks.data.spec import ArraysData, BlobsData, DataSpec, FileData, MoonsData, NpzData, is_table
 from tasks.data.synthetic import generate, generate_table
-from tasks.results import Dataset, Feature, Schema, Split, TableDataset, input_name
+from tasks.results import Dataset, Feature, Schema, Split, input_name
 
 
-def load(data: DataSpec, seed: int) -> Union[Dataset, TableDataset]:
-    """The data task: generate or read the data, then hold out its validation (and, for a table, test) split by
+def load(data: DataSpec, seed: int) -> Dataset:
+    """The data task: generate or read the data, then hold out its validation (and, with a task, test) split by
     a seeded shuffle (stratified for classification)."""
     if is_table(data):
         return load_table(data, seed)
+    if isinstance(data, ArraysData):
+        return load_arrays(data, seed)
     if isinstance(data, FileData):
         x, y = read_file(data)
     else:
         x, y = generate(data, seed)
-    return split(x, y, data.validation_split, seed)
+    return line(x, y, data.validation_split, seed)
 
 
-def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> Dataset:
+def line(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> Dataset:
+    """The guide's data: one number x to y (float32), with a seeded validation split and no test split."""
     n_val = int(math.floor(len(x) * fraction))
+    everything = np.arange(len(x))
     if n_val == 0:
-        empty = np.zeros(0, np.float32)
-        return Dataset(x, y, empty, empty)
-    if n_val >= len(x):
+        train, val = everything, everything[:0]
+    elif n_val >= len(x):
         raise DataError(f"validation_split {fraction} leaves no training examples out of {len(x)}")
-    order = np.random.default_rng(seed).permutation(len(x))
-    train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
-    return Dataset(x[train], y[train], x[val], y[val])
+    else:
+        order = np.random.default_rng(seed).permutation(len(x))
+        train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
+    schema = Schema("regression", "y", [Feature("x", "x", "number")], normalize=False, line=True)
+
+    def part(rows: np.ndarray) -> Split:
+        return Split({"x": x[rows]}, y[rows], rows)
+
+    return Dataset(schema, part(train), part(val), part(everything[:0]))
 
 
 def read_file(spec: FileData) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +129,7 @@ def split_indices(n: int, labels: Optional[np.ndarray], validation: float, test:
     return {name: np.sort(np.concatenate(chunks)).astype(np.int64) for name, chunks in parts.items()}
 
 
-def load_table(spec: DataSpec, seed: int) -> TableDataset:
+def load_table(spec: DataSpec, seed: int) -> Dataset:
     """Read or generate a table, split it, fill empty cells if asked, and describe its features from the
     training split only (vocabularies, means and variances: nothing from held-out rows)."""
     if isinstance(spec, (BlobsData, MoonsData)):
@@ -182,4 +192,42 @@ def load_table(spec: DataSpec, seed: int) -> TableDataset:
     def part(rows: np.ndarray) -> Split:
         return Split({name: prepared[name][rows] for name in features}, y[rows], rows)
 
-    return TableDataset(schema, part(index["train"]), part(index["validation"]), part(index["test"]), warnings)
+    return Dataset(schema, part(index["train"]), part(index["validation"]), part(index["test"]), warnings)
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def load_arrays(spec: ArraysData, seed: int) -> Dataset:
+    """Arrays of any shape, split like a table's rows (stratified for classification); each input a named tensor
+    whose mean and variance (of all its values, from the training split) standardise it inside the model."""
+    from tasks.data import arrays
+
+    inputs, target = arrays.read(spec)
+    task = resolved_task(spec, "number" if target.dtype.kind == "f" else "text")
+    if task == "classification":
+        values = target.astype(str) if target.dtype.kind == "b" else target
+        classes, y = np.unique(values, return_inverse=True)
+        class_labels = [v.item() if hasattr(v, "item") else v for v in classes]
+        if target.dtype.kind == "b":
+            class_labels = [label == "True" for label in class_labels]
+        y = y.astype(np.int32)
+    else:
+        class_labels, y = [], target.astype(np.float32)
+    index = split_indices(len(y), y if task == "classification" else None, spec.validation_split, spec.test_split, seed)
+    train = index["train"]
+    features = []
+    for key, values in inputs.items():
+        observed = values[train].astype(np.float64)
+        features.append(Feature(key, input_name(key), "tensor", mean=float(observed.mean()) if observed.size else 0.0,
+                                variance=float(observed.var()) if observed.size else 1.0, shape=list(values.shape[1:])))
+    target_mean, target_std = 0.0, 1.0
+    if task == "regression" and spec.normalize:
+        target_mean, target_std = float(y[train].mean()), float(y[train].std()) or 1.0
+    schema = Schema(task, spec.y, features, class_labels, spec.normalize, False, target_mean, target_std,
+                    list(y.shape[1:]) if task == "regression" else [])
+
+    def part(rows: np.ndarray) -> Split:
+        return Split({key: values[rows] for key, values in inputs.items()}, y[rows], rows)
+
+    return Dataset(schema, part(index["train"]), part(index["validation"]), part(index["test"]))

@@ -87,11 +87,9 @@ def build(spec: ModelSpec, seed: int) -> Model:
 
 
 def initial_state(model: ModelSpec, seed: int, dataset=None) -> ModelState:
-    """The model task: a freshly built model's weights, and its output at 3.0 (the guide asserts 15.0). For a
-    table, the trainable core's weights; its preprocessing comes from the data's schema."""
-    from tasks.results import TableDataset
-
-    if isinstance(dataset, TableDataset):
+    """The model task: a freshly built model's weights, and its output at 3.0 (the guide asserts 15.0). For data
+    with a task (a table, arrays), the trainable core's weights; its preprocessing comes from the data's schema."""
+    if dataset is not None and not dataset.schema.line:
         from tasks.model import tabular
 
         _, _, core = tabular.build(model, seed, dataset.schema)
@@ -118,12 +116,21 @@ def variables(model: Model) -> list[tf.Variable]:
     return [v.value for v in model.trainable_variables]
 
 
+def state(model: Model) -> list[tf.Variable]:
+    """Every value the model computes with: its trainable variables, then (a Keras model's) non-trainable
+    weights such as BatchNormalization's moving statistics, which a checkpoint and early stopping's restored
+    epoch must carry too. For Dense layers and the guide's models, just the trainable variables."""
+    if isinstance(model, LinearModule):
+        return variables(model)
+    return variables(model) + [v.value for v in model.non_trainable_weights]
+
+
 def get_weights(model: Model) -> list[np.ndarray]:
-    return [v.numpy() for v in variables(model)]
+    return [v.numpy() for v in state(model)]
 
 
 def set_weights(model: Model, weights: list[np.ndarray]) -> None:
-    for var, value in zip(variables(model), weights, strict=True):
+    for var, value in zip(state(model), weights, strict=True):
         var.assign(value)
 
 

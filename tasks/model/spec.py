@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from tasks.common.sections import CrossFieldError, Section
+from tasks.common.sections import NOT_KEYED, CrossFieldError, Section
 
 KERAS_MODELS = ("keras_linear", "mlp")
 LINEAR_MODELS = ("linear", "keras_linear")
@@ -97,6 +97,9 @@ class PythonModel(Section):
         description="module:function, e.g. my_models:build; the module is looked up beside the spec first. Its "
         "source, and that of the local modules it imports, is part of the cache keys.")
     args: dict[str, Any] = Field({}, description="Keyword arguments of the builder (plain values); a sweep can vary them.")
+    path: Annotated[str, NOT_KEYED] = Field(
+        ".", min_length=1, description="The folder the builder's module is looked up in, relative to the spec "
+        "file's folder (then on Python's import path). Cache keys hold the modules' code, not this path.")
     output: Literal[OUTPUTS] = Field("auto", description=_OUTPUT_DESCRIPTION)  # type: ignore[valid-type]
     init_seed: Optional[int] = Field(
         None, ge=0, le=2**31 - 1, description="Seed Keras's random state is set to before the builder runs; null: "

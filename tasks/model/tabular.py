@@ -21,21 +21,19 @@ are the same layers. Only built-in Keras layers are used: a `.keras` file loads 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tasks.model.spec import LinearModel, MlpModel, ModelSpec
+from tasks.model.core import build_core, outputs  # noqa: F401  (outputs: the head's width, for callers)
+from tasks.model.spec import ModelSpec
 from tasks.results import Schema, Split
 
 #: Rows encoded per call of the preprocessing model.
 ENCODE_BATCH = 65_536
-
-
-def outputs(schema: Schema) -> int:
-    return 1 if schema.task == "regression" or len(schema.classes) == 2 else len(schema.classes)
 
 
 def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, keras.Model, keras.Model]:
@@ -48,41 +46,24 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
             encoded.append(keras.layers.Normalization(mean=feature.mean, variance=max(feature.variance, 1e-12),
                                                       name=f"normalize_{feature.input_name}")(tensor)
                            if schema.normalize else tensor)
-        else:
+        elif feature.kind == "text":
             tensor = keras.Input(shape=(1,), name=keras_name(feature), dtype="string")
             inputs[keras_name(feature)] = tensor
             encoded.append(keras.layers.StringLookup(vocabulary=list(feature.vocabulary), num_oov_indices=1,
                                                      output_mode="one_hot", name=f"lookup_{feature.input_name}")(tensor))
+        else:  # an array of any shape, standardised by its training split's mean and variance of all its values
+            tensor = keras.Input(shape=tuple(feature.shape), name=keras_name(feature), dtype="float32")
+            inputs[keras_name(feature)] = tensor
+            encoded.append(keras.layers.Normalization(axis=None, mean=feature.mean,
+                                                      variance=max(feature.variance, 1e-12),
+                                                      name=f"normalize_{feature.input_name}")(tensor)
+                           if schema.normalize else tensor)
     joined = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="features")(encoded)
+    if model.kind in ("mlp", "linear") and len(joined.shape) > 2:  # Dense layers take a vector: the network step's
+        joined = keras.layers.Flatten(name="flatten")(joined)      # batched matmuls then train arrays too
     preprocess = keras.Model(inputs, joined, name="preprocess")
-    width = int(joined.shape[-1])
-    core_input = keras.Input(shape=(width,), name="encoded")
-    hidden = core_input
-    base = model.init_seed if getattr(model, "init_seed", None) is not None else seed
-    init = lambda i: keras.initializers.GlorotUniform(seed=base + i)  # noqa: E731
-    if isinstance(model, MlpModel):
-        for i, units in enumerate(model.hidden):
-            hidden = keras.layers.Dense(units, activation=model.activation, kernel_initializer=init(i),
-                                        name=f"hidden_{i}")(hidden)
-            if model.dropout:
-                hidden = keras.layers.Dropout(model.dropout, seed=seed + 100 + i, name=f"dropout_{i}")(hidden)
-        last_init, bias_init = init(len(model.hidden)), "zeros"
-    elif isinstance(model, LinearModel):
-        # a convex problem: a table's default init is zero, as least squares and logistic regression start
-        last_init = keras.initializers.Constant(model.init.w)
-        bias_init = keras.initializers.Constant(model.init.b)
-    else:  # pragma: no cover - the spec refuses keras_linear on tables
-        raise ValueError(f"model.kind '{model.kind}' does not take a table")
+    core = build_core(model, seed, tuple(joined.shape[1:]), schema, Path(getattr(model, "path", None) or "."))
     k = outputs(schema)
-    activation = None if schema.task == "regression" else ("sigmoid" if k == 1 else "softmax")
-    out = keras.layers.Dense(k, activation=activation, kernel_initializer=last_init, bias_initializer=bias_init,
-                             name="output")(hidden)
-    if schema.task == "regression" and schema.normalize:
-        # the network learns a standardised target; this layer gives predictions in the target's units
-        out = keras.layers.Rescaling(scale=schema.target_std, offset=schema.target_mean, name="target_units")(out)
-    if k == 1:
-        out = keras.layers.Reshape((), name="squeeze")(out)
-    core = keras.Model(core_input, out, name="core")
     predicted = core(preprocess(inputs))
     if schema.task == "classification" and k == 1:  # [N, 2] like the SavedModel's probabilities, not core's [N]
         positive = keras.layers.Reshape((1,), name="positive")(predicted)
@@ -93,15 +74,16 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
 
 
 def trained_core(core: keras.Model) -> keras.Model:
-    """What training fits: the core itself, or for a standardised regression target the same layers without
-    `target_units`, giving z-scores (`tasks.train.steps.Objective.units` maps them back for every metric)."""
-    if not any(layer.name == "target_units" for layer in core.layers):
+    """What training fits: the core itself, or for a standardised regression target the same graph up to (not
+    through) `target_units`, giving z-scores with the same weights (`tasks.train.steps.Objective.units` maps them
+    back for every metric)."""
+    names = [layer.name for layer in core.layers]
+    if "target_units" not in names:
         return core
-    hidden = first = keras.Input(shape=core.input.shape[1:], name="encoded")
-    for layer in core.layers:
-        if not isinstance(layer, keras.layers.InputLayer) and layer.name != "target_units":
-            hidden = layer(hidden)
-    return keras.Model(first, hidden, name="core_z")
+    z = core.get_layer("target_units").input
+    if "squeeze" in names and len(z.shape) == 2:
+        z = keras.layers.Reshape((), name="squeeze_z")(z)
+    return keras.Model(core.input, z, name="core_z")
 
 
 def keras_name(feature) -> str:
@@ -117,17 +99,19 @@ def feed(schema: Schema, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray
         values = columns[feature.name]
         if feature.kind == "number":
             fed[keras_name(feature)] = np.asarray(values, np.float32).reshape(-1, 1)
-        else:
+        elif feature.kind == "text":
             fed[keras_name(feature)] = np.asarray(values).astype(str).reshape(-1, 1)
+        else:
+            fed[keras_name(feature)] = np.asarray(values, np.float32)
     return fed
 
 
 def encode(preprocess: keras.Model, schema: Schema, split: Split) -> np.ndarray:
     """A split's feature matrix, through the preprocessing layers, in batches."""
-    fed = feed(schema, split.columns)
+    fed = feed(schema, split.inputs)
     n = len(split)
     if n == 0:
-        return np.zeros((0, int(preprocess.output.shape[-1])), np.float32)
+        return np.zeros((0, *(int(d) for d in preprocess.output.shape[1:])), np.float32)
     parts = []
     for start in range(0, n, ENCODE_BATCH):
         batch = {k: tf.constant(v[start:start + ENCODE_BATCH]) for k, v in fed.items()}
@@ -145,9 +129,17 @@ def predict(full: keras.Model, schema: Schema, columns: dict[str, np.ndarray]) -
 
 
 def serving_signature(schema: Schema) -> list[tf.TensorSpec]:
-    """One named input per feature column, each a vector of raw values (float32 numbers, strings)."""
-    return [tf.TensorSpec([None], tf.float32 if f.kind == "number" else tf.string, name=f.input_name)
+    """One named input per feature: a column's vector of raw values (float32 numbers, strings), or an array's
+    [N, *shape] float32."""
+    return [tf.TensorSpec([None, *f.shape], tf.float32, name=f.input_name) if f.kind == "tensor" else
+            tf.TensorSpec([None], tf.float32 if f.kind == "number" else tf.string, name=f.input_name)
             for f in schema.features]
+
+
+def serving_inputs(schema: Schema, tensors) -> dict[str, Any]:
+    """The signature's tensors (in `schema.features` order) as the Keras model's inputs: a column's vector as
+    [N, 1], an array as it is."""
+    return {keras_name(f): t if f.kind == "tensor" else tf.reshape(t, [-1, 1]) for f, t in zip(schema.features, tensors)}
 
 
 def serving_outputs(schema: Schema, predicted: Any) -> dict[str, Any]:

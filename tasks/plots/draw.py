@@ -5,8 +5,6 @@ Drawing them is `tasks/plots/render.py`'s job, at publish time, once the version
 
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 
 from tasks.common.sampling import thin
@@ -14,7 +12,7 @@ from tasks.data.spec import CsvData, DataSpec, LinearData, NpzData
 from tasks.data.synthetic import ground_truth
 from tasks.plots.figures import Figure, Panel, Series, curve, positive, values
 from tasks.plots.spec import REGRESSION_PLOTS, PlotSpec
-from tasks.results import Dataset, TableDataset, Trained
+from tasks.results import Dataset, Trained
 
 
 def axis_names(data: DataSpec) -> tuple[str, str]:
@@ -28,7 +26,7 @@ def axis_names(data: DataSpec) -> tuple[str, str]:
 
 def applicable(data: DataSpec, trained: Trained) -> list[str]:
     """The plots that apply when the spec does not list them."""
-    if trained.schema is None:
+    if trained.schema is None or trained.schema.line:
         linear = "w" in trained.result.columns
         return ["data", "predictions", *(["weights"] if linear else []), "loss"]
     kinds = ["loss", "metrics"]
@@ -40,7 +38,7 @@ def applicable(data: DataSpec, trained: Trained) -> list[str]:
     return kinds
 
 
-def draw(data: DataSpec, plots: PlotSpec, dataset: Union[Dataset, TableDataset], trained: Trained) -> list[Figure]:
+def draw(data: DataSpec, plots: PlotSpec, dataset: Dataset, trained: Trained) -> list[Figure]:
     """The plots task: every figure the spec asks for (or every one that applies), as data."""
     makers = {"data": data_figure, "predictions": predictions_figure, "weights": weights_figure, "loss": loss_figure,
               "metrics": metrics_figure, "predicted_vs_actual": predicted_vs_actual_figure,
@@ -50,10 +48,11 @@ def draw(data: DataSpec, plots: PlotSpec, dataset: Union[Dataset, TableDataset],
 
 
 def _points(data: DataSpec, dataset: Dataset) -> list[Series]:
-    xt, yt = thin(dataset.x, dataset.y)
+    data = dataset.train_data()
+    xt, yt = thin(data.x, data.y)
     series = [Series("training data", "data", values(xt), values(yt))]
-    if len(dataset.x_val):
-        xv, yv = thin(dataset.x_val, dataset.y_val)
+    if len(data.x_val):
+        xv, yv = thin(data.x_val, data.y_val)
         series.append(Series("validation data", "validation", values(xv), values(yv)))
     return series
 

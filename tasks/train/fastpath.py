@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from tasks.model.spec import LINEAR_MODELS
+from tasks.model.spec import BODY_MODELS, LINEAR_MODELS
 from tasks.train.spec import CLIP_OPTIONS
 
 #: Below this many examples the general XLA loop is overhead-bound (a few µs per epoch at N=201), and the
@@ -40,11 +40,20 @@ class Choice:
         return self.step != "tape"
 
 
+def step_kind(model_kind: str, has_task: bool) -> str:
+    """What `choose_step` is asked about: "table" for a Dense network (mlp, linear) on data with a task (its
+    encoded inputs), else the model's kind (the guide's models; a layer stack or builder)."""
+    return "table" if has_task and model_kind in ("mlp", "linear") else model_kind
+
+
 def plain_sgd(model_kind: str, training: Any) -> Optional[str]:
     """None when the model is linear and trained by the guide's SGD (optionally clipped) on one full batch,
     else the reason it is not."""
     if model_kind == "table":
         return "a table's model (Keras layers on encoded features)"
+    if model_kind in BODY_MODELS:
+        return (f"model.kind '{model_kind}' is Keras layers of your choosing, which the GradientTape step trains "
+                "as they are (the fused network step does Dense networks: mlp, linear)")
     if model_kind not in LINEAR_MODELS:
         return f"model.kind '{model_kind}' is not linear"
     if training.trainer != "manual":
@@ -98,7 +107,8 @@ def fused_network_reason(resolved: dict, training: Any) -> Optional[str]:
     their own noise, which the network step cannot replay."""
     kind = resolved["model"]["kind"]
     if kind not in ("mlp", "linear"):
-        return f"model.kind '{kind}' is not a table network"
+        return (f"model.kind '{kind}' trains alone: the fused network step trains Dense networks (mlp, linear) "
+                "K at once; a layer stack or builder's trials are separate tasks, each resumable at a rung")
     reason = _optimizer_reason(training)
     if reason is None and training.trainer == "keras" and resolved["model"].get("dropout"):
         reason = ("the keras trainer's Dropout layers draw their own noise, which the fused network step cannot "

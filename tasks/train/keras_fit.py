@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.model import models
-from tasks.results import Dataset, TrainResult, columns_of
+from tasks.results import TrainData, TrainResult, columns_of
 from tasks.results import rows as row_dicts
 from tasks.train.driver import DivergenceGuard, Hooks
 from tasks.train.resume import Snapshot
@@ -151,7 +151,7 @@ class _HistoryCallback(keras.callbacks.Callback):
         return self.best_epoch
 
 
-def train_keras(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
+def train_keras(model: models.Model, data: TrainData, spec: TrainingSpec, seed: int,
                 hooks: Optional[Hooks] = None, objective: Objective = Objective()) -> TrainResult:
     """The guide's `compile(SGD, mean_squared_error)` then `fit`, with the same history as the manual loop."""
     if not isinstance(model, keras.Model):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tasks.model import models
-from tasks.results import Dataset, TrainResult, TrialOutcome, history_columns
+from tasks.results import TrainData, TrainResult, TrialOutcome, history_columns
 from tasks.train.driver import Hooks, drive
 from tasks.train.fastpath import choose_step
 from tasks.train.guard import check_improved, improvement_problem
@@ -24,7 +24,7 @@ from tasks.train.spec import MAXIMISED, LossSpec, TrainingSpec
 from tasks.train.steps import LinearStep, Objective, TapeStep
 
 
-def train(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int, hooks: Optional[Hooks] = None,
+def train(model: models.Model, data: TrainData, spec: TrainingSpec, seed: int, hooks: Optional[Hooks] = None,
           objective: Objective = Objective()) -> TrainResult:
     """Train `model` in place with the spec's trainer."""
     hooks = hooks or Hooks()
@@ -43,7 +43,7 @@ def monitor_of(spec: TrainingSpec) -> tuple[Optional[str], bool]:
     return monitor, monitor.removeprefix("val_") in MAXIMISED
 
 
-def train_manual(model: models.Model, data: Dataset, spec: TrainingSpec, seed: int, hooks: Optional[Hooks] = None,
+def train_manual(model: models.Model, data: TrainData, spec: TrainingSpec, seed: int, hooks: Optional[Hooks] = None,
                  use_moments: bool = True, objective: Objective = Objective()) -> TrainResult:
     """The driver with the step `tasks.train.fastpath.choose_step` picks; `use_moments=False` keeps the general
     tape step (the epoch-cost benchmark compares the two)."""
@@ -76,7 +76,7 @@ class LinearTrial:
     epochs: int
 
 
-def train_linear_trials(data: Dataset, loss: LossSpec, trials: list[LinearTrial], options: dict,
+def train_linear_trials(data: TrainData, loss: LossSpec, trials: list[LinearTrial], options: dict,
                         divergence_factor: Optional[float] = 1e6, hooks: Optional[Hooks] = None) -> list[TrialOutcome]:
     """Many linear models trained by the guide's SGD as one compiled program with a trial axis; each trial's
     history equals training it alone. A diverging trial fails alone."""

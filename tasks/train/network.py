@@ -25,7 +25,7 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from tasks.results import Dataset
+from tasks.results import TrainData
 from tasks.train import batched
 from tasks.train.metrics import extra_metrics
 from tasks.train.rows import Source, TrialRows
@@ -85,15 +85,15 @@ class Settings:
 class NetworkStep:
     """K networks of one `Shape`, one `Settings` and one initial weight list (core order) per trial.
 
-    `data` is the trials' one shared `Dataset` (then `seed` and `units` are theirs too), or one `rows.Source`
+    `data` is the trials' one shared `TrainData` (then `seed` and `units` are theirs too), or one `rows.Source`
     per trial (a sweep over `seed`: each trial its own split, shuffles and target statistics)."""
 
     def __init__(self, shape: Shape, settings: list[Settings], weights: list[list[np.ndarray]],
-                 data: Union[Dataset, list[Source]], seed: int = 0, units: Optional[tuple[float, float]] = None):
+                 data: Union[TrainData, list[Source]], seed: int = 0, units: Optional[tuple[float, float]] = None):
         self.shape, self.settings = shape, settings
         self.trials = k = len(settings)
         self.chunk = chunk = min(CHUNK, max(s.epochs for s in settings))
-        sources = [Source(data, seed, units)] * k if isinstance(data, Dataset) else list(data)
+        sources = [Source(data, seed, units)] * k if isinstance(data, TrainData) else list(data)
         if shape.standardised != (sources[0].units is not None):
             raise ValueError("a standardised regression target needs its (mean, std), and only then")
         self.data = data_rows = TrialRows(sources, shape.batch_size, shape.shuffle)

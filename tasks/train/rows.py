@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tasks.results import Dataset
+from tasks.results import TrainData
 from tasks.train.steps import EVAL_ROWS, shuffled, standardise, subsample
 
 #: Eval rows per batched forward pass: K trials × rows × width stays a few megabytes.
@@ -33,7 +33,7 @@ EVAL_CHUNK = 2048
 class Source:
     """The rows of one or more trials: their encoded splits, their seed, their target's standardisation."""
 
-    data: Dataset  # encoded train and validation matrices with their targets, in the target's units
+    data: TrainData  # encoded train and validation matrices with their targets, in the target's units
     seed: int  # shuffles, the evaluation sample and dropout noise
     units: Optional[tuple[float, float]] = None  # a standardised regression target's (mean, std)
 
@@ -41,7 +41,7 @@ class Source:
         return self.data is other.data and self.seed == other.seed and self.units == other.units
 
 
-def shape_key(data: Dataset) -> tuple[int, int, int]:
+def shape_key(data: TrainData) -> tuple[int, int, int]:
     """What trials on different sources must share to train in one step: rows per split and width."""
     return len(data.x), len(data.x_val), int(data.x.shape[1])
 

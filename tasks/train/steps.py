@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.model import models
-from tasks.results import Dataset
+from tasks.results import TrainData
 from tasks.train import losses, metrics
 from tasks.train.fastpath import MIN_MOMENTS_EXAMPLES
 from tasks.train.spec import CLIP_OPTIONS, MAXIMISED, LossSpec, OptimizerSpec, TrainingSpec
@@ -80,6 +80,8 @@ class Objective:
         return predicted if self.units is None else predicted * self.units[1] + self.units[0]
 
 
+#: An evaluation pass over array inputs takes at most this many input values at a time (4 MB of float32).
+EVAL_ELEMENTS = 2**20
 #: Per-epoch metrics of a table are computed on at most this many rows of each split (a seeded sample): an
 #: epoch of a million rows would otherwise pay a second full pass; the test metrics use every row.
 EVAL_ROWS = 65_536
@@ -145,7 +147,7 @@ class Evaluator:
     """The state a history row records: for one input, the losses on the splits (and w, b for linear models);
     for a table, the loss and the task's metrics on each split (`tasks.train.metrics`)."""
 
-    def __init__(self, model: models.Model, data: Dataset, loss_fn, objective: Objective = Objective(), seed: int = 0):
+    def __init__(self, model: models.Model, data: TrainData, loss_fn, objective: Objective = Objective(), seed: int = 0):
         self.model, self.loss_fn, self.objective = model, loss_fn, objective
         x, y, x_val, y_val = data.x, data.y, data.x_val, data.y_val
         if objective.table:
@@ -160,9 +162,26 @@ class Evaluator:
         plain = ["loss"] + self.metric_names
         self.names = plain + ([f"val_{m}" for m in plain] if self.has_val else []) + (["w", "b"] if self.linear else [])
 
+    def _predict(self, x):
+        if not isinstance(self.model, keras.Model):
+            return self.model(x)
+        rows = int(x.shape[0])
+        size = max(1, EVAL_ELEMENTS // max(1, int(np.prod(x.shape[1:]))))
+        if len(x.shape) <= 2 or rows <= size:
+            return self.model(x, training=False)
+        # an array or image input: a forward pass over tens of thousands of them at once would hold gigabytes of
+        # activations, so the evaluation goes `size` rows at a time (the same values, in the same order)
+        chunks = -(-rows // size)
+        parts = tf.TensorArray(tf.float32, size=chunks, infer_shape=False)
+
+        def body(i, parts):
+            return i + 1, parts.write(i, tf.cast(self.model(x[i * size:(i + 1) * size], training=False), tf.float32))
+
+        _, parts = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), parts))
+        return parts.concat()
+
     def _split(self, x, y) -> list:
-        predicted = self.model(x, training=False) if isinstance(self.model, keras.Model) else self.model(x)
-        predicted = self.objective.to_units(predicted)
+        predicted = self.objective.to_units(self._predict(x))
         values = [self.loss_fn(y, predicted)]
         if self.metric_fn is not None:
             values.extend(self.metric_fn(y, predicted))
@@ -224,7 +243,7 @@ class TapeStep:
 
     trials = 1
 
-    def __init__(self, model: models.Model, data: Dataset, spec: TrainingSpec, seed: int,
+    def __init__(self, model: models.Model, data: TrainData, spec: TrainingSpec, seed: int,
                  objective: Objective = Objective()):
         self.chunk = chunk = min(CHUNK, spec.epochs)  # a smaller static history compiles faster
         self.evaluator = Evaluator(model, data, objective.loss(spec.loss), objective, seed)
@@ -239,7 +258,7 @@ class TapeStep:
         if self.optimizer is not None:
             self.optimizer.build(weights)
         self._initial = self.evaluator.state().numpy()
-        self.stopping = EarlyStopping(spec.early_stopping, self.names, weights, self._initial) \
+        self.stopping = EarlyStopping(spec.early_stopping, self.names, models.state(model), self._initial) \
             if spec.early_stopping else None
         lr = tf.constant(spec.optimizer.learning_rate, tf.float32)
         x, y = tf.constant(data.x), tf.constant(objective.training_target(data.y))
@@ -295,7 +314,7 @@ class TapeStep:
         layer's seed generator: a resumed run then draws the noise an uninterrupted one draws) and early
         stopping's."""
         model_state = [v.value if hasattr(v, "value") else v for v in self.model.non_trainable_variables] \
-            if isinstance(self.model, keras.Model) else []
+            if isinstance(self.model, keras.Model) else []  # moving statistics and seed generators
         extra = self.stopping.variables() if self.stopping is not None else []
         return models.variables(self.model) + optimizer_variables(self.optimizer) + model_state + extra
 
@@ -343,7 +362,7 @@ class LinearStep:
     stops moving (its rate drops to 0). With mse and at least MIN_MOMENTS_EXAMPLES examples (or
     `use_moments=True`) the data term comes from float64 moments."""
 
-    def __init__(self, data: Dataset, loss: LossSpec, learning_rates, w0, b0, epochs, options: dict,
+    def __init__(self, data: TrainData, loss: LossSpec, learning_rates, w0, b0, epochs, options: dict,
                  use_moments: Optional[bool] = None):
         self.chunk = chunk = min(CHUNK, int(max(epochs)))
         options = {k: v for k, v in options.items() if k in CLIP_OPTIONS}

@@ -17,16 +17,16 @@ from tasks.results import (
     ModelState,
     Rung,
     Schema,
-    TableDataset,
     TestOutputs,
     Trained,
+    TrainData,
     TrainResult,
     history_columns,
 )
 from tasks.train import losses, network, rows, tensorboard
 from tasks.train import metrics as task_metrics
 from tasks.train.driver import Hooks, drive
-from tasks.train.fastpath import choose_step
+from tasks.train.fastpath import choose_step, step_kind
 from tasks.train.guard import TrainingMadeWorse, improvement_problem
 from tasks.train.manual import train
 from tasks.train.resume import Held
@@ -47,26 +47,26 @@ def objective_of(schema: Schema) -> Objective:
 class Encoded:
     """A table's splits through its preprocessing layers: the matrices the trainable core sees."""
 
-    dataset: TableDataset
-    data: Dataset  # encoded train and validation matrices, with their targets
+    dataset: Dataset
+    data: TrainData  # encoded train and validation inputs, with their targets
     test: np.ndarray  # the encoded test matrix
 
 
-def encode(model: ModelSpec, seed: int, dataset: TableDataset) -> Encoded:
+def encode(model: ModelSpec, seed: int, dataset: Dataset) -> Encoded:
     """Each split encoded once (the preprocessing comes from the data's schema, not from trained weights)."""
     schema = dataset.schema
     _, preprocess, _ = tabular.build(model, seed, schema)
     encoded = {name: tabular.encode(preprocess, schema, getattr(dataset, name)) for name in ("train", "validation", "test")}
-    return Encoded(dataset, Dataset(encoded["train"], dataset.train.target, encoded["validation"],
-                                    dataset.validation.target), encoded["test"])
+    return Encoded(dataset, TrainData(encoded["train"], dataset.train.target, encoded["validation"],
+                                      dataset.validation.target), encoded["test"])
 
 
-def fit_table(seed: int, model: ModelSpec, training: TrainingSpec, dataset: TableDataset, initial: ModelState,
+def fit_table(seed: int, model: ModelSpec, training: TrainingSpec, dataset: Dataset, initial: ModelState,
               hooks: Optional[Hooks] = None) -> Trained:
     """A table: encode each split once through the model's preprocessing layers, train the core on the
     matrix, then evaluate the kept weights on the test split."""
     encoded = encode(model, seed, dataset)
-    if choose_step("table", training).step == "network":
+    if choose_step(step_kind(model.kind, True), training).step == "network":
         (outcome,) = train_networks(encoded, [NetworkTrial(model, training, initial.weights)], seed, hooks)
         return outcome
     schema = dataset.schema
