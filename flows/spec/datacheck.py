@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from flows.spec import Spec, metric_problems
-from tasks.data.profile import DataProblem, column_problems, needed_per_class, resolved_task, scan, target_profile
+from tasks.data.profile import SCAN_BYTES, DataProblem, column_problems, needed_per_class, resolved_task, scan, target_profile
 from tasks.data.spec import FileData, is_table
 from tasks.plots.spec import CLASSIFICATION_PLOTS, REGRESSION_PLOTS
 from tasks.train.spec import REGRESSION_LOSSES
@@ -62,6 +62,10 @@ def check_data(spec: Spec, list_header: bool = True) -> Findings:
         if isinstance(getattr(spec.data, "features", None), list) and spec.data.target in spec.data.features:
             return Findings([DataProblem("data.features", f"the target '{spec.data.target}' cannot also be a feature")])
     if not is_table(spec.data):
+        if isinstance(spec.data, FileData):  # the 1-D shorthand: what its read would refuse, refused now
+            from tasks.data.load import shorthand_problems
+
+            return Findings([DataProblem(at, message) for at, message in shorthand_problems(spec.data, SCAN_BYTES)])
         return Findings()
     found = scan(spec.data) if isinstance(spec.data, FileData) else None
     if found is not None and (found.problems or found.raw is None):
