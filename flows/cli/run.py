@@ -193,9 +193,7 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
         step = choose_step("table" if is_table(resolved.data) else resolved.model.kind, resolved.training,
                            examples=_examples(resolved))
         path, why, trials, groups = _plan_trials(resolved, root) if resolved.sweep else (None, "", None, None)
-        from flows.spec import defaults
-
-        filled = defaults.in_effect(resolved.resolved())
+        filled = resolved.table_defaults
         if as_json:
             typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
                                    "compared_with": latest.label if latest else None, "tasks": rows,
