@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from flows.spec import Spec, metric_problems
-from tasks.data.profile import SCAN_BYTES, DataProblem, column_problems, needed_per_class, resolved_task, scan, target_profile
+from tasks.data.profile import SCAN_BYTES, DataProblem, column_problems, needed_per_class, resolved_task, scanned, target_profile
 from tasks.data.spec import FileData, is_table
 from tasks.plots.spec import CLASSIFICATION_PLOTS, REGRESSION_PLOTS
 from tasks.train.spec import REGRESSION_LOSSES
@@ -67,10 +67,10 @@ def check_data(spec: Spec, list_header: bool = True) -> Findings:
 
             return Findings([DataProblem(at, message) for at, message in shorthand_problems(spec.data, SCAN_BYTES)])
         return Findings()
-    found = scan(spec.data) if isinstance(spec.data, FileData) else None
-    if found is not None and (found.problems or found.raw is None):
+    found = scanned(spec.data) if isinstance(spec.data, FileData) else None
+    if found is not None and (found.problems or found.target is None):
         return Findings(found.problems, found.warnings, found.summary)
-    target_kind, counts = target_profile(spec.data, found.raw if found else None)
+    target_kind, counts = found.target if found else target_profile(spec.data)
     problems = task_problems(spec, resolved_task(spec.data, target_kind), target_kind, counts)
     return Findings(problems, found.warnings if found else [], found.summary if found else "")
 
