@@ -181,7 +181,7 @@ def test_the_prefect_ui_shows_the_run_its_report_and_a_plot(tmp_path, artifacts,
             (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=["small"]), flow_run_id=ArtifactFilterFlowRunId(any_=[result["flow_run_id"]])))
         page.goto(f"{prefect_ui}/artifacts/artifact/{artifact.id}", wait_until="networkidle")
-        page.get_by_text("initial loss").first.wait_for(timeout=60_000)
+        page.get_by_text("before training").first.wait_for(timeout=60_000)
         loss = f"{result['metrics']['loss']:.6g}"
         assert page.get_by_text(loss).count() >= 1, "the metrics table shows the final loss"
         image = page.locator("img[src^='data:image/png']").first

@@ -218,7 +218,8 @@ def compare(name: str = typer.Argument(..., help="A spec name."),
                                                   for r in rows]
             typer.echo(json.dumps({"name": name, "settings": settings, "rows": shown}))
             return
-        _print_table(rows, ["version", "aliases", "created", *settings, *chosen], [m for m in known if m not in chosen])
+        _print_table(rows, ["version", "aliases", "created", *settings, *chosen], [m for m in known if m not in chosen],
+                     first=["version", *chosen, *settings, "aliases"])
 
 
 def _pick(names: Optional[list[str]], known: list[str], option: str) -> Optional[list[str]]:
@@ -234,9 +235,10 @@ def _pick(names: Optional[list[str]], known: list[str], option: str) -> Optional
     return names
 
 
-def _print_table(rows: list[dict], columns: list[str], hidden: list[str]) -> None:
-    """Columns as wide as their cells, settings headed by their shortest unique suffix, dropped from the right
-    when the terminal is too narrow; what was left out is named below."""
+def _print_table(rows: list[dict], columns: list[str], hidden: list[str], first: Optional[list[str]] = None) -> None:
+    """Columns as wide as their cells (a long setting cut short), settings headed by their shortest unique suffix,
+    in `columns`' order; when the terminal is too narrow, the columns are kept in the order of `first` (the
+    metrics before the settings, say) as long as they fit, and what was left out is named below."""
     import shutil
 
     width = shutil.get_terminal_size((120, 24)).columns
@@ -244,13 +246,13 @@ def _print_table(rows: list[dict], columns: list[str], hidden: list[str]) -> Non
     cells = {c: [_cell(r.get(c)) if c != "created" else str(r.get(c) or "")[:16].replace("T", " ") for r in rows]
              for c in columns}
     widths = {c: max(len(headers[c]), *(len(v) for v in cells[c])) for c in columns}
-    shown, used = [], -2
-    for c in columns:
-        if used + 2 + widths[c] > width and len(shown) >= 2:
-            hidden = [c for c in columns[len(shown):] if c not in ("aliases", "created")] + hidden
-            break
-        shown.append(c)
-        used += 2 + widths[c]
+    kept, used = set(), -2
+    for c in dict.fromkeys([*(first or []), *columns]):
+        if c in widths and (used + 2 + widths[c] <= width or len(kept) < 2):
+            kept.add(c)
+            used += 2 + widths[c]
+    shown = [c for c in columns if c in kept]
+    hidden = [c for c in columns if c not in kept and c not in ("aliases", "created")] + hidden
     typer.echo("  ".join(headers[c].ljust(widths[c]) for c in shown).rstrip())
     for i in range(len(rows)):
         typer.echo("  ".join(cells[c][i].ljust(widths[c]) for c in shown).rstrip())
@@ -275,5 +277,10 @@ def _short_headers(columns: list[str]) -> dict[str, str]:
     return out
 
 
+#: A cell of `compare`'s table shows at most this many characters (a list of layers, a sweep's grid).
+MAX_CELL = 24
+
+
 def _cell(value) -> str:
-    return "" if value is None else (f"{value:.5g}" if isinstance(value, float) else str(value))
+    text = "" if value is None else (f"{value:.5g}" if isinstance(value, float) else str(value))
+    return text if len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "…"

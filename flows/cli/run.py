@@ -80,11 +80,16 @@ def _print_report(result: dict, lines: int) -> None:
     from tasks.publish.report import logged_epochs, report_line, test_lines
 
     history = result["history"]
-    shown = logged_epochs(len(history), lines)
-    typer.echo(f"Epoch {0:2d}: {report_line(result['initial'])}  (initial state)")
-    for epoch in sorted(shown):  # row i is the state after epoch i + 1
-        if 1 <= epoch <= len(history):
-            typer.echo(f"Epoch {epoch:2d}: {report_line(history[epoch - 1])}")
+    trained_here = any(t["name"] == "train" and t["state"] == "Completed" for t in result["tasks"])
+    if trained_here and not result.get("resumed_from") and history and _log_shares_stdout():
+        # the run log, on the same screen or file, showed each epoch as it trained: said once, not twice
+        typer.echo(f"Epoch {0:2d}: {report_line(result['initial'])}  (initial state; epochs 1-{len(history)} "
+                   "are in the run log above)")
+    else:
+        typer.echo(f"Epoch {0:2d}: {report_line(result['initial'])}  (initial state)")
+        for epoch in sorted(logged_epochs(len(history), lines)):  # row i is the state after epoch i + 1
+            if 1 <= epoch <= len(history):
+                typer.echo(f"Epoch {epoch:2d}: {report_line(history[epoch - 1])}")
     metrics = result["metrics"]
     tested = test_lines(metrics)
     if tested:
@@ -98,6 +103,20 @@ def _print_report(result: dict, lines: int) -> None:
     verb = "Reused identical" if result["reused"] else "Published"
     typer.echo(f"{verb} {result['name']} {result['version']}: {result['path']}")
     print_ui(result)
+
+
+def _log_shares_stdout() -> bool:
+    """Whether stdout and stderr, where Prefect's run log goes, are one destination (a terminal, or `2>&1`
+    into one file or pipe): then the log already showed the epoch lines there. False when either is not a
+    file descriptor (the command runs inside a program that captures its output)."""
+    import os
+    import sys
+
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (out.st_dev, out.st_ino, out.st_rdev) == (err.st_dev, err.st_ino, err.st_rdev)
 
 
 def _print_sweep(result: dict) -> None:
@@ -201,9 +220,7 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
         step = choose_step(step_kind(resolved.model.kind, has_task(resolved.data)), resolved.training,
                            examples=_examples(resolved))
         path, why, trials, groups = _plan_trials(resolved, root) if resolved.sweep else (None, "", None, None)
-        from flows.spec import defaults
-
-        filled = defaults.in_effect(resolved.resolved())
+        filled = resolved.table_defaults
         if as_json:
             typer.echo(json.dumps({"name": resolved.name, "spec_hash": the_plan.spec_hash,
                                    "compared_with": latest.label if latest else None, "tasks": rows,

@@ -74,16 +74,26 @@ class Spec(Section):
     #: What loading found in the spec's data besides errors (`flows.spec.datacheck.Findings`): warnings and a
     #: summary `validate` prints. Not part of the spec: never dumped, hashed or keyed.
     _data_findings: Any = PrivateAttr(default=None)
+    #: What `flows.spec.defaults.fill` gave the spec (`table_defaults`); like the findings, not part of the spec.
+    _table_defaults: dict = PrivateAttr(default_factory=dict)
 
     @property
     def data_findings(self):
         return self._data_findings
 
-    @model_validator(mode="before")
+    @property
+    def table_defaults(self) -> dict[str, Any]:
+        """The dotted paths a table's defaults filled in, with their values: what the spec left unsaid."""
+        return dict(self._table_defaults)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _defaults_that_fit_the_data(cls, raw: Any) -> Any:
+    def _defaults_that_fit_the_data(cls, raw: Any, handler) -> "Spec":
         """A table's unsaid settings are a practitioner's, not the guide's (`flows.spec.defaults`)."""
-        return defaults.fill(raw)
+        filled = defaults.fill(raw)
+        spec = handler(filled)
+        spec._table_defaults = defaults.unsaid(raw, filled) if isinstance(raw, dict) else {}
+        return spec
 
     @model_validator(mode="after")
     def _parts_fit_together(self) -> "Spec":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.spec import Spec, metric_problems
-from tasks.data.profile import DataProblem, column_problems, needed_per_class, resolved_task, scan, target_profile
+from tasks.data.profile import SCAN_BYTES, DataProblem, column_problems, needed_per_class, resolved_task, scanned, target_profile
 from tasks.data.spec import ArraysData, FileData, is_table
 from tasks.plots.spec import CLASSIFICATION_PLOTS, REGRESSION_PLOTS
 from tasks.train.spec import REGRESSION_LOSSES
@@ -65,11 +65,15 @@ def check_data(spec: Spec, list_header: bool = True) -> Findings:
         if isinstance(getattr(spec.data, "features", None), list) and spec.data.target in spec.data.features:
             return Findings([DataProblem("data.features", f"the target '{spec.data.target}' cannot also be a feature")])
     if not is_table(spec.data):
+        if isinstance(spec.data, FileData):  # the 1-D shorthand: what its read would refuse, refused now
+            from tasks.data.load import shorthand_problems
+
+            return Findings([DataProblem(at, message) for at, message in shorthand_problems(spec.data, SCAN_BYTES)])
         return Findings()
-    found = scan(spec.data) if isinstance(spec.data, FileData) else None
-    if found is not None and (found.problems or found.raw is None):
+    found = scanned(spec.data) if isinstance(spec.data, FileData) else None
+    if found is not None and (found.problems or found.target is None):
         return Findings(found.problems, found.warnings, found.summary)
-    target_kind, counts = target_profile(spec.data, found.raw if found else None)
+    target_kind, counts = found.target if found else target_profile(spec.data)
     problems = task_problems(spec, resolved_task(spec.data, target_kind), target_kind, counts)
     return Findings(problems, found.warnings if found else [], found.summary if found else "")
 

@@ -6,8 +6,8 @@ target is named, or a generator makes one) gets each stage's declared table defa
 does not set: `tasks.data.spec.TABLE_DATA_DEFAULTS`, `tasks.model.spec.TABLE_MODEL_*`,
 `tasks.train.spec.TABLE_TRAINING_DEFAULTS` and `KERAS_LEARNING_RATES`. A field the spec sets is never
 touched, and a section whose `kind` the spec chooses gets only that kind's defaults. The filled values are
-the resolved spec: `spec.yaml` in every version, `trainflow validate --resolved` and `trainflow plan` show
-them. The guide's one-input data keeps the schema's defaults.
+the resolved spec: `spec.yaml` in every version and `trainflow validate --resolved` show them, and `trainflow
+plan` lists the ones the spec left unsaid (`unsaid`). The guide's one-input data keeps the schema's defaults.
 """
 
 from __future__ import annotations
@@ -60,21 +60,23 @@ def _fill_training(training: dict, data: dict) -> None:
             training.setdefault(name, copy.deepcopy(value))
 
 
-def in_effect(resolved: dict) -> dict[str, Any]:
-    """The dotted paths of a resolved table spec whose values are its table defaults (what `plan` lists as
-    filled in), else {}."""
-    data = resolved.get("data") or {}
-    if not has_task(data):
+def unsaid(raw: Any, filled: Any) -> dict[str, Any]:
+    """The dotted paths `fill` gave a table spec's plain data `raw` (what it left unsaid), with their values, as
+    `filled` holds them; {} for the guide's data, which keeps the schema's defaults."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict) or not has_task(raw["data"]):
         return {}
-    chosen = {"data": {"kind": data.get("kind"), "target": data.get("target"),
-                       "validation_split": data.get("validation_split")},
-              "model": {"kind": resolved["model"]["kind"]},
-              "training": {"optimizer": {"kind": resolved["training"]["optimizer"]["kind"]}}}
-    defaults = {**_flat(fill(chosen)), "model.kind": TABLE_MODEL_KIND,
-                "training.optimizer.kind": TABLE_TRAINING_DEFAULTS["optimizer"]["kind"],
-                "data.validation_split": TABLE_DATA_DEFAULTS["validation_split"]}
-    return {path: value for path, value in defaults.items()
-            if path not in ("data.kind", "data.target") and _at(resolved, path) == value}
+    return {path: value for path, value in _flat(filled).items() if not _said(raw, path)}
+
+
+def _said(raw: Any, path: str) -> bool:
+    """Whether the spec gave `path` (or a section above it, null included) itself."""
+    for key in path.split("."):
+        if raw is None or (isinstance(raw, dict) and key not in raw):
+            return False  # absent, or a section left null that `fill` made (model: null)
+        if not isinstance(raw, dict):
+            return True  # a value where a mapping was filled: the spec said it
+        raw = raw[key]
+    return True
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -84,11 +86,3 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flat(item, f"{prefix}.{key}" if prefix else key))
         return out
     return {prefix: value}
-
-
-def _at(data: Any, path: str) -> Any:
-    for key in path.split("."):
-        if not isinstance(data, dict) or key not in data:
-            return None
-        data = data[key]
-    return data

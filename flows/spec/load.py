@@ -131,7 +131,12 @@ def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None, la
     if not (path.is_file() or (folder_ok and path.is_dir())):
         where = locate(doc, ("data", "path")) if doc else None
         looked = "" if lanes is not None else f" (looked for {path})"
-        raise SpecError([Problem(where, "data.path", f"no such data file '{spec.data.path}'{looked}")])
+        if path.is_dir():
+            kind = {"csv": "a CSV", "parquet": "a Parquet", "npz": "an .npz"}.get(spec.data.kind, "a data")
+            message = f"'{spec.data.path}' is a folder, not a file; data.kind {spec.data.kind} reads {kind} file"
+        else:
+            message = f"no such data file '{spec.data.path}'"
+        raise SpecError([Problem(where, "data.path", message + looked)])
     resolved = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path)})})
     resolved._data_findings = check_columns(resolved, doc, list_header=lanes is None)
     return resolved

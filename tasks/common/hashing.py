@@ -20,3 +20,28 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: `sample_sha256` reads a file's last this many bytes too when it reads only its head (a Parquet footer).
+TAIL_BYTES = 1 << 20
+
+
+def sample_sha256(path: Path, max_bytes: int) -> str:
+    """sha256 of the bytes a reader limited to `max_bytes` sees, and of the file's size: the whole file when
+    it is no larger, else its first `max_bytes` and last TAIL_BYTES (where Parquet keeps its footer)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        digest.update(f"{size}:".encode())
+        handle.seek(0)
+        left = min(size, max_bytes)
+        while left > 0:
+            block = handle.read(min(left, 1 << 20))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+        if size > max_bytes:
+            handle.seek(max(max_bytes, size - TAIL_BYTES))
+            digest.update(handle.read())
+    return digest.hexdigest()

@@ -58,23 +58,42 @@ def line(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> Dataset:
 
 
 def read_file(spec: FileData) -> tuple[np.ndarray, np.ndarray]:
-    """The 1-D shorthand: one input column and one target column, as float32."""
+    """The 1-D shorthand: one input column and one target column, as float32. What it refuses is decided by
+    `shorthand_problems`' helpers, which `validate` runs first."""
     path = Path(spec.path)
     if isinstance(spec, NpzData):
-        x, y = _read_npz(path, spec)
-    else:
-        from tasks.data import tables
+        return _read_npz(path, spec)
+    x, y = _read_pair(spec)
+    return x.astype(np.float32), y.astype(np.float32)
 
-        names = [spec.x_column, spec.y_column]
-        table = tables.read_table(path, spec.kind, names, getattr(spec, "delimiter", ","))
-        tables.require_no_empty(table)
-        for name in names:
-            if table.kinds[name] != "number":
-                raise DataError(_not_a_number(table, name))
-        x, y = (table.columns[name].astype(np.float32) for name in names)
-    if len(x) < 2:
-        raise DataError(f"{path.name}: needs at least 2 examples, found {len(x)}")
-    return x, y
+
+def shorthand_problems(spec: FileData, max_bytes: Optional[int] = None) -> list[tuple[str, str]]:
+    """(spec path, message) of what `read_file` would refuse about the 1-D shorthand's file, found before the
+    run: an .npz archive's array headers (no array is read), a CSV's or Parquet's two columns (up to
+    `max_bytes`)."""
+    if isinstance(spec, NpzData):
+        found = npz_headers(Path(spec.path), (spec.x_key, spec.y_key))
+        return [problem] if (problem := _npz_problem(Path(spec.path).name, spec, found)) else []
+    try:
+        _read_pair(spec, max_bytes)
+    except DataError as exc:
+        names = {f"'{spec.x_column}'": "data.x_column", f"'{spec.y_column}'": "data.y_column"}
+        return [(next((at for quoted, at in names.items() if quoted in str(exc)), "data.path"), str(exc))]
+    return []
+
+
+def _read_pair(spec: FileData, max_bytes: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    from tasks.data import tables
+
+    names = [spec.x_column, spec.y_column]
+    table = tables.read_table(Path(spec.path), spec.kind, names, getattr(spec, "delimiter", ","), max_bytes=max_bytes)
+    tables.require_no_empty(table)
+    for name in names:
+        if table.kinds[name] != "number":
+            raise DataError(_not_a_number(table, name))
+    if table.rows < 2:
+        raise DataError(f"{table.path.name}: needs at least 2 examples, found {table.rows}")
+    return table.columns[spec.x_column], table.columns[spec.y_column]
 
 
 def _not_a_number(table, name: str) -> str:
@@ -90,20 +109,54 @@ def _not_a_number(table, name: str) -> str:
     return f"{table.path.name}: column '{name}' is not numeric"
 
 
+def npz_headers(path: Path, keys) -> dict[str, tuple[tuple, np.dtype]]:
+    """(shape, dtype) of each of `keys` in an .npz archive that holds it, from the arrays' .npy headers alone."""
+    import zipfile
+
+    found = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+            for key in keys:
+                if f"{key}.npy" in members:
+                    with archive.open(f"{key}.npy") as handle:
+                        version = np.lib.format.read_magic(handle)
+                        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                        shape, _, dtype = read(handle)
+                    found[key] = (shape, dtype)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path.name}: not a readable .npz archive ({type(exc).__name__})") from None
+    return found
+
+
+def _npz_problem(name: str, spec: NpzData, found: dict[str, tuple[tuple, np.dtype]]) -> Optional[tuple[str, str]]:
+    """What the 1-D shorthand refuses about an archive's x and y, given each one's (shape, dtype): the one
+    decision `validate` and the data task share."""
+    for key, role in ((spec.x_key, "x_key"), (spec.y_key, "y_key")):
+        if key not in found:
+            return f"data.{role}", f"{name}: {role} '{key}' is not in the archive"
+        shape, dtype = found[key]
+        if len(shape) != 1 or not np.issubdtype(dtype, np.number):
+            rank = "" if len(shape) == 1 else (
+                "; x_key and y_key are the 1-D shorthand (one number per example), so a multi-dimensional array "
+                "is not for it")
+            return f"data.{role}", f"{name}: array '{key}' must be 1-D numeric, got shape {tuple(shape)} {dtype}{rank}"
+    (n_x,), (n_y,) = found[spec.x_key][0], found[spec.y_key][0]
+    if n_x != n_y:
+        return "data.y_key", f"{name}: '{spec.x_key}' has {n_x} values but '{spec.y_key}' has {n_y}"
+    if n_x < 2:
+        return "data.x_key", f"{name}: needs at least 2 examples, found {n_x}"
+    return None
+
+
 def _read_npz(path: Path, spec: NpzData) -> tuple[np.ndarray, np.ndarray]:
     archive = open_npz(path)
     with archive:
-        arrays = []
-        for key, role in ((spec.x_key, "x_key"), (spec.y_key, "y_key")):
-            if key not in archive.files:
-                raise DataError(f"{path.name}: {role} '{key}' is not in the archive")
-            arr = archive[key]
-            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
-                raise DataError(f"{path.name}: array '{key}' must be 1-D numeric, got shape {arr.shape} {arr.dtype}")
-            arrays.append(arr.astype(np.float32))
-    if len(arrays[0]) != len(arrays[1]):
-        raise DataError(f"{path.name}: '{spec.x_key}' has {len(arrays[0])} values but '{spec.y_key}' has {len(arrays[1])}")
-    return arrays[0], arrays[1]
+        arrays = {key: archive[key] for key in (spec.x_key, spec.y_key) if key in archive.files}
+    problem = _npz_problem(path.name, spec, {key: (arr.shape, arr.dtype) for key, arr in arrays.items()})
+    if problem:
+        raise DataError(problem[1])
+    return arrays[spec.x_key].astype(np.float32), arrays[spec.y_key].astype(np.float32)
 
 
 # --------------------------------------------------------------------------- tables

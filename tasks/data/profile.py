@@ -86,12 +86,38 @@ def target_profile(data: Any, raw: Optional[RawTable] = None) -> tuple[str, Coun
 
 @dataclass
 class Scan:
-    """One read of a table file's features and target: what cannot be used, what to warn about, and a summary."""
+    """One read of a table file's features and target: what cannot be used, what to warn about, a summary, and
+    (when the table can be used) the target's kind and class counts."""
 
     raw: Optional[RawTable]
     problems: list[DataProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     summary: str = ""
+    target: Optional[tuple[str, Counter]] = None
+
+
+#: The data fields a scan reads besides the file: with the file's content, the key of a remembered scan.
+SCANNED_FIELDS = ("kind", "target", "features", "exclude", "delimiter", "impute", "max_categories")
+_scans: dict[str, Scan] = {}
+
+
+def scanned(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
+    """`scan`, remembered by the content of the bytes it reads and the fields it reads (without the table
+    itself, which would hold memory): a command validating many specs that name one file reads it once, and
+    an edited file is read again whatever its timestamps say."""
+    from tasks.common.hashing import canonical_hash, sample_sha256
+
+    try:
+        content = sample_sha256(Path(data.path), max_bytes)
+    except OSError:
+        return scan(data, max_bytes)  # the scan says what is wrong with the file
+    key = canonical_hash({"content": content, "max_bytes": max_bytes,
+                          **{name: getattr(data, name, None) for name in SCANNED_FIELDS}})
+    if key not in _scans:
+        found = scan(data, max_bytes)
+        _scans[key] = Scan(None, found.problems, found.warnings, found.summary, found.target)
+    found = _scans[key]
+    return Scan(None, list(found.problems), list(found.warnings), found.summary, found.target)
 
 
 def scan(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
@@ -112,7 +138,7 @@ def scan(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
         size = Path(data.path).stat().st_size
         summary += (f"; a sample: the file is {size / 2**20:,.0f} MiB, its first {max_bytes / 2**20:,.0f} MiB were "
                     "checked (the run reads it all)")
-    return Scan(raw, problems, warnings, summary)
+    return Scan(raw, problems, warnings, summary, None if problems else target_profile(data, raw))
 
 
 def resolved_task(data: Any, target_kind: str) -> str:

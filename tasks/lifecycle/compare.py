@@ -16,10 +16,6 @@ MINIMISED = ("loss", "rmse", "mae", "mse")
 
 #: Settings never shown as differences: identity, free text, and where a file happens to live.
 IGNORED = ("name", "description", "data.path", "schedule")
-#: At most this many differing settings are shown (the ones that vary most come first).
-MAX_SETTINGS = 8
-
-
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, dict):
         out: dict[str, Any] = {}
@@ -38,7 +34,8 @@ def _show(value: Any) -> Any:
 
 
 def comparison(store: Store, name: str) -> tuple[list[str], list[dict]]:
-    """(the settings that differ, one row per version, oldest first)."""
+    """(every setting that differs, what the newest version changed first, then those that vary most; one row per
+    version, oldest first)."""
     aliases = Aliases(store, name)
     manifests = []
     for version in store.versions(name):
@@ -49,8 +46,9 @@ def comparison(store: Store, name: str) -> tuple[list[str], list[dict]]:
     flat = [_flatten(m.get("spec", {})) for m in manifests]
     keys = sorted({k for f in flat for k in f if not any(k == i or k.startswith(i + ".") for i in IGNORED)})
     differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
-    differing.sort(key=lambda k: -len({repr(f.get(k)) for f in flat}))
-    differing = differing[:MAX_SETTINGS]
+    # what changed last (the newest version against the one before) first, then the settings that vary most
+    last = [k for k in differing if len(flat) > 1 and repr(flat[-1].get(k)) != repr(flat[-2].get(k))]
+    differing.sort(key=lambda k: (k not in last, -len({repr(f.get(k)) for f in flat})))
     metric_names = list(dict.fromkeys(k for m in manifests for k, v in m.get("metrics", {}).items()
                                       if isinstance(v, (int, float)) and not isinstance(v, bool)))
     rows = []

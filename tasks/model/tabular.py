@@ -2,8 +2,9 @@
 
 A table model is two Keras models composed:
 - `preprocess`: one named input per feature column; text goes through a `StringLookup` with the training
-  split's vocabulary and one out-of-vocabulary bucket (one-hot), numbers through a `Normalization` with the
-  training split's mean and variance (when `data.normalize`); the results are concatenated;
+  split's vocabulary and one out-of-vocabulary bucket (one-hot); the columns are concatenated, and numbers
+  standardised with the training split's means and variances by one `Normalization` layer over the whole
+  vector (when `data.normalize`; a one-hot block passes it unchanged);
 - `core`: the learned part, from that vector to the output: `linear` is one Dense layer (one weight per
   encoded input), `mlp` adds hidden Dense layers with dropout. Regression outputs a value (with
   `data.normalize`, a standardised one mapped back to the target's units by a final `Rescaling` layer,
@@ -38,19 +39,23 @@ ENCODE_BATCH = 65_536
 
 def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, keras.Model, keras.Model]:
     """(full, preprocess, core) for the schema; the core's weights are seeded, the preprocessing's are the schema's."""
-    inputs, encoded = {}, []
+    inputs, encoded, means, variances = {}, [], [], []
     for feature in schema.features:
         if feature.kind == "number":
             tensor = keras.Input(shape=(1,), name=keras_name(feature), dtype="float32")
             inputs[keras_name(feature)] = tensor
-            encoded.append(keras.layers.Normalization(mean=feature.mean, variance=max(feature.variance, 1e-12),
-                                                      name=f"normalize_{feature.input_name}")(tensor)
-                           if schema.normalize else tensor)
+            encoded.append(tensor)
+            means.append(feature.mean)
+            variances.append(max(feature.variance, 1e-12))
         elif feature.kind == "text":
             tensor = keras.Input(shape=(1,), name=keras_name(feature), dtype="string")
             inputs[keras_name(feature)] = tensor
-            encoded.append(keras.layers.StringLookup(vocabulary=list(feature.vocabulary), num_oov_indices=1,
-                                                     output_mode="one_hot", name=f"lookup_{feature.input_name}")(tensor))
+            lookup = keras.layers.StringLookup(vocabulary=list(feature.vocabulary), num_oov_indices=1,
+                                               output_mode="one_hot", name=f"lookup_{feature.input_name}")
+            encoded.append(lookup(tensor))
+            width = lookup.vocabulary_size()
+            means += [0.0] * width  # a one-hot block passes the normalization unchanged
+            variances += [1.0] * width
         else:  # an array of any shape, standardised by its training split's mean and variance of all its values
             tensor = keras.Input(shape=tuple(feature.shape), name=keras_name(feature), dtype="float32")
             inputs[keras_name(feature)] = tensor
@@ -59,6 +64,10 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
                                                       name=f"normalize_{feature.input_name}")(tensor)
                            if schema.normalize else tensor)
     joined = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="features")(encoded)
+    if schema.normalize and any(f.kind == "number" for f in schema.features):
+        # one layer for every numeric column (a layer per column made a 256-column table's SavedModel take
+        # seconds per hundred layers to trace and walk), the same arithmetic, the same order of the encoding
+        joined = keras.layers.Normalization(mean=means, variance=variances, name="normalize")(joined)
     if model.kind in ("mlp", "linear") and len(joined.shape) > 2:  # Dense layers take a vector: the network step's
         joined = keras.layers.Flatten(name="flatten")(joined)      # batched matmuls then train arrays too
     preprocess = keras.Model(inputs, joined, name="preprocess")
@@ -84,6 +93,15 @@ def trained_core(core: keras.Model) -> keras.Model:
     if "squeeze" in names and len(z.shape) == 2:
         z = keras.layers.Reshape((), name="squeeze_z")(z)
     return keras.Model(core.input, z, name="core_z")
+
+
+def stateful_layers(full: keras.Model) -> list:
+    """The layers of a table model that hold weights or lookup tables (the normalization, each column's lookup,
+    the core): what a SavedModel export must track. Leaving out one input layer per column keeps a wide
+    table's export from walking hundreds of objects that hold nothing."""
+    preprocess, core = full.get_layer("preprocess"), full.get_layer("core")
+    return [layer for layer in preprocess.layers if not isinstance(layer, keras.layers.InputLayer)
+            and (layer.weights or isinstance(layer, keras.layers.StringLookup))] + [core]
 
 
 def keras_name(feature) -> str:

@@ -32,6 +32,9 @@ STYLE = {
     "true_b": dict(linestyle="--", color="#2ca02c", linewidth=1.0),
     "trial": dict(linestyle="-", linewidth=1.0, alpha=0.85),
     "trial_points": dict(linestyle="-", marker="o", markersize=5, linewidth=1.0),
+    "pruned": dict(linestyle="--", linewidth=0.9, alpha=0.7),
+    "pruned_points": dict(linestyle="none", marker="o", markersize=7, markerfacecolor="none", markeredgewidth=1.4),
+    "pruned_end": dict(linestyle="none", marker="x", markersize=6, color="#7f7f7f"),
     "best": dict(linestyle="-", color="#000000", linewidth=2.4),
     "best_point": dict(linestyle="none", marker="*", markersize=15, color="#000000"),
     "diagonal": dict(linestyle="--", color="#2b2b2b", linewidth=1.0),
@@ -41,7 +44,7 @@ STYLE = {
 }
 TRIAL_COLORMAP = "viridis"
 #: Roles whose colour comes from the colour map, one colour per `color_key` (a sweep's other parameters).
-COLOURED = ("trial", "trial_points")
+COLOURED = ("trial", "trial_points", "pruned", "pruned_points")
 
 
 def pyplot():

@@ -136,11 +136,43 @@ def test_lines(metrics: dict) -> list[str]:
             for name, value in metrics.items() if name.startswith("test_") and isinstance(value, (int, float))]
 
 
+#: The columns of the report's metrics table: a heading, and where a metric's value comes from (a key of the
+#: initial state, or of the metrics with the metric's name filled in).
+METRIC_COLUMNS = (("before training", "initial:{}"), ("training", "{}"), ("validation", "val_{}"), ("test", "test_{}"),
+                  ("trivial baseline (test)", "baseline_test_{}"), ("margin (+ is better)", "margin_test_{}"))
+
+
+def metrics_table(metrics: dict, initial: dict) -> list[str]:
+    """Markdown lines: one row per metric (loss, accuracy, w, …), one column per stage and split it was measured
+    on, the test split's trivial baseline and the margin over it (columns nobody has left out); then a line of
+    what is not per split (epochs, the best epoch, …)."""
+    splits = ("val_", "test_", "baseline_test_", "margin_test_")
+    names = [k for k in initial if not k.startswith("val_")]
+    names += [k.removeprefix(p) for k in metrics for p in splits if k.startswith(p)]
+    names = list(dict.fromkeys(n for n in names if n in metrics or any(f"{p}{n}" in metrics for p in splits)))
+    names.sort(key=lambda n: ("loss", "w", "b").index(n) if n in ("loss", "w", "b") else 3)  # the guide's first
+
+    def value(source: str, name: str) -> Any:
+        return initial.get(name) if source.startswith("initial:") else metrics.get(source.format(name))
+
+    columns = [(head, source) for head, source in METRIC_COLUMNS if any(value(source, n) is not None for n in names)]
+    lines = ["| metric | " + " | ".join(head for head, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in names:
+        cells = [value(source, name) for _, source in columns]
+        lines.append(f"| {name} | " + " | ".join("" if v is None else (f"{v:+.4g}" if source.startswith("margin")
+                                                                      else _fmt(v))
+                                                  for v, (_, source) in zip(cells, columns)) + " |")
+    used = {source.format(n) for n in names for _, source in columns} | {"initial_loss"}
+    rest = [f"{k}={_fmt(v)}" for k, v in metrics.items() if k not in used and isinstance(v, (int, float))]
+    return lines + ([""] + ["Training: " + ", ".join(rest)] if rest else []) + [""]
+
+
 def markdown(name: str, version: str, path: str, description: str, metrics: dict, initial: dict,
              plots: dict[str, bytes], resolved: dict, embed_images: bool, promotion: Optional[dict] = None,
              warnings: Optional[list[str]] = None) -> str:
-    """The run report: warnings, the promotion decision, the test split against its trivial baseline, metrics,
-    plots (embedded as data: URIs for the Prefect UI, else linked), the spec."""
+    """The run report: warnings, the promotion decision, the metrics (one table: each metric before training,
+    on each split, against the trivial baseline), plots (embedded as data: URIs for the Prefect UI, else
+    linked), the spec."""
     lines = [f"# {name} {version}", ""]
     if description:
         lines += [description, ""]
@@ -148,17 +180,7 @@ def markdown(name: str, version: str, path: str, description: str, metrics: dict
     if promotion:
         lines += [f"**Promotion to `{promotion['alias']}`: {promotion['decision']}.** {promotion.get('reason', '')}", ""]
     lines += [f"Version folder: `{path}`", ""]
-    tested = [k for k in metrics if k.startswith("test_") and f"baseline_{k}" in metrics]
-    if tested:
-        lines += ["| test metric | model | trivial baseline | margin (+ is better) |", "|---|---|---|---|"]
-        lines += [f"| {k.removeprefix('test_')} | {_fmt(metrics[k])} | {_fmt(metrics[f'baseline_{k}'])} | "
-                  f"{metrics[f'margin_{k}']:+.4g} |" for k in tested]
-        lines.append("")
-    lines += ["| metric | value |", "|---|---|"]
-    lines += [f"| initial {k} | {_fmt(v)} |" for k, v in initial.items()]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if k != "initial_loss"
-              and not k.startswith(("baseline_", "margin_"))]
-    lines.append("")
+    lines += metrics_table(metrics, initial)
     for file_name, png in plots.items():
         title = file_name.removesuffix(".png")
         src = f"data:image/png;base64,{base64.b64encode(png).decode()}" if embed_images else f"plots/{file_name}"

@@ -88,25 +88,34 @@ def _axis(values: list) -> tuple[list, Optional[list[str]], bool]:
     return [categories.index(fmt(v)) for v in values], categories, False
 
 
+def _scored(r: dict, metric: str) -> bool:
+    return isinstance(r["metrics"].get(metric), (int, float)) and not isinstance(r["metrics"].get(metric), bool)
+
+
 def comparison_figures(results: list[dict], params: list[str], metric: str, mode: str) -> list[Figure]:
     """The metric against each swept parameter (the other parameters as colours, text values as categories,
     the best trial marked), and every trial's curve of the metric (or of the loss when the metric is not
-    per-epoch), labelled by its values, starting at epoch 0."""
-    done = [r for r in results if r["state"] == "Completed" and isinstance(r["metrics"].get(metric), (int, float))]
-    if not done:  # no trial has the metric to compare: nothing to draw (the report's table still lists them)
+    per-epoch), labelled by its values, starting at epoch 0. A pruned trial is shown where it stopped: a hollow
+    point at its metric then, and its curve (dashed) up to that epoch, ending in a cross."""
+    done = [r for r in results if r["state"] == "Completed" and _scored(r, metric)]
+    pruned = [r for r in results if r["state"] == "Pruned" and _scored(r, metric)]
+    if not done and not pruned:  # no trial has the metric to compare: nothing to draw (the report lists them)
         return []
     best = best_trial(results, metric, mode)
     figures = []
     for param in params:
         others = [p for p in params if p != param]
-        xs_all, categories, log_x = _axis([r["values"][param] for r in done])
-        position = {r["id"]: x for r, x in zip(done, xs_all)}
+        shown = done + pruned
+        xs_all, categories, log_x = _axis([r["values"][param] for r in shown])
+        position = {r["id"]: x for r, x in zip(shown, xs_all)}
         series = []
-        for key, group in itertools.groupby(sorted(done, key=lambda r: label(r["values"], others)),
-                                            key=lambda r: label(r["values"], others)):
-            group = sorted(group, key=lambda r: position[r["id"]])
-            series.append(Series(key or metric, "trial_points", [position[r["id"]] for r in group],
-                                 [float(r["metrics"][metric]) for r in group], color_key=key or metric))
+        for role, members in (("trial_points", done), ("pruned_points", pruned)):
+            for key, group in itertools.groupby(sorted(members, key=lambda r: label(r["values"], others)),
+                                                key=lambda r: label(r["values"], others)):
+                group = sorted(group, key=lambda r: position[r["id"]])
+                name = (key or metric) + (" (pruned: where it stopped)" if role == "pruned_points" else "")
+                series.append(Series(name, role, [position[r["id"]] for r in group],
+                                     [float(r["metrics"][metric]) for r in group], color_key=key or metric))
         if best is not None and best in done:
             series.append(Series(f"best: {label(best['values'], params)}", "best_point", [position[best["id"]]],
                                  [float(best["metrics"][metric])]))
@@ -114,16 +123,26 @@ def comparison_figures(results: list[dict], params: list[str], metric: str, mode
                       log_x=log_x, log_y=positive(*series), categorical_x=categories)
         figures.append(Figure(f"{metric}_by_{param.replace('.', '_')}", f"{metric} by {param}", [panel],
                               width=7.5, height=4.4))
-    curve_name = metric if all(metric in r["history"] for r in done) and done else "loss"
-    series = []
-    for r in done:
+    shown = done + pruned
+    curve_name = metric if all(metric in r["history"] for r in shown) else "loss"
+    series, ends = [], ([], [])
+    for r in shown:
         initial = (r.get("initial") or {}).get(curve_name)
         epochs, ys = curve(r["history"], r.get("initial") or {}, curve_name, initial_value=initial is not None)
         is_best = best is not None and r["id"] == best["id"]
         name = label(r["values"], params)
-        shown = is_best or len(done) <= LEGEND_TRIALS
-        series.append(Series(("best: " if is_best else "") + name if shown else "", "best" if is_best else "trial",
+        legend = is_best or len(shown) <= LEGEND_TRIALS
+        if r["state"] == "Pruned":
+            series.append(Series(f"{name} (pruned at {r.get('pruned_at')})" if legend else "", "pruned", epochs, ys,
+                                 color_key=name))
+            if len(epochs):
+                ends[0].append(epochs[-1])
+                ends[1].append(ys[-1])
+            continue
+        series.append(Series(("best: " if is_best else "") + name if legend else "", "best" if is_best else "trial",
                              epochs, ys, color_key=name))
+    if ends[0]:
+        series.append(Series("pruned here", "pruned_end", list(ends[0]), list(ends[1])))
     series.sort(key=lambda s: s.role == "best")  # the best curve on top
     figures.append(Figure("curves", f"{curve_name} per epoch, every trial", [
         Panel("", "epoch", curve_name, series, log_y=positive(*series))], width=8.5, height=4.6))

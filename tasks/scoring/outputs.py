@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -18,23 +18,44 @@ from tasks.scoring.model import Model
 PREVIEW_ROWS = 10
 
 
-def output_fields(model: Model) -> list[pa.Field]:
+#: How a CSV file spells its true/false cells, by the spelling of a true one (pyarrow's readers accept these).
+SPELLINGS = {"True": ("False", "True"), "TRUE": ("FALSE", "TRUE"), "true": ("false", "true")}
+
+
+def boolean_spelling(batch: pa.RecordBatch, names: list[str]) -> Optional[tuple[str, str]]:
+    """(false, true) as the first of the columns `names` (true/false cells read as text) spells them, if one
+    does: a boolean prediction is then written the way the input writes booleans."""
+    for name in names:
+        if name in batch.schema.names:
+            for cell in batch.column(name).drop_null().to_pylist():
+                cell = cell.strip()
+                spelled = SPELLINGS.get(cell) or next((s for s in SPELLINGS.values() if s[0] == cell), None)
+                if spelled:
+                    return spelled
+    return None
+
+
+def output_fields(model: Model, spelling: Optional[tuple[str, str]] = None) -> list[pa.Field]:
     if model.task == "regression":
         return [pa.field("prediction", pa.float32())]
-    labels = class_labels(model.classes)
+    labels = class_labels(model.classes, spelling)
     return [pa.field("prediction", labels.type),
             *(pa.field(f"probability_{label}", pa.float32()) for label in model.classes)]
 
 
-def class_labels(classes: list) -> pa.Array:
-    """The class labels as an Arrow array of their JSON type (text, integers, floats or booleans)."""
+def class_labels(classes: list, spelling: Optional[tuple[str, str]] = None) -> pa.Array:
+    """The class labels as an Arrow array of their JSON type (text, integers, floats or booleans); booleans
+    as text in `spelling` (false, true) when one is given."""
+    if spelling and all(isinstance(c, bool) for c in classes):
+        return pa.array([spelling[int(c)] for c in classes])
     try:
         return pa.array(classes)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: their text
         return pa.array([str(c) for c in classes])
 
 
-def predictions(model: Model, outputs: dict, rows: int) -> tuple[list[pa.Array], np.ndarray]:
+def predictions(model: Model, outputs: dict, rows: int,
+                spelling: Optional[tuple[str, str]] = None) -> tuple[list[pa.Array], np.ndarray]:
     """The output columns for one batch, and what the summary counts: values, or class indices (-1: none)."""
     if model.task == "regression":
         values = np.asarray(outputs[model.output_key], np.float32).reshape(-1)
@@ -50,7 +71,7 @@ def predictions(model: Model, outputs: dict, rows: int) -> tuple[list[pa.Array],
     # a row with a NaN input has NaN probabilities: no class, rather than argmax's arbitrary first one
     unknown = ~np.isfinite(probabilities).all(axis=1)
     index[unknown] = -1
-    labels = class_labels(model.classes).take(pa.array(index, pa.int64(), mask=unknown))
+    labels = class_labels(model.classes, spelling).take(pa.array(index, pa.int64(), mask=unknown))
     per_class = np.ascontiguousarray(probabilities.T)
     return [labels, *(pa.array(per_class[j]) for j in range(k))], index
 

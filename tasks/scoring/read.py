@@ -35,6 +35,7 @@ class Source:
     features: dict[int, Feature]  # column index -> the feature it feeds
     column_types: dict[str, pa.DataType] = field(default_factory=dict)
     multiline: bool = False
+    booleans: tuple[str, ...] = ()  # CSV to CSV: the true/false columns, read as text to be copied as written
 
 
 class Reread(Exception):

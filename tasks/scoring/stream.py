@@ -11,6 +11,7 @@ writer held a kernel lock on, which the next scoring into that folder removes.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from tasks.common.files import owned_temp, sweep_stale
 from tasks.scoring.cells import feature_columns, impute, tensors, unseen
 from tasks.scoring.inputs import check_csv_types, inspect_input
 from tasks.scoring.model import InputError, Model, describe, file_format, load_model
-from tasks.scoring.outputs import PREVIEW_ROWS, Summary, output_fields, predictions, preview_rows
+from tasks.scoring.outputs import PREVIEW_ROWS, Summary, boolean_spelling, output_fields, predictions, preview_rows
 from tasks.scoring.read import BATCH_ROWS, BadCell, Reread, Source, bad_cell_message, open_batches, rebatch
 
 
@@ -54,6 +55,9 @@ def score(version_dir: Union[Path, str], input_path: Union[Path, str], output_pa
         raise InputError(f"{output_path.name}: the output would replace the input; write it elsewhere")
     if out_fmt == "csv":
         check_csv_types(source)
+    if out_fmt == source.fmt == "csv":  # true/false cells copied as written (False stays False, not false)
+        source.booleans = tuple(f.name for f in source.schema if pa.types.is_boolean(f.type))
+        source.column_types.update({name: pa.string() for name in source.booleans})
     model = load_model(version_dir)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(output_path.parent, (".*.partial",))  # outputs of scorings that were killed
@@ -72,7 +76,10 @@ def stream(model: Model, source: Source, partial: Path, fmt: str, batch_rows: in
     schema, batches = open_batches(source, batch_rows)
     batches = rebatch(batches, batch_rows)
     source = replace(source, schema=schema)
-    out_schema = pa.schema([*schema, *output_fields(model)])
+    first = next(batches, None)
+    spelling = boolean_spelling(first, source.booleans) if first is not None and source.booleans else None
+    batches = itertools.chain([first] if first is not None else [], batches)
+    out_schema = pa.schema([*schema, *output_fields(model, spelling)])
     summary, preview, rows = Summary(model), [], 0
     writer = pacsv.CSVWriter(str(partial), out_schema) if fmt == "csv" else pq.ParquetWriter(str(partial), out_schema)
     with writer:
@@ -85,7 +92,7 @@ def stream(model: Model, source: Source, partial: Path, fmt: str, batch_rows: in
                 columns = impute(model, columns)
             summary.add_unseen(unseen(model, columns))
             outputs = model.signature(**tensors(model, columns))
-            added, counted = predictions(model, outputs, batch.num_rows)
+            added, counted = predictions(model, outputs, batch.num_rows, spelling)
             out = pa.RecordBatch.from_arrays([*batch.columns, *added], schema=out_schema)
             writer.write_batch(out)  # Parquet: a row group per batch
             faults.point("scoring-batch")
