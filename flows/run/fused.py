@@ -49,7 +49,7 @@ def train_fused(trials: list[dict], dataset, key: Optional[str], cache_root: Opt
     def compute():
         first = trials[0]
         settings = [trainers.LinearTrial(t["learning_rate"], t["w"], t["b"], t["epochs"]) for t in trials]
-        return trainers.train_linear_trials(dataset, first["loss"], settings, first["options"],
+        return trainers.train_linear_trials(dataset.train_data(), first["loss"], settings, first["options"],
                                             first["divergence_factor"])
 
     return through_cache("fused-trials", key, cache_root, refresh, compute)

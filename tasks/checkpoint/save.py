@@ -80,7 +80,7 @@ def formats_for(model: ModelSpec, checkpoint: CheckpointSpec, table: bool = Fals
 
 def files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trained) -> dict[str, bytes]:
     """The checkpoint task: the trained model rebuilt from its weights, saved in every requested format."""
-    if trained.schema is not None and not trained.schema.line:
+    if trained.schema is not None:
         return table_files(seed, model, checkpoint, trained)
     return as_files(models.restore(model, seed, trained.result.weights), formats_for(model, checkpoint))
 

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from tasks.common.errors import DataError, TransientDataError
 from tasks.data import tables
 from tasks.results import Feature
+from tasks.scoring.arrays import check_arrays, takes_arrays
 from tasks.scoring.cells import feature_columns, is_boolean_feature
 from tasks.scoring.model import InputError, Model, describe, file_format
 from tasks.scoring.read import (
@@ -37,7 +38,11 @@ def check_input(version_dir: Union[Path, str], input_path: Union[Path, str]) -> 
     """Raise InputError when `input_path` cannot be scored by the version: a file that is not CSV or Parquet
     (by its suffix or its content), a feature column missing, a numeric feature column holding text. Reads
     the header (or the Parquet schema) and the first batch only. Extra columns are fine."""
-    inspect_input(describe(version_dir), Path(input_path))
+    model = describe(version_dir)
+    if takes_arrays(model):
+        check_arrays(model, Path(input_path))
+        return
+    inspect_input(model, Path(input_path))
 
 
 def inspect_input(model: Model, path: Path) -> Source:

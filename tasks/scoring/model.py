@@ -152,7 +152,7 @@ def _table_model(version_dir: Path) -> Model:
         task = schema["task"]
     except (KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{version_dir / 'schema.json'}: not a trainflow table schema ({exc})") from None
-    bad = [f.name for f in features if f.kind not in ("number", "text")]
+    bad = [f.name for f in features if f.kind not in ("number", "text", "tensor")]
     if task not in ("regression", "classification") or bad or not features:
         raise InputError(f"{version_dir / 'schema.json'}: not a trainflow table schema "
                          f"(task {task!r}, {len(features)} features)")

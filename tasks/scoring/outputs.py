@@ -6,7 +6,9 @@ unscored), and a JSON-ready preview of the first rows.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -16,6 +18,17 @@ from tasks.common.errors import DataError
 from tasks.scoring.model import Model
 
 PREVIEW_ROWS = 10
+
+
+@dataclass
+class Scored:
+    """What a scoring did: rows, seconds, the summary, a preview and where it wrote."""
+
+    rows: int
+    seconds: float
+    summary: dict  # rows, unscored, unseen (+ examples); regression: mean, std, min, max; classification: class_counts
+    preview: list[dict]  # the first PREVIEW_ROWS output rows, JSON-ready
+    output: Path
 
 
 #: How a CSV file spells its true/false cells, by the spelling of a true one (pyarrow's readers accept these).

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Union
 
@@ -25,20 +25,12 @@ import pyarrow.parquet as pq
 from tasks.common import faults
 from tasks.common.errors import DataError
 from tasks.common.files import owned_temp, sweep_stale
+from tasks.scoring.arrays import score_arrays, takes_arrays
 from tasks.scoring.cells import feature_columns, impute, tensors, unseen
 from tasks.scoring.inputs import check_csv_types, inspect_input
 from tasks.scoring.model import InputError, Model, describe, file_format, load_model
-from tasks.scoring.outputs import PREVIEW_ROWS, Summary, boolean_spelling, output_fields, predictions, preview_rows
+from tasks.scoring.outputs import PREVIEW_ROWS, Scored, Summary, boolean_spelling, output_fields, predictions, preview_rows
 from tasks.scoring.read import BATCH_ROWS, BadCell, Reread, Source, bad_cell_message, open_batches, rebatch
-
-
-@dataclass
-class Scored:
-    rows: int
-    seconds: float
-    summary: dict  # rows, unscored, unseen (+ examples); regression: mean, std, min, max; classification: class_counts
-    preview: list[dict]  # the first PREVIEW_ROWS output rows, JSON-ready
-    output: Path
 
 
 def score(version_dir: Union[Path, str], input_path: Union[Path, str], output_path: Union[Path, str],
@@ -49,6 +41,8 @@ def score(version_dir: Union[Path, str], input_path: Union[Path, str], output_pa
     if int(batch_rows) < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows!r}")
     input_path, output_path = Path(input_path), Path(output_path)
+    if takes_arrays(describe(version_dir)):
+        return score_arrays(version_dir, input_path, output_path)
     source = inspect_input(describe(version_dir), input_path)
     out_fmt = file_format(output_path, "output")
     if output_path.exists() and output_path.resolve() == input_path.resolve():
