@@ -170,13 +170,13 @@ def process_calls_without_a_reason(path: Path) -> list[str]:
                                                      for c in ast.walk(node)):
             starters.add(node.name)
     lines = source.splitlines()
+    spans = [(f.lineno, f.end_lineno) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name in starters]
     missing = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
         name = node.func.id if isinstance(node.func, ast.Name) else None
-        inside_starter = any(isinstance(f, ast.FunctionDef) and f.name in starters and f.lineno <= node.lineno
-                             <= f.end_lineno for f in ast.walk(tree))
+        inside_starter = any(first <= node.lineno <= last for first, last in spans)
         if name in starters or (_starts_process(node) and not inside_starter):
             near = lines[max(0, node.lineno - 2):node.lineno]
             if not any(WHY in line for line in near):
