@@ -208,6 +208,28 @@ class Schema:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """What building a model needs to know of its data, read cheaply before anything runs (`tasks.data.shapes`:
+    arrays' headers, a table's profile): each named input's shape per example without the batch axis (a table's
+    column: its encoded width, `(1,)` for a number, `(values + 1,)` for text one-hot with its out-of-vocabulary
+    bucket), the task, the number of classes (0 for regression) and a regression target's shape per example."""
+
+    inputs: tuple[tuple[str, tuple[int, ...]], ...]
+    task: str
+    classes: int = 0
+    target_shape: tuple[int, ...] = ()
+    normalize: bool = True
+
+    @classmethod
+    def of(cls, schema: "Schema") -> "DataShape":
+        """A described dataset's shape (what the model task builds on), for comparing with the cheap one."""
+        widths = {"number": lambda f: (1,), "text": lambda f: (len(f.vocabulary) + 1,),
+                  "tensor": lambda f: tuple(f.shape) or (1,)}
+        return cls(tuple((f.name, widths[f.kind](f)) for f in schema.features), schema.task, len(schema.classes),
+                   tuple(schema.target_shape), schema.normalize)
+
+
 @dataclass
 class Split:
     """One split of the data: each input as a named array [N, *feature.shape] (a table's raw column: numbers

@@ -61,6 +61,9 @@ def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
         if lanes is not None and spec.sweep is not None:
             lanes.check_sweep(spec.sweep)  # before check_sweep reads any swept value's data file
         check_sweep(spec)
+    from flows.spec.build import check_build
+
+    check_build(spec)  # a model that does not fit its data fails here, before any task (once per spec)
     seed = resolve_seed(spec)
     if spec.sweep is not None:
         from flows.run.sweep import run_sweep
