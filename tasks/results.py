@@ -40,6 +40,7 @@ class ModelState:
 
     weights: list[np.ndarray]
     probe: float  # the guide asserts the untrained model maps 3.0 to 15.0
+    summary: Optional[dict] = None  # a Keras model of data with a task: its layers and parameters (`tasks.model.summary`)
 
 
 @dataclass

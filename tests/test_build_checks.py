@@ -1,6 +1,7 @@
 """A model that does not fit its data is a spec error before anything trains: the layer stack or builder built on
 the data's shapes (arrays' headers, a table's profile) at the start of every run and by `validate --build`, each
-problem at its item's own line, exit 2, nothing trained or published."""
+problem at its item's own line, exit 2, nothing trained or published. And the version records the built model's
+summary (layers, output shapes, parameters), which its report shows."""
 
 from __future__ import annotations
 
@@ -159,3 +160,30 @@ def test_the_cheap_shapes_are_the_shapes_the_model_task_builds_on(tmp_path):
         _, preprocess, _ = tabular.build(spec.model, 1, dataset.schema)
         assert tuple(preprocess.output.shape[1:]) == encoded_shape("keras", cheap) == width
         assert encoded_shape("mlp", cheap) == (int(np.prod(width)),), "a Dense body takes the flattened input"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_version_records_the_models_summary_and_its_report_shows_it(tmp_path, artifacts):
+    import keras
+
+    from flows.api import run_spec
+    from tasks.publish.report import markdown
+
+    spec = _spec(tmp_path, "model:\n  kind: keras\n  layers:\n    - {Reshape: {target_shape: [8, 8, 1]}}\n"
+                           "    - {Conv2D: {filters: 4, kernel_size: 3, activation: relu}}\n"
+                           "    - {BatchNormalization: {}}\n    - {GlobalAveragePooling2D: {}}\n",
+                 extra="checkpoint: {formats: [keras, saved_model]}\n")
+    result = run_spec(spec)
+    version = artifacts / "shapes" / result["version"]
+    summary = json.loads((version / "model_summary.json").read_text())
+    saved = keras.saving.load_model(version / "checkpoint" / "model.keras")
+    assert summary["params"] == saved.count_params() == 40 + 16 + 5, "conv 3*3*4+4, batch norm 4*4, head 4+1"
+    assert summary["non_trainable_params"] == 8 and summary["trainable_params"] == summary["params"] - 8
+    conv = next(layer for layer in summary["layers"] if layer["class"] == "Conv2D")
+    assert conv["output_shape"] == [None, 6, 6, 4] and conv["params"] == 40
+    assert json.loads((version / "manifest.json").read_text())["model"] == {
+        "params": 61, "trainable_params": 53, "non_trainable_params": 8, "layers": len(summary["layers"])}
+    report = markdown("shapes", result["version"], str(version), "", result["metrics"], result["initial"], {},
+                      {}, False, model_summary=result["model_summary"])
+    assert "## Model: 61 parameters (53 trainable, 8 not)" in report
+    assert f"| {conv['name']} | Conv2D | [N, 6, 6, 4] | 40 | 40 |" in report
