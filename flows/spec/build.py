@@ -36,8 +36,11 @@ def check_build(spec: Spec, doc: Optional[Document] = None) -> None:
         from flows.spec.load import sweep_candidates, trial_spec
 
         for where, path, value in sweep_candidates(spec):
-            if path.split(".")[0] in BUILD_PATHS:
-                variants.append((where, path, value, trial_spec(spec, {path: value})))
+            if path.split(".")[0] not in BUILD_PATHS:
+                continue
+            if spec.model is not None and not needs_check(spec.model) and path not in ("model", "model.kind"):
+                continue  # a Dense body stays one whatever else is swept: nothing to build
+            variants.append((where, path, value, trial_spec(spec, {path: value})))
     problems, seen = [], set()
     for where, path, value, variant in variants:
         if variant.model is None or not needs_check(variant.model):
