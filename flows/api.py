@@ -40,6 +40,9 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
     """
     prepare(debug=tracebacks)
     resolved = as_spec(spec, overrides)
+    from flows.spec.build import check_build
+
+    check_build(resolved)  # before the server starts: a model that does not fit its data is a spec error
     from prefect import tags
 
     from flows.process import crashed, outcome

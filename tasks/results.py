@@ -40,6 +40,7 @@ class ModelState:
 
     weights: list[np.ndarray]
     probe: float  # the guide asserts the untrained model maps 3.0 to 15.0
+    summary: Optional[dict] = None  # a Keras model of data with a task: its layers and parameters (`tasks.model.summary`)
 
 
 @dataclass
@@ -206,6 +207,28 @@ class Schema:
         from dataclasses import asdict
 
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What building a model needs to know of its data, read cheaply before anything runs (`tasks.data.shapes`:
+    arrays' headers, a table's profile): each named input's shape per example without the batch axis (a table's
+    column: its encoded width, `(1,)` for a number, `(values + 1,)` for text one-hot with its out-of-vocabulary
+    bucket), the task, the number of classes (0 for regression) and a regression target's shape per example."""
+
+    inputs: tuple[tuple[str, tuple[int, ...]], ...]
+    task: str
+    classes: int = 0
+    target_shape: tuple[int, ...] = ()
+    normalize: bool = True
+
+    @classmethod
+    def of(cls, schema: "Schema") -> "DataShape":
+        """A described dataset's shape (what the model task builds on), for comparing with the cheap one."""
+        widths = {"number": lambda f: (1,), "text": lambda f: (len(f.vocabulary) + 1,),
+                  "tensor": lambda f: tuple(f.shape) or (1,)}
+        return cls(tuple((f.name, widths[f.kind](f)) for f in schema.features), schema.task, len(schema.classes),
+                   tuple(schema.target_shape), schema.normalize)
 
 
 @dataclass

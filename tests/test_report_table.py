@@ -49,7 +49,7 @@ def _tables(markdown: str) -> list[list[list[str]]]:
 
 def test_the_reports_metrics_are_one_table_of_metrics_by_split(tmp_path, artifacts):
     result = run_spec(write_spec(tmp_path, TABLE))
-    (table,) = _tables(_report(result["flow_run_id"], "report-table"))
+    table, model = _tables(_report(result["flow_run_id"], "report-table"))  # the metrics, then the model's layers
     assert table[0] == HEADER
     rows = {row[0]: row[1:] for row in table[2:]}
     assert list(rows)[0] == "loss" and {"accuracy", "auc"} <= set(rows)
@@ -61,6 +61,11 @@ def test_the_reports_metrics_are_one_table_of_metrics_by_split(tmp_path, artifac
         assert [float(c) for c in cells[:5]] == pytest.approx(expected, rel=1e-5), name
         assert float(cells[5]) == pytest.approx(metrics[f"margin_test_{name}"], rel=1e-3, abs=1e-4)
     assert not any(row[0].startswith(("val_", "test_", "baseline_", "margin_", "initial")) for row in table[2:])
+    assert model[0] == ["layer", "class", "output shape", "parameters", "trainable"]
+    dense = {row[0]: row[1:] for row in model[2:] if row[1] == "Dense"}
+    assert dense == {"core/hidden_0": ["Dense", "[N, 8]", "24", "24"], "core/output": ["Dense", "[N, 1]", "9", "9"]}, \
+        "an mlp's summary too: 2 inputs x 8 + 8, then 8 + 1"
+    assert manifest["model"]["params"] == sum(int(row[3]) for row in model[2:])
 
 
 def test_the_guides_report_has_its_weights_and_loss_before_and_after(tmp_path, artifacts):

@@ -41,6 +41,7 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
         from flows.run.plan import artifact_root
 
         specs = [spec for spec, _ in run_order(load_all(paths, overrides, with_paths=True), artifact_root(artifacts))]
+        check_builds(specs, debug)
     from flows.api import run_spec
     from flows.spec import ScoringSpec
 
@@ -61,6 +62,26 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
         if label:
             typer.echo(f"== {spec.name}")
         _print_report(result, spec.training.progress_lines)
+
+
+def check_builds(specs: list, debug: bool = False) -> None:
+    """Every experiment's model built on its data's shapes (`flows.spec.build`) before any spec runs: all
+    problems at once, exit 2."""
+    from flows.process.startup import before_tensorflow
+    from flows.spec import Spec
+    from flows.spec.build import check_build
+    from flows.spec.document import SpecError
+
+    before_tensorflow(debug)
+    problems = []
+    for spec in specs:
+        if isinstance(spec, Spec):
+            try:
+                check_build(spec)
+            except SpecError as exc:
+                problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
 
 
 def _json_default(value):
@@ -141,10 +162,15 @@ def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders
              overrides: Optional[List[str]] = SetOption,
              resolved: bool = typer.Option(False, "--resolved", help="Also print each spec as it will run: every "
                                                                      "default filled in (what spec.yaml records)."),
+             build: bool = typer.Option(False, "--build", help="Also build each layer stack or builder on the "
+                                                               "data's shapes, as a run does first (imports "
+                                                               "TensorFlow; runs a python model's builder)."),
              debug: bool = DebugOption) -> None:
     """Check specs and their data (columns, every cell of a table, classes); print every problem as
-    file:line:col: path: message, and warnings about the data (ID-like or constant columns, …)."""
+    file:line:col: path: message, and warnings about the data (ID-like or constant columns, …). With --build,
+    also whether each model's layers fit the data's shapes."""
     with errors(debug):
+        from flows.spec import ScoringSpec
         from flows.spec.document import SpecError
         from flows.spec.load import collect, load_any
 
@@ -155,6 +181,12 @@ def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders
         for path in files:
             try:
                 spec = load_any(path, overrides or [])
+                if build and not isinstance(spec, ScoringSpec):
+                    from flows.process.startup import before_tensorflow
+                    from flows.spec.build import check_build
+
+                    before_tensorflow(debug)
+                    check_build(spec)
                 findings = getattr(spec, "data_findings", None)
                 summary = f"; {findings.summary}" if findings and findings.summary else ""
                 typer.echo(f"{path}: ok ({spec.name}, spec hash {spec.spec_hash()[:8]}{summary})")

@@ -15,28 +15,71 @@ DataRootOption = typer.Option(None, "--data-root", metavar="DIR",
                                    "(repeatable); default: each spec's own folder. Recorded with the deployment.")
 
 
-def _lanes(specs, artifacts: Optional[Path], roots: Optional[List[Path]]):
-    """Each deployment's lanes: the artifact root and the data roots its runs are held to (`flows.serve.lanes`)."""
+AllowCodeOption = typer.Option(None, "--allow-code", metavar="MODULE",
+                               help="A module a python model's builder may come from in the deployments' runs "
+                                    "(repeatable); without it a run with a python model is refused before "
+                                    "importing anything. Recorded and signed with the deployment. Layer stacks "
+                                    "need none.")
+
+
+def _lanes(specs, artifacts: Optional[Path], roots: Optional[List[Path]], allowed: Optional[List[str]] = None):
+    """Each deployment's lanes: the artifact root and the data roots its runs are held to, the modules its python
+    models may import and the folders they are looked up in (`flows.serve.lanes`). A spec whose python model's
+    module was not allowed is refused here, exit 2, before anything is registered."""
     from flows.run.plan import artifact_root
     from flows.serve.lanes import Lanes
 
+    allowed_code = tuple(dict.fromkeys(allowed or ()))
+    folders = {spec.name: code_folders(spec, path, allowed_code) for spec, path in specs}
     root = str(artifact_root(artifacts))
-    return [(spec, Lanes(root, tuple(str(Path(r).resolve()) for r in roots) if roots else (str(path.parent),)))
+    return [(spec, Lanes(root, tuple(str(Path(r).resolve()) for r in roots) if roots else (str(path.parent),),
+                         allowed_code, folders[spec.name]))
             for spec, path in specs]
+
+
+def code_folders(spec, path: Path, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The folders the spec's python models (its own, each schedule's overrides, each swept variant) are
+    looked up in; SpecError at model.builder for a module not in `allowed`."""
+    from flows.spec import Spec
+    from flows.spec.document import Problem, SpecError, locate
+    from flows.spec.load import sweep_candidates, trial_spec
+
+    if not isinstance(spec, Spec):
+        return ()
+    from flows.api import as_spec
+
+    variants = [spec] + [as_spec(spec, entry.overrides) for entry in spec.schedule if entry.overrides]
+    variants += [trial_spec(spec, {p: v}) for _, p, v in sweep_candidates(spec) if p.split(".")[0] == "model"]
+    folders, problems = [], []
+    for variant in variants:
+        model = variant.model
+        if getattr(model, "kind", None) != "python":
+            continue
+        module = model.builder.partition(":")[0]
+        if module not in allowed:
+            where = locate(spec._document, ("model", "builder")) if spec._document else None
+            problems.append(Problem(where, "model.builder", f"a deployment runs a python model only from a module "
+                                                           f"allowed when it is made: add --allow-code {module} "
+                                                           f"(its runs may then import {module} from {model.path})"))
+        folders.append(str(Path(model.path).resolve()))
+    if problems:
+        raise SpecError(dict.fromkeys(problems))  # one line per module, however many variants name it
+    return tuple(dict.fromkeys(folders))
 
 
 @app.command()
 def serve(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
           overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
           poll: Optional[int] = typer.Option(None, "--poll", help="Seconds between checks for new runs."),
-          data_roots: Optional[List[Path]] = DataRootOption, debug: bool = DebugOption) -> None:
+          data_roots: Optional[List[Path]] = DataRootOption, allow_code: Optional[List[str]] = AllowCodeOption,
+          debug: bool = DebugOption) -> None:
     """Serve specs as Prefect deployments from this process; scheduled specs run on their schedule.
 
     Runs started through them (the UI, schedules, automations) write only to the artifact root and read only
     under the data roots chosen here. Stops cleanly on SIGINT/SIGTERM, pausing the schedules it served
     (restart to resume them)."""
     with errors(debug):
-        laned = _lanes(load_all(paths, overrides, with_paths=True), artifacts, data_roots)
+        laned = _lanes(load_all(paths, overrides, with_paths=True), artifacts, data_roots, allow_code)
         from flows.process.startup import prepare
 
         prepare(debug)  # before flows.serve.deploy imports Prefect
@@ -50,11 +93,12 @@ def serve(paths: List[Path] = typer.Argument(..., help="Spec files or folders of
 def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
            pool: str = typer.Option(..., "--pool", help="The Prefect work pool whose workers run them."),
            overrides: Optional[List[str]] = SetOption, artifacts: Optional[Path] = ArtifactsOption,
-           data_roots: Optional[List[Path]] = DataRootOption, debug: bool = DebugOption) -> None:
+           data_roots: Optional[List[Path]] = DataRootOption, allow_code: Optional[List[str]] = AllowCodeOption,
+           debug: bool = DebugOption) -> None:
     """Register specs as deployments on a work pool; `prefect worker start --pool POOL` runs them anywhere,
     held to the artifact root and data roots chosen here."""
     with errors(debug):
-        laned = _lanes(load_all(paths, overrides, with_paths=True), artifacts, data_roots)
+        laned = _lanes(load_all(paths, overrides, with_paths=True), artifacts, data_roots, allow_code)
         from flows.process.startup import prepare
 
         prepare(debug)  # before flows.serve.deploy imports Prefect

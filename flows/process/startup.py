@@ -52,15 +52,22 @@ def prepare(debug: bool = False) -> Server:
     """Process defaults (unless the user set them), TensorFlow's start-up lines hidden unless `debug`, expected
     failures' tracebacks hidden unless `debug`, and the server chosen; call before importing Prefect."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry errors offline
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the no-GPU cuInit error on CPU machines
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS)
     # A server that is gone or hung costs a bounded time per call, not Prefect's 5 retries of up to 60 s each
     for name, value in SERVER_CALL_LIMITS.items():
         os.environ.setdefault(name, value)
+    before_tensorflow(debug)
     if not debug:
-        quiet_tensorflow_start()
         hide_expected_tracebacks()
     return choose_server()
+
+
+def before_tensorflow(debug: bool = False) -> None:
+    """TensorFlow's start-up lines hidden unless `debug`: for every command that may import it, also those that
+    never talk to Prefect (`validate --build`)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the no-GPU cuInit error on CPU machines
+    if not debug:
+        quiet_tensorflow_start()
 
 
 def choose_server() -> Server:

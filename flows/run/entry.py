@@ -35,6 +35,17 @@ def resolve_seed(spec: Spec) -> int:
     return spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**31)
 
 
+def check_code(spec: Spec, lanes) -> None:
+    """A deployment's run imports a python model's module only if the deployment allowed it: the spec's model
+    and every swept variant of it, checked before anything imports or builds one (`flows.serve.lanes`)."""
+    from flows.spec.load import sweep_candidates, trial_spec
+
+    lanes.check_model(spec.model)
+    for _, path, value in sweep_candidates(spec):
+        if path.split(".")[0] == "model":
+            lanes.check_model(trial_spec(spec, {path: value}).model)
+
+
 @flow(name=FLOW_NAME, flow_run_name=_run_name, persist_result=False, log_prints=True, validate_parameters=False)
 def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
     """Run one spec: an experiment, or every trial of its sweep, published as a new version (or an identical
@@ -61,6 +72,11 @@ def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
         if lanes is not None and spec.sweep is not None:
             lanes.check_sweep(spec.sweep)  # before check_sweep reads any swept value's data file
         check_sweep(spec)
+        if lanes is not None:
+            check_code(spec, lanes)
+    from flows.spec.build import check_build
+
+    check_build(spec)  # a model that does not fit its data fails here, before any task (once per spec)
     seed = resolve_seed(spec)
     if spec.sweep is not None:
         from flows.run.sweep import run_sweep

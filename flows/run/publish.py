@@ -56,15 +56,24 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
         **{f"checkpoint/{name}": data for name, data in outputs["checkpoint_files"].items()},
         **{f"tensorboard/{name}": data for name, data in trained.events.items()},
     }
+    model_summary = model_summary_of(outputs)
+    if model_summary is not None:
+        files["model_summary.json"] = report.json_bytes(model_summary)
     manifest = {
         "kind": "experiment", "spec": resolved, "spec_hash": plan.spec_hash, "seed": seed, "tasks": records,
         "libraries": report.library_versions(), "git_commit": report.git_commit(Path(__file__).parent),
         "flow_run_id": str(current_flow_run.id) if current_flow_run.id else None,
         "metrics": result.metrics, "initial": result.initial, "warnings": run_warnings(outputs),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **({"model": report.summary_totals(model_summary)} if model_summary is not None else {}),
     }
     figures = FigureSet(f"{folder}plots", outputs["figures"], heading or f"{spec.name} {{version}}", spec.plots.dpi)
     return {f"{folder}{name}": data for name, data in files.items()}, manifest, figures
+
+
+def model_summary_of(outputs: dict[str, Any]) -> Optional[dict]:
+    """The model task's summary of the built model (`tasks.model.summary`), when it made one."""
+    return getattr(outputs.get("initial"), "summary", None)
 
 
 def _lines(spec: Spec, trained) -> Optional[list[int]]:
@@ -208,6 +217,9 @@ def summary(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any], publishe
         out["weights"] = {"w": result.metrics["w"], "b": result.metrics["b"]}
     out.update(task_description(spec, trained))
     out["warnings"] = run_warnings(outputs)
+    model_summary = model_summary_of(outputs)
+    if model_summary is not None:
+        out["model_summary"] = model_summary
     return out
 
 
@@ -245,7 +257,8 @@ def ui_artifacts(spec: Spec, summary: dict) -> None:
         key=key, description=f"{spec.name} {summary['version']}",
         markdown=report.markdown(spec.name, summary["version"], summary["path"], spec.description,
                                  summary["metrics"], summary["initial"], plot_files, spec.resolved(), embed_images=True,
-                                 promotion=summary.get("promotion"), warnings=summary.get("warnings")),
+                                 promotion=summary.get("promotion"), warnings=summary.get("warnings"),
+                                 model_summary=summary.get("model_summary")),
     )
     columns = summary["history"]
     total = len(columns["epoch"])

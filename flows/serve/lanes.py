@@ -11,7 +11,12 @@ refuses lanes whose signature does not match. A worker on another machine needs 
 - the artifact root is the deployment's, whatever the run's parameters say;
 - a data file, a prediction input or output must resolve (after symlinks) inside a data root, or the run
   fails before anything is read, with one line naming the allowed roots;
-- a data error shows no header beyond the columns the spec asked for (`flows.spec.datacheck`).
+- a data error shows no header beyond the columns the spec asked for (`flows.spec.datacheck`);
+- a `python` model runs only if its builder's module is one `serve`/`deploy` allowed (`--allow-code MODULE`,
+  recorded and signed with the rest), looked up in a folder of a served spec's own builder (`code_roots`);
+  otherwise the run fails before anything is imported, naming the module and the flag. Without it, anyone
+  with the UI could name any importable function (`os:system`) in the run's parameters. Layer stacks are data
+  and need no allowance.
 
 A run from the command line (no deployment) keeps its freedom: a person running `trainflow run` acts with
 their own rights.
@@ -32,10 +37,35 @@ class LaneError(RunError):
     """A deployment run asked for something outside its lanes."""
 
 
+#: The flag that allows a python model's module in a deployment's runs.
+ALLOW_CODE_FLAG = "--allow-code"
+
+
 @dataclass(frozen=True)
 class Lanes:
     artifacts: str  # the artifact root every run of the deployment uses
     data_roots: tuple[str, ...]  # folders data files, prediction inputs and outputs must resolve inside
+    allowed_code: tuple[str, ...] = ()  # modules a python model's builder may come from (`--allow-code`)
+    code_roots: tuple[str, ...] = ()  # folders those modules are looked up in (the served specs' model.path)
+
+    def check_model(self, model) -> None:
+        """A python model must name an allowed module, looked up in a code root; LaneError before its module is
+        imported otherwise. Any other model is data."""
+        if getattr(model, "kind", None) != "python":
+            return
+        module = model.builder.partition(":")[0]
+        if module not in self.allowed_code:
+            allowed = ", ".join(self.allowed_code) or "none"
+            raise LaneError(f"model.builder: this deployment runs a python model only from a module `trainflow "
+                            f"serve` / `deploy` allowed with {ALLOW_CODE_FLAG}; '{module}' was not allowed "
+                            f"(allowed: {allowed}). Make the deployment again with {ALLOW_CODE_FLAG} {module} to "
+                            "let its runs import it")
+        folder = Path(model.path).resolve()
+        roots = [Path(root).resolve() for root in self.code_roots]
+        if not any(folder == root or folder.is_relative_to(root) for root in roots):
+            raise LaneError(f"model.path: '{folder.name}' is not a folder this deployment's builders are looked up "
+                            f"in ({', '.join(map(str, roots)) or 'none'}); a deployment's run imports "
+                            f"{ALLOW_CODE_FLAG} modules only from the folders of the specs it serves")
 
     def check(self, path: str, what: str) -> Path:
         """`path` resolved (symlinks followed; a relative path from the first data root) if it lies inside a
@@ -69,6 +99,7 @@ class Lanes:
             raise LaneError("sweep.runner.address: a deployment's run cannot send trials to another Dask "
                             "scheduler; leave it out to run them on a local cluster of this worker")
 
+
 def variable_name(flow_name: str, deployment_name: str) -> str:
     return f"trainflow-lanes-{flow_name}-{deployment_name}"
 
@@ -77,7 +108,9 @@ def _signature(flow_name: str, deployment_name: str, lanes: Lanes) -> str:
     """HMAC over the lanes and the deployment they belong to (so lanes cannot be copied to another one)."""
     from tasks.cache import signing
 
-    payload = json.dumps({"flow": flow_name, "deployment": deployment_name, **asdict(lanes)}, sort_keys=True)
+    # the code fields only when set: lanes recorded before they existed keep their signature
+    fields = {k: v for k, v in asdict(lanes).items() if v or k in ("artifacts", "data_roots")}
+    payload = json.dumps({"flow": flow_name, "deployment": deployment_name, **fields}, sort_keys=True)
     return signing.sign(payload.encode()).hex()
 
 
@@ -104,7 +137,9 @@ def current() -> Optional[Lanes]:
                         f"(Prefect Variable {name}); make it with `trainflow serve` or `trainflow deploy`")
     try:
         data = json.loads(raw) if isinstance(raw, str) else raw
-        lanes = Lanes(str(data["artifacts"]), tuple(str(root) for root in data["data_roots"]))
+        lanes = Lanes(str(data["artifacts"]), tuple(str(root) for root in data["data_roots"]),
+                      tuple(str(m) for m in data.get("allowed_code", ())),
+                      tuple(str(root) for root in data.get("code_roots", ())))
         signed = hmac.compare_digest(str(data["signature"]), _signature(flow_run.flow_name, deployment.name, lanes))
     except (ValueError, TypeError, KeyError):
         signed = False

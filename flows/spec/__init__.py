@@ -76,6 +76,10 @@ class Spec(Section):
     _data_findings: Any = PrivateAttr(default=None)
     #: What `flows.spec.defaults.fill` gave the spec (`table_defaults`); like the findings, not part of the spec.
     _table_defaults: dict = PrivateAttr(default_factory=dict)
+    #: The document the spec was read from (`flows.spec.load.load_spec`), for positions of later checks; and
+    #: whether its model was built on its data's shapes (`flows.spec.build.check_build`). Not part of the spec.
+    _document: Any = PrivateAttr(default=None)
+    _built: bool = PrivateAttr(default=False)
 
     @property
     def data_findings(self):

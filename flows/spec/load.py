@@ -65,23 +65,39 @@ def load_spec(path: Union[str, Path], overrides: Iterable[str] = (), doc: Option
     doc = doc or apply_overrides(read_document(Path(path)), overrides)
     spec = resolve_data_path(validate_document(doc, str(path)), Path(path).parent, doc)
     check_sweep(spec, doc)
+    spec._document = doc  # where later checks (`flows.spec.build`) find the positions of what they report
     return spec
 
 
 def with_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of spec data with each `dotted.path` set to its value (creating mappings on the way)."""
+    """A deep copy of spec data with each `dotted.path` set to its value (creating mappings on the way; a number
+    indexes a list, as in `model.layers.0.Conv2D.filters`)."""
     out = copy.deepcopy(data)
     for dotted_path, value in values.items():
-        node = out
+        node: Any = out
         *parents, last = dotted_path.split(".")
         for key in parents:
+            if isinstance(node, list):
+                node = _item(node, key, dotted_path)
+                continue
             if isinstance(node, dict) and node.get(key) is None:
                 node[key] = {}  # an optional section left out (null) is created by setting one of its fields
             node = node[key] if isinstance(node, dict) else node
-            if not isinstance(node, dict):
+            if not isinstance(node, (dict, list)):
                 raise SpecError([Problem(None, dotted_path, f"'{key}' is not a mapping, cannot set {dotted_path}")])
-        node[last] = value
+        if isinstance(node, list):
+            _item(node, last, dotted_path)
+            node[int(last)] = value
+        else:
+            node[last] = value
     return out
+
+
+def _item(items: list, key: str, dotted_path: str) -> Any:
+    if not key.isdigit() or int(key) >= len(items):
+        raise SpecError([Problem(None, dotted_path, f"'{key}' is not an index of a list of {len(items)}, cannot set "
+                                                    f"{dotted_path}")])
+    return items[int(key)]
 
 
 def trial_spec(base: Spec, values: dict[str, Any], source: str = "<sweep>") -> Spec:
@@ -94,17 +110,8 @@ def check_sweep(spec: Spec, doc: Optional[Document] = None) -> None:
     """Every swept path and value must make a valid spec; problems point at the sweep entry that made them."""
     if spec.sweep is None:
         return
-    candidates: list[tuple[tuple, str, Any]] = []
-    for path, values in spec.sweep.grid.items():
-        candidates += [(("sweep", "grid", path, i), path, v) for i, v in enumerate(values)]
-    if spec.sweep.random:
-        for path, param in spec.sweep.random.params.items():
-            samples = param.values if param.kind == "choice" else [param.low, param.high]
-            if param.kind == "int":
-                samples = [int(round(v)) for v in samples]
-            candidates += [(("sweep", "random", "params", path), path, v) for v in samples]
     problems = []
-    for where, path, value in candidates:
+    for where, path, value in sweep_candidates(spec):
         try:
             trial = trial_spec(spec, {path: value})
             if path.startswith("data.") and isinstance(trial.data, FileData):
@@ -116,6 +123,23 @@ def check_sweep(spec: Spec, doc: Optional[Document] = None) -> None:
                                                                  f"{inner.path}: {inner.message}"))
     if problems:
         raise SpecError(unique(problems))
+
+
+def sweep_candidates(spec: Spec) -> list[tuple[tuple, str, Any]]:
+    """(where in the spec, swept path, value) for every value a sweep can give a path: each grid value, and a
+    random parameter's choices or bounds."""
+    candidates: list[tuple[tuple, str, Any]] = []
+    if spec.sweep is None:
+        return candidates
+    for path, values in spec.sweep.grid.items():
+        candidates += [(("sweep", "grid", path, i), path, v) for i, v in enumerate(values)]
+    if spec.sweep.random:
+        for path, param in spec.sweep.random.params.items():
+            samples = param.values if param.kind == "choice" else [param.low, param.high]
+            if param.kind == "int":
+                samples = [int(round(v)) for v in samples]
+            candidates += [(("sweep", "random", "params", path), path, v) for v in samples]
+    return candidates
 
 
 def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None, lanes=None) -> Spec:

@@ -94,6 +94,7 @@ class Scan:
     warnings: list[str] = field(default_factory=list)
     summary: str = ""
     target: Optional[tuple[str, Counter]] = None
+    widths: dict = field(default_factory=dict)  # each feature's encoded width, in order (`encoded_widths`)
 
 
 #: The data fields a scan reads besides the file: with the file's content, the key of a remembered scan.
@@ -115,9 +116,9 @@ def scanned(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
                           **{name: getattr(data, name, None) for name in SCANNED_FIELDS}})
     if key not in _scans:
         found = scan(data, max_bytes)
-        _scans[key] = Scan(None, found.problems, found.warnings, found.summary, found.target)
+        _scans[key] = Scan(None, found.problems, found.warnings, found.summary, found.target, found.widths)
     found = _scans[key]
-    return Scan(None, list(found.problems), list(found.warnings), found.summary, found.target)
+    return Scan(None, list(found.problems), list(found.warnings), found.summary, found.target, dict(found.widths))
 
 
 def scan(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
@@ -138,7 +139,26 @@ def scan(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
         size = Path(data.path).stat().st_size
         summary += (f"; a sample: the file is {size / 2**20:,.0f} MiB, its first {max_bytes / 2**20:,.0f} MiB were "
                     "checked (the run reads it all)")
-    return Scan(raw, problems, warnings, summary, None if problems else target_profile(data, raw))
+    return Scan(raw, problems, warnings, summary, None if problems else target_profile(data, raw),
+                encoded_widths(raw, data.target, data.impute, data.max_categories))
+
+
+def encoded_widths(raw: RawTable, target: str, impute: bool, max_categories: int) -> dict[str, int]:
+    """Each feature column's width in the model's encoded input, as `tasks.data.load` describes it: 1 for a
+    number; for text (booleans too) its distinct values (with `impute`, one more for the filled cells), at most
+    `max_categories`, plus one out-of-vocabulary bucket. The run's vocabularies come from the training split
+    only, so a value seen only in held-out rows can make a run's width smaller than this."""
+    widths = {}
+    for name, values in raw.columns.items():
+        if name == target:
+            continue
+        if raw.kinds[name] == "number":
+            widths[name] = 1
+            continue
+        empty = raw.empty[name]
+        distinct = len(np.unique(values[~empty].astype(str))) + int(bool(impute and empty.any()))
+        widths[name] = min(distinct, max_categories) + 1
+    return widths
 
 
 def resolved_task(data: Any, target_kind: str) -> str:

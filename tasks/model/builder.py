@@ -88,9 +88,13 @@ def load(folder: Path, builder: str) -> Callable[..., Any]:
     """The builder function, its module imported afresh (with `folder` first on the import path)."""
     module, function = split(builder)
     folder = folder.resolve()
+    top = module.split(".")[0]
+    local = module_file(folder, module) is not None
     for name, loaded in list(sys.modules.items()):  # local modules: the code on disk now
         origin = getattr(loaded, "__file__", None)
         if origin and Path(origin).resolve().is_relative_to(folder):
+            del sys.modules[name]
+        elif local and (name == top or name.startswith(f"{top}.")):  # one of that name from another folder
             del sys.modules[name]
     sys.path.insert(0, str(folder))
     try:
@@ -110,3 +114,36 @@ def load(folder: Path, builder: str) -> Callable[..., Any]:
 
         raise BuilderError(f"module '{module}' has no function '{function}'{did_you_mean(function, known)}")
     return target
+
+
+#: At most this much of a value a builder returned goes into a message.
+MAX_SHOWN = 80
+
+
+def last_line(exc: BaseException) -> str:
+    """The last line of the exception as a traceback ends: `ValueError: boom` (a message of several lines: its
+    last, after the exception's name)."""
+    import traceback
+
+    lines = [line for line in "".join(traceback.format_exception_only(type(exc), exc)).splitlines() if line.strip()]
+    text = lines[-1].strip() if lines else type(exc).__name__
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+def where_raised(exc: BaseException, folder: Path) -> str:
+    """` at my_models.py:12`: the innermost line of the traceback in a module under `folder` (the builder's own
+    code), or nothing when it raised elsewhere only."""
+    import traceback
+
+    folder = folder.resolve()
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename)
+        if path.is_absolute() and path.resolve().is_relative_to(folder):
+            return f" at {path.resolve().relative_to(folder)}:{frame.lineno}"
+    return ""
+
+
+def shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"

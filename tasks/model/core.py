@@ -77,10 +77,10 @@ def build_core(model: ModelSpec, seed: int, shape: tuple, schema: Schema, folder
         raise ShapeError([("model.kind", f"'{model.kind}' is the guide's one-input model; it does not take this data")])
     k = outputs(schema)
     if own_head:
-        out = _checked_output(hidden, schema, k)
+        out = _checked_output(hidden, schema, k, last_item(model))
     else:
         if len(hidden.shape) != 2:
-            raise ShapeError([(_body_path(model), f"the body gives {_shape(hidden)} per batch; the head needs a vector "
+            raise ShapeError([(last_item(model), f"the body gives {_shape(hidden)} per batch; the head needs a vector "
                                                   "per example: end the body with Flatten or a global pooling layer "
                                                   "(e.g. GlobalAveragePooling2D)")])
         activation = None if schema.task == "regression" else ("sigmoid" if k == 1 else "softmax")
@@ -102,15 +102,21 @@ def _body(model: ModelSpec, hidden: Any, shape: tuple, folder: Optional[Path]) -
             raise ShapeError(exc.problems) from None
     from tasks.model import builder
 
-    function = builder.load(folder or Path.cwd(), model.builder)
+    folder = folder or Path.cwd()
+    try:
+        function = builder.load(folder, model.builder)
+    except builder.BuilderError as exc:
+        raise ShapeError([("model.builder", str(exc))]) from None
     try:
         body = function(shape, **model.args)
     except Exception as exc:
-        raise ShapeError([("model.builder", f"{model.builder}({list(shape)}, **args) raised {type(exc).__name__}: "
-                                            f"{stack.reason(exc)}")]) from None
+        raise ShapeError([("model.builder", f"{model.builder}(input_shape={list(shape)}, **args) raised "
+                                            f"{builder.last_line(exc)}{builder.where_raised(exc, folder)}")]) from None
     if not isinstance(body, keras.layers.Layer):  # a keras.Model is a Layer too
-        raise ShapeError([("model.builder", f"{model.builder} returned {type(body).__name__}, not a keras.Model or "
-                                            "a Keras layer")])
+        raise ShapeError([("model.builder", f"{model.builder} returned {builder.shown(body)} "
+                                            f"({type(body).__name__}), not a keras.Model or a Keras layer: "
+                                            "build(input_shape, **args) returns the body, e.g. "
+                                            "keras.Sequential([...])")])
     try:
         return body(hidden)
     except Exception as exc:
@@ -118,20 +124,26 @@ def _body(model: ModelSpec, hidden: Any, shape: tuple, folder: Optional[Path]) -
                                             f"{_shape(hidden)}: {stack.reason(exc)}")]) from None
 
 
-def _checked_output(out: Any, schema: Schema, k: int) -> Any:
+def _checked_output(out: Any, schema: Schema, k: int, path: str) -> Any:
     """`output: none`: the body's own last layer must already give what the task needs."""
     wanted = [[None, k]] + ([[None]] if k == 1 else [])
     if [list(out.shape)] not in [[w] for w in wanted]:
         need = (f"[N, {k}] (or [N]) values" if schema.task == "regression" else
                 f"[N, 1] (or [N]) probabilities of the positive class" if k == 1 else
                 f"[N, {k}] class probabilities (a softmax over the {k} classes)")
-        raise ShapeError([("model.output", f"with output: none the body's last layer is the output, so it must give "
-                                           f"{need}; it gives {_shape(out)}")])
+        raise ShapeError([(path, f"with output: none the body's last layer is the output, so it must give "
+                                 f"{need}; it gives {_shape(out)}")])
     return out
 
 
-def _body_path(model: ModelSpec) -> str:
-    return {"keras": "model.layers", "python": "model.builder"}.get(model.kind, "model")
+def last_item(model: ModelSpec) -> str:
+    """Where the body's output comes from in the spec: its last layer's item (`model.layers.3.Dense`) or the
+    builder; what a shape that does not fit the head or the task is reported at."""
+    if model.kind == "keras":
+        last = model.layers[-1]
+        name = next(iter(last)) if isinstance(last, dict) and len(last) == 1 else None
+        return f"model.layers.{len(model.layers) - 1}" + (f".{name}" if name else "")
+    return {"python": "model.builder"}.get(model.kind, "model")
 
 
 def _shape(tensor: Any) -> str:

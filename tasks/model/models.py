@@ -88,12 +88,14 @@ def build(spec: ModelSpec, seed: int) -> Model:
 
 def initial_state(model: ModelSpec, seed: int, dataset=None) -> ModelState:
     """The model task: a freshly built model's weights, and its output at 3.0 (the guide asserts 15.0). For data
-    with a task (a table, arrays), the trainable core's weights; its preprocessing comes from the data's schema."""
+    with a task (a table, arrays), the trainable core's weights (its preprocessing comes from the data's schema)
+    and the whole model's summary: layers, output shapes, parameters."""
     if dataset is not None and not dataset.schema.line:
         from tasks.model import tabular
+        from tasks.model.summary import summarize
 
-        _, _, core = tabular.build(model, seed, dataset.schema)
-        return ModelState(get_weights(core), float("nan"))
+        full, _, core = tabular.build(model, seed, dataset.schema)
+        return ModelState(get_weights(core), float("nan"), summarize(full))  # the model the version saves
     built = build(model, seed)
     return ModelState(get_weights(built), float(np.asarray(built(tf.constant([3.0])))[0]))
 

@@ -89,7 +89,21 @@ def call(layer: keras.layers.Layer, kind: str, h: Any, path: str) -> Any:
             return layer([h, h])
         return layer(h)
     except Exception as exc:
-        raise StackError([(path, f"{kind} does not fit its input of shape {_shape(h)}: {reason(exc)}")]) from None
+        raise StackError([(path, f"{kind} does not fit its input of shape {_shape(h)}: {misfit(exc, h)}")]) from None
+
+
+def misfit(exc: BaseException, h: Any) -> str:
+    """Keras's reason a layer does not take its input; a rank it refuses said in the input's own terms, with
+    the Reshape that adds a missing channel axis when one axis is all it lacks."""
+    found = re.search(r"expected (min_)?ndim=(\d+), found ndim=(\d+)", str(exc))
+    if not found:
+        return reason(exc)
+    wanted, rank = int(found.group(2)), int(found.group(3))
+    text = f"it takes {'at least ' if found.group(1) else ''}{wanted} axes, the batch's included, and gets {rank}"
+    if wanted == rank + 1 and None not in h.shape[1:]:
+        target = [int(d) for d in h.shape[1:]] + [1]
+        text += f"; to add a channel axis, put {{Reshape: {{target_shape: {target}}}}} before it"
+    return text
 
 
 def _residual(items: list, h: Any, path: str, name: str) -> Any:

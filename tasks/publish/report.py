@@ -167,12 +167,47 @@ def metrics_table(metrics: dict, initial: dict) -> list[str]:
     return lines + ([""] + ["Training: " + ", ".join(rest)] if rest else []) + [""]
 
 
+#: The report's model table shows at most this many layers; model_summary.json in the version has them all.
+SUMMARY_ROWS = 60
+
+
+def summary_totals(summary: dict) -> dict:
+    """What the manifest records of a model's summary: its parameter counts and how many layers it has."""
+    return {key: summary[key] for key in ("params", "trainable_params", "non_trainable_params")} | \
+        {"layers": len(summary["layers"])}
+
+
+def _shape_text(shape: Any) -> str:
+    if shape is None:
+        return ""
+    if isinstance(shape, dict):
+        return ", ".join(f"{k}: {_shape_text(v)}" for k, v in shape.items())
+    if shape and isinstance(shape[0], list):
+        return ", ".join(_shape_text(s) for s in shape)
+    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """Markdown lines: the model's layers (name, class, output shape per example batch, parameters) and its
+    parameter counts, trainable and not (a table's normalisation statistics are the untrained ones)."""
+    lines = [f"## Model: {summary['params']:,} parameters ({summary['trainable_params']:,} trainable, "
+             f"{summary['non_trainable_params']:,} not)", "",
+             "| layer | class | output shape | parameters | trainable |", "|---|---|---|---|---|"]
+    layers = summary["layers"]
+    for layer in layers[:SUMMARY_ROWS]:
+        lines.append(f"| {layer['name']} | {layer['class']} | {_shape_text(layer['output_shape'])} | "
+                     f"{layer['params']:,} | {layer['trainable_params']:,} |")
+    if len(layers) > SUMMARY_ROWS:
+        lines.append(f"| … {len(layers) - SUMMARY_ROWS:,} more in model_summary.json | | | | |")
+    return lines + [""]
+
+
 def markdown(name: str, version: str, path: str, description: str, metrics: dict, initial: dict,
              plots: dict[str, bytes], resolved: dict, embed_images: bool, promotion: Optional[dict] = None,
-             warnings: Optional[list[str]] = None) -> str:
+             warnings: Optional[list[str]] = None, model_summary: Optional[dict] = None) -> str:
     """The run report: warnings, the promotion decision, the metrics (one table: each metric before training,
-    on each split, against the trivial baseline), plots (embedded as data: URIs for the Prefect UI, else
-    linked), the spec."""
+    on each split, against the trivial baseline), the model's layers and parameters, plots (embedded as data:
+    URIs for the Prefect UI, else linked), the spec."""
     lines = [f"# {name} {version}", ""]
     if description:
         lines += [description, ""]
@@ -181,6 +216,8 @@ def markdown(name: str, version: str, path: str, description: str, metrics: dict
         lines += [f"**Promotion to `{promotion['alias']}`: {promotion['decision']}.** {promotion.get('reason', '')}", ""]
     lines += [f"Version folder: `{path}`", ""]
     lines += metrics_table(metrics, initial)
+    if model_summary:
+        lines += summary_lines(model_summary)
     for file_name, png in plots.items():
         title = file_name.removesuffix(".png")
         src = f"data:image/png;base64,{base64.b64encode(png).decode()}" if embed_images else f"plots/{file_name}"
