@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from flows.spec.load import validate_data
@@ -212,6 +213,11 @@ def test_predict_scores_date_strings_and_refuses_a_bad_date_naming_the_column_an
     # an empty date, or number, of a model trained without imputation: no prediction (the MLP's compiled relu
     # would have turned the NaN into an arbitrary one), counted
     assert predicted[2:] == [None, None] and scored.summary["unscored"] == 2
+    typed = tmp_path / "new.parquet"  # a Parquet date column (date32) is its ISO text to the model
+    days = [datetime.date(2030, 3, 4), datetime.date(2030, 3, 9)]
+    pq.write_table(pa.table({"day": pa.array(days, pa.date32()), "price": [10.0, 10.0]}), typed)
+    score(version, typed, tmp_path / "typed.csv")
+    assert pacsv.read_csv(tmp_path / "typed.csv").column("prediction").to_pylist() == predicted[:2]
     bad = tmp_path / "bad.csv"
     bad.write_text("price,day\n10,2030-03-04\n10,2030-02-30\n")
     with pytest.raises(InputError, match=r"bad.csv:3: column 'day' holds '2030-02-30', not an ISO date \(YYYY-MM-DD"):
