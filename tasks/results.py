@@ -180,11 +180,15 @@ class Feature:
 
     name: str  # the column's (or array's) name in the file
     input_name: str  # its name as a model input (a SavedModel signature allows fewer characters)
-    kind: str  # "number" or "text" (a column; booleans are text: 'False', 'True'), or "tensor" (an array)
+    #: "number", "text" (a column; booleans are text: 'False', 'True'), "date" (a column of ISO dates or datetimes,
+    #: taken apart inside the model: `tasks.model.dateparts`), or "tensor" (an array)
+    kind: str
     vocabulary: list = field(default_factory=list)  # text: the training split's values, most frequent first
     mean: float = 0.0  # number, tensor: the training split's mean (normalisation, imputation)
     variance: float = 1.0  # number, tensor: the training split's variance
     shape: list = field(default_factory=list)  # per example, without the batch axis: [] for a column, [16, 16] …
+    parts: list = field(default_factory=list)  # date: what it becomes, in order (`tasks.data.dates.DATE_PARTS`, hour)
+    moments: dict = field(default_factory=dict)  # date: {"year": [mean, variance], "day": [...]} of the training split
 
 
 @dataclass

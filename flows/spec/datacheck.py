@@ -75,7 +75,8 @@ def check_data(spec: Spec, list_header: bool = True) -> Findings:
         return Findings(found.problems, found.warnings, found.summary)
     target_kind, counts = found.target if found else target_profile(spec.data)
     problems = task_problems(spec, resolved_task(spec.data, target_kind), target_kind, counts)
-    return Findings(problems, found.warnings if found else [], found.summary if found else "")
+    return Findings(problems, found.warnings if found else [], found.summary if found else "",
+                    found.dates if found else {})
 
 
 def check_arrays(spec: Spec) -> "Findings":
@@ -105,4 +106,5 @@ def check_arrays(spec: Spec) -> "Findings":
 class Findings:
     problems: list[DataProblem] = field(default_factory=list)  # errors: the spec cannot run on this data
     warnings: list[str] = field(default_factory=list)  # what a practitioner would question; the run goes ahead
-    summary: str = ""  # rows, text columns' distinct values, whether only a sample was read
+    summary: str = ""  # rows, text columns' distinct values, date columns' parts, whether only a sample was read
+    dates: dict = field(default_factory=dict)  # the features read as dates ("date" or "datetime"), for the resolved spec

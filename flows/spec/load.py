@@ -162,8 +162,23 @@ def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None, la
             message = f"no such data file '{spec.data.path}'"
         raise SpecError([Problem(where, "data.path", message + looked)])
     resolved = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path)})})
-    resolved._data_findings = check_columns(resolved, doc, list_header=lanes is None)
-    return resolved
+    findings = check_columns(resolved, doc, list_header=lanes is None)
+    return with_dates(resolved, findings)
+
+
+def with_dates(spec: Spec, findings) -> Spec:
+    """The spec with the date columns its data holds written into `data.column_types` (what the resolved spec,
+    `validate --resolved` and every version's spec.yaml record), those it did not say itself also listed among
+    the table defaults `plan` shows; the findings attached for `validate`."""
+    said = getattr(spec.data, "column_types", None) or {}
+    found = {name: kind for name, kind in findings.dates.items() if name not in said}
+    if found:
+        data = spec.data.model_copy(update={"column_types": {**said, **found}})
+        defaults = {**spec.table_defaults, **{f"data.column_types.{name}": kind for name, kind in found.items()}}
+        spec = spec.model_copy(update={"data": data})
+        spec._table_defaults = defaults
+    spec._data_findings = findings
+    return spec
 
 
 def resolve_model_path(spec: Spec, base: Path) -> Spec:

@@ -88,12 +88,14 @@ def files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trai
 def table_files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained: Trained) -> dict[str, bytes]:
     """A table model, preprocessing included, so every format takes raw columns by name:
 
-    - `model.keras`: `keras.saving.load_model` (built-in layers only, no trainflow class needed), called with
-      the table's own column names;
+    - `model.keras`: `keras.saving.load_model` (built-in layers only, no trainflow class needed, but for a
+      date column's `tasks.model.dateparts.DateParts`: import that module first), called with the table's own
+      column names;
     - `model.weights.h5` and `tf_checkpoint/` with `model.json` (`keras.models.model_from_json`) to rebuild into;
     - `saved_model/`: `serving_default` takes one named input per feature column (float32 numbers, strings;
-      named `input_name`: a signature allows only letters, digits, '_', '.' and '-') and returns `prediction`, or `probabilities` and `class_index` (classes.json in the version maps an
-      index to its label)."""
+      named `input_name`: a signature allows only letters, digits, '_', '.' and '-'; a date column's raw
+      strings) and returns `prediction`, or `probabilities` and `class_index` (classes.json in the version maps
+      an index to its label); NaN for a row whose encoded features hold one (`tabular.unknown_rows`)."""
     from tasks.model import tabular
 
     schema = trained.schema
@@ -126,7 +128,8 @@ def write_table_format(full: keras.Model, schema, fmt: str, root: Path) -> None:
             archive.track(layer)
 
         def serve(*tensors):  # the signature's keys are input_name; the Keras model's, keras_name
-            return tabular.serving_outputs(schema, full(tabular.serving_inputs(schema, tensors)))
+            inputs = tabular.serving_inputs(schema, tensors)
+            return tabular.serving_outputs(schema, full(inputs), tabular.unknown_rows(full, inputs))
 
         archive.add_endpoint(name="serving_default", fn=serve, input_signature=tabular.serving_signature(schema))
         archive.write_out(str(root / "saved_model"), verbose=False)

@@ -19,10 +19,10 @@ class RawTable:
     """A table file's features, then its target, as read: numbers float64 (NaN where empty), text, booleans."""
 
     columns: dict[str, np.ndarray]
-    kinds: dict[str, str]  # "number" | "text" | "bool"
+    kinds: dict[str, str]  # "number" | "text" | "bool" | "date" | "datetime" (text read as ISO dates: `read_dates`)
     empty: dict[str, np.ndarray]  # per column, a mask of empty cells
     where: Callable[[int], str]  # how a row is named in messages: "data.csv:42", "data.parquet: row 41"
-    bad: dict = field(default_factory=dict)  # with collect: column -> tables.BadCells (cells that are not numbers)
+    bad: dict = field(default_factory=dict)  # with collect: column -> tables.BadCells (cells not numbers, not dates)
     sampled: bool = False  # only the file's first bytes were read
 
     @property
@@ -80,7 +80,7 @@ def read_columns(spec: FileData, collect: bool = False, max_bytes: Optional[int]
                 columns[name] = values.astype(np.float64) if number else values.astype(str)
                 kinds[name] = "number" if number else ("bool" if values.dtype.kind == "b" else "text")
                 empty[name] = np.isnan(columns[name]) if number else columns[name] == ""
-        return RawTable(columns, kinds, empty, lambda row: f"{path.name}: row {row + 1}")
+        return read_dates(spec, RawTable(columns, kinds, empty, lambda row: f"{path.name}: row {row + 1}"), collect)
     from tasks.data import tables
 
     wanted = None if spec.features is None else [*spec.features, spec.target]
@@ -94,5 +94,36 @@ def read_columns(spec: FileData, collect: bool = False, max_bytes: Optional[int]
     def label(row: int) -> str:
         return f"{path.name}{separator}{tables.row_label(table, row)}"
 
-    return RawTable({n: table.columns[n] for n in names}, {n: table.kinds[n] for n in names},
-                    {n: table.empty[n] for n in names}, label, table.bad, table.sampled)
+    raw = RawTable({n: table.columns[n] for n in names}, {n: table.kinds[n] for n in names},
+                   {n: table.empty[n] for n in names}, label, table.bad, table.sampled)
+    return read_dates(spec, raw, collect)
+
+
+def read_dates(spec: FileData, raw: RawTable, collect: bool = False) -> RawTable:
+    """The table with its date columns typed "date" or "datetime": a text feature the spec's
+    `data.column_types` calls one, or (unless it says text) whose non-empty cells are nearly all ISO dates
+    (`tasks.data.dates`). Null markers ('NA', 'null', …) are empty there, as in a number column. A cell that
+    is not a date is counted in `RawTable.bad` with `collect`, else it fails the read, naming its row."""
+    from tasks.data import dates
+    from tasks.data.tables import NULL_MARKERS, BadCells, excerpt
+
+    said = getattr(spec, "column_types", None) or {}
+    for name in raw.columns:
+        if name == spec.target or raw.kinds[name] != "text" or said.get(name) == "text":
+            continue
+        if name not in said and not dates.looks_like(raw.columns[name], raw.empty[name]):
+            continue
+        values = np.char.strip(raw.columns[name].astype(str))
+        empty = raw.empty[name] | np.isin(values, NULL_MARKERS)
+        parsed = dates.parse(np.where(empty, "", values))
+        kind = said.get(name) or dates.column_kind(parsed)
+        if kind is None:
+            continue
+        raw.columns[name], raw.kinds[name], raw.empty[name] = np.where(empty, "", values), kind, empty
+        rows = np.flatnonzero(parsed.bad)
+        if len(rows) and not collect:
+            raise DataError(f"{raw.where(int(rows[0]))}: column '{name}' holds {excerpt(values[rows[0]])}, not "
+                            f"{dates.EXPECTED} (set data.column_types.{name}: text to read it as text)")
+        if len(rows):
+            raw.bad[name] = BadCells(len(rows), rows[:3].tolist(), [excerpt(values[r]) for r in rows[:3]])
+    return raw

@@ -18,16 +18,22 @@ ID_SHARE = 0.95
 ID_MIN_ROWS = 50
 #: A message lists at most this many positions of a column's bad or empty cells.
 SHOWN_POSITIONS = 3
+#: The kinds of a column read as ISO dates (`tasks.data.columns.read_dates`).
+DATE_KINDS = ("date", "datetime")
 
 
 def cell_problems(raw: RawTable, target: str, impute: bool) -> list[tuple[str, str]]:
-    """(column, message) for every column with cells a run cannot use: numbers that are not numbers (all of
-    them, per column) and, without imputation, empty cells (never imputable in the target)."""
+    """(column, message) for every column with cells a run cannot use: numbers that are not numbers and dates
+    that are not dates (all of them, per column) and, without imputation, empty cells (never imputable in the
+    target)."""
     problems = []
     for name, bad in raw.bad.items():
         shown = ", ".join(f"{raw.where(row)} {value}" for row, value in zip(bad.rows, bad.values))
-        problems.append((name, f"column '{name}' holds {bad.count:,} cell(s) that are not numbers (first: {shown}"
-                               f"{', …' if bad.count > len(bad.rows) else ''})"))
+        date = raw.kinds[name] in DATE_KINDS
+        what = "ISO dates (YYYY-MM-DD[THH:MM[:SS]])" if date else "numbers"
+        fix = f"; fix them, or set data.column_types.{name}: text to read the column as text" if date else ""
+        problems.append((name, f"column '{name}' holds {bad.count:,} cell(s) that are not {what} (first: {shown}"
+                               f"{', …' if bad.count > len(bad.rows) else ''}){fix}"))
     for name, empty in raw.empty.items():
         if (impute and name != target) or not empty.any():
             continue
@@ -62,6 +68,11 @@ def column_warnings(raw: RawTable, target: str, max_categories: int) -> list[str
             warnings.append(f"column '{name}' has {distinct:,} distinct values; the {max_categories:,} most frequent "
                             "are one-hot encoded and the rest share one bucket (data.max_categories)")
     return warnings
+
+
+def date_columns(raw: RawTable, target: str) -> dict[str, str]:
+    """The features read as dates, with their kind ("date" or "datetime")."""
+    return {name: kind for name, kind in raw.kinds.items() if name != target and kind in DATE_KINDS}
 
 
 def text_cardinality(raw: RawTable, target: str) -> dict[str, int]:

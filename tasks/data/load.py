@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from tasks.common.errors import DataError
-from tasks.data import hygiene
+from tasks.data import dates, hygiene
 from tasks.data.columns import open_npz, read_columns
 from tasks.data.profile import resolved_task
 from tasks.data.spec import ArraysData, BlobsData, DataSpec, FileData, MoonsData, NpzData, is_table
@@ -230,6 +230,10 @@ def load_table(spec: DataSpec, seed: int) -> Dataset:
             variance = float(observed.var()) if observed.size else 1.0
             prepared[name] = np.where(missing, mean, values).astype(np.float64)
             described.append(Feature(name, input_name(name), "number", mean=mean, variance=variance))
+        elif kinds[name] in hygiene.DATE_KINDS:  # the raw text: the model takes it apart (empty: '', its layer fills)
+            prepared[name] = values.astype(str)
+            described.append(Feature(name, input_name(name), "date", parts=dates.parts_for(kinds[name]),
+                                     moments=dates.moments(dates.parse(prepared[name]), train)))
         else:
             text = values.astype(str)
             prepared[name] = np.where(missing, MISSING, text) if spec.impute else text

@@ -38,7 +38,8 @@ class DataProblem(Exception):
 def requested_columns(data: FileData) -> list[tuple[str, str]]:
     """(spec path, column name) of every column the spec asks the file for."""
     if is_table(data):
-        return [("data.target", data.target)] + [(f"data.features.{i}", name) for i, name in enumerate(data.features or [])]
+        return ([("data.target", data.target)] + [(f"data.features.{i}", name) for i, name in enumerate(data.features or [])]
+                + [(f"data.column_types.{name}", name) for name in getattr(data, "column_types", None) or {}])
     if isinstance(data, NpzData):
         return [("data.x_key", data.x_key), ("data.y_key", data.y_key)]
     return [("data.x_column", data.x_column), ("data.y_column", data.y_column)]
@@ -95,10 +96,11 @@ class Scan:
     summary: str = ""
     target: Optional[tuple[str, Counter]] = None
     widths: dict = field(default_factory=dict)  # each feature's encoded width, in order (`encoded_widths`)
+    dates: dict[str, str] = field(default_factory=dict)  # the features read as dates: "date" or "datetime"
 
 
 #: The data fields a scan reads besides the file: with the file's content, the key of a remembered scan.
-SCANNED_FIELDS = ("kind", "target", "features", "exclude", "delimiter", "impute", "max_categories")
+SCANNED_FIELDS = ("kind", "target", "features", "exclude", "delimiter", "impute", "max_categories", "column_types")
 _scans: dict[str, Scan] = {}
 
 
@@ -116,9 +118,11 @@ def scanned(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
                           **{name: getattr(data, name, None) for name in SCANNED_FIELDS}})
     if key not in _scans:
         found = scan(data, max_bytes)
-        _scans[key] = Scan(None, found.problems, found.warnings, found.summary, found.target, found.widths)
+        _scans[key] = Scan(None, found.problems, found.warnings, found.summary, found.target, found.widths,
+                           found.dates)
     found = _scans[key]
-    return Scan(None, list(found.problems), list(found.warnings), found.summary, found.target, dict(found.widths))
+    return Scan(None, list(found.problems), list(found.warnings), found.summary, found.target, dict(found.widths),
+                dict(found.dates))
 
 
 def scan(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
@@ -131,21 +135,29 @@ def scan(data: FileData, max_bytes: int = SCAN_BYTES) -> Scan:
     at = {data.target: "data.target", **{name: f"data.features.{i}" for i, name in enumerate(data.features or [])}}
     problems = [DataProblem(at.get(name, "data.path"), message)
                 for name, message in hygiene.cell_problems(raw, data.target, data.impute)]
+    problems += type_problems(data, raw)
     warnings = hygiene.column_warnings(raw, data.target, data.max_categories)
     texts = hygiene.text_cardinality(raw, data.target)
+    found = hygiene.date_columns(raw, data.target)
     summary = f"{raw.rows:,} rows" + (f"; text columns: {', '.join(f'{n} ({k:,} values)' for n, k in texts.items())}"
                                       if texts else "")
+    if found:
+        from tasks.data import dates
+
+        summary += "; date columns: " + ", ".join(f"{name} ({kind}: {dates.describe(dates.parts_for(kind))})"
+                                                  for name, kind in found.items())
     if raw.sampled:
         size = Path(data.path).stat().st_size
         summary += (f"; a sample: the file is {size / 2**20:,.0f} MiB, its first {max_bytes / 2**20:,.0f} MiB were "
                     "checked (the run reads it all)")
     return Scan(raw, problems, warnings, summary, None if problems else target_profile(data, raw),
-                encoded_widths(raw, data.target, data.impute, data.max_categories))
+                encoded_widths(raw, data.target, data.impute, data.max_categories, found), found)
 
 
-def encoded_widths(raw: RawTable, target: str, impute: bool, max_categories: int) -> dict[str, int]:
+def encoded_widths(raw: RawTable, target: str, impute: bool, max_categories: int,
+                   dates: Optional[dict] = None) -> dict[str, int]:
     """Each feature column's width in the model's encoded input, as `tasks.data.load` describes it: 1 for a
-    number; for text (booleans too) its distinct values (with `impute`, one more for the filled cells), at most
+    number; for a date, its parts (`tasks.data.dates.width`); for text (booleans too) its distinct values (with `impute`, one more for the filled cells), at most
     `max_categories`, plus one out-of-vocabulary bucket. The run's vocabularies come from the training split
     only, so a value seen only in held-out rows can make a run's width smaller than this."""
     widths = {}
@@ -155,10 +167,33 @@ def encoded_widths(raw: RawTable, target: str, impute: bool, max_categories: int
         if raw.kinds[name] == "number":
             widths[name] = 1
             continue
+        if name in (dates or {}):
+            from tasks.data import dates as date_parts
+
+            widths[name] = date_parts.width(date_parts.parts_for(dates[name]))
+            continue
         empty = raw.empty[name]
         distinct = len(np.unique(values[~empty].astype(str))) + int(bool(impute and empty.any()))
         widths[name] = min(distinct, max_categories) + 1
     return widths
+
+
+def type_problems(data: FileData, raw: RawTable) -> list[DataProblem]:
+    """What `data.column_types` says that cannot be: a column that is not a feature, or a number or true/false
+    column (column_types makes a date column text or a text column a date; numbers stay numbers)."""
+    problems = []
+    for name, kind in (getattr(data, "column_types", None) or {}).items():
+        at = f"data.column_types.{name}"
+        if name == data.target:
+            problems.append(DataProblem(at, f"'{name}' is the target, not a feature: its type is its task's"))
+        elif name not in raw.columns:
+            reason = "excluded (data.exclude)" if name in data.exclude else "not among data.features"
+            problems.append(DataProblem(at, f"'{name}' is {reason}, so it has no encoding to choose"))
+        elif raw.kinds[name] in ("number", "bool"):
+            held = "numbers" if raw.kinds[name] == "number" else "true/false values"
+            problems.append(DataProblem(at, f"'{name}' holds {held}; column_types makes a column of dates text, or a "
+                                            f"text column dates ({kind} does not apply)"))
+    return problems
 
 
 def resolved_task(data: Any, target_kind: str) -> str:

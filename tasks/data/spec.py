@@ -109,6 +109,13 @@ class TableFile(FileData):
         "most frequent; rarer and unseen values share one out-of-vocabulary bucket, so a column of IDs or free "
         "text cannot blow up the model (`validate` reports each text column's distinct values).",
     )
+    column_types: dict[str, Literal["date", "datetime", "text"]] = Field(
+        {}, description="How a feature column is encoded, where the spec decides rather than its values: date "
+        "(ISO dates YYYY-MM-DD, or datetimes, become year, day of month, and month, day of week, day of year as "
+        "sin/cos, inside the model), datetime (the same plus the hour), text (one-hot, even for a column of dates). "
+        "A text column whose non-empty cells are nearly all ISO dates is a date (datetime when some cell has a time "
+        "other than midnight) unless this says text; the resolved spec lists every date column found.",
+    )
 
 
 class CsvData(TableFile):

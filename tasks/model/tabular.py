@@ -2,7 +2,9 @@
 
 A table model is two Keras models composed:
 - `preprocess`: one named input per feature column; text goes through a `StringLookup` with the training
-  split's vocabulary and one out-of-vocabulary bucket (one-hot); the columns are concatenated, and numbers
+  split's vocabulary and one out-of-vocabulary bucket (one-hot), a date column's strings through `DateParts`
+  (year and day of month, then month, day of week, day of year and a datetime's hour as sin/cos: the one
+  trainflow layer, registered); the columns are concatenated, and numbers (a date's year and day too)
   standardised with the training split's means and variances by one `Normalization` layer over the whole
   vector (when `data.normalize`; a one-hot block passes it unchanged);
 - `core`: the learned part, from that vector to the output: `linear` is one Dense layer (one weight per
@@ -17,7 +19,9 @@ The full model is `core(preprocess(inputs))`, keyed by the table's own column na
 values [N] (regression) or class probabilities [N, K] (classification, two classes included, as the
 SavedModel does; the core's [N] positive-class probability is stacked with its complement). Training encodes each split once through `preprocess` and
 trains `core` on the matrix (XLA-compiled; string lookups are not), so what is saved and what was trained
-are the same layers. Only built-in Keras layers are used: a `.keras` file loads with plain Keras.
+are the same layers. Only built-in Keras layers are used, but for a date column's `DateParts`: a `.keras` file
+loads with plain Keras (with a date column, once `tasks.model.dateparts` is imported; the SavedModel needs
+nothing).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tasks.data.dates import NUMBER_PARTS
 from tasks.model.core import build_core, outputs  # noqa: F401  (outputs: the head's width, for callers)
+from tasks.model.dateparts import DateParts, moments as date_moments
 from tasks.model.spec import ModelSpec
 from tasks.results import Schema, Split
 
@@ -56,6 +62,14 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
             width = lookup.vocabulary_size()
             means += [0.0] * width  # a one-hot block passes the normalization unchanged
             variances += [1.0] * width
+        elif feature.kind == "date":  # the raw strings, taken apart by TensorFlow string ops inside the model
+            tensor = keras.Input(shape=(1,), name=keras_name(feature), dtype="string")
+            inputs[keras_name(feature)] = tensor
+            fill = [feature.moments[p][0] for p in NUMBER_PARTS] if schema.impute else None
+            encoded.append(DateParts(feature.parts, fill, name=f"date_{feature.input_name}")(tensor))
+            block_means, block_variances = date_moments(feature)
+            means += block_means  # the year and the day standardised; sin and cos pass unchanged
+            variances += block_variances
         else:  # an array of any shape, standardised by its training split's mean and variance of all its values
             tensor = keras.Input(shape=tuple(feature.shape), name=keras_name(feature), dtype="float32")
             inputs[keras_name(feature)] = tensor
@@ -64,7 +78,7 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
                                                       name=f"normalize_{feature.input_name}")(tensor)
                            if schema.normalize else tensor)
     joined = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="features")(encoded)
-    if schema.normalize and any(f.kind == "number" for f in schema.features):
+    if schema.normalize and any(f.kind in ("number", "date") for f in schema.features):
         # one layer for every numeric column (a layer per column made a 256-column table's SavedModel take
         # seconds per hundred layers to trace and walk), the same arithmetic, the same order of the encoding
         joined = keras.layers.Normalization(mean=means, variance=variances, name="normalize")(joined)
@@ -117,7 +131,7 @@ def feed(schema: Schema, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray
         values = columns[feature.name]
         if feature.kind == "number":
             fed[keras_name(feature)] = np.asarray(values, np.float32).reshape(-1, 1)
-        elif feature.kind == "text":
+        elif feature.kind in ("text", "date"):
             fed[keras_name(feature)] = np.asarray(values).astype(str).reshape(-1, 1)
         else:
             fed[keras_name(feature)] = np.asarray(values, np.float32)
@@ -150,7 +164,7 @@ def serving_signature(schema: Schema) -> list[tf.TensorSpec]:
     """One named input per feature: a column's vector of raw values (float32 numbers, strings), or an array's
     [N, *shape] float32."""
     return [tf.TensorSpec([None, *f.shape], tf.float32, name=f.input_name) if f.kind == "tensor" else
-            tf.TensorSpec([None], tf.float32 if f.kind == "number" else tf.string, name=f.input_name)
+            tf.TensorSpec([None], tf.float32 if f.kind == "number" else tf.string, name=f.input_name)  # text, date
             for f in schema.features]
 
 
@@ -160,10 +174,21 @@ def serving_inputs(schema: Schema, tensors) -> dict[str, Any]:
     return {keras_name(f): t if f.kind == "tensor" else tf.reshape(t, [-1, 1]) for f, t in zip(schema.features, tensors)}
 
 
-def serving_outputs(schema: Schema, predicted: Any) -> dict[str, Any]:
+def unknown_rows(full: keras.Model, inputs: dict) -> Any:
+    """[N] bool: the rows whose encoded features hold a NaN (an empty number or date without imputation, a date
+    that is not one). A compiled graph's fused Dense + relu (oneDNN's) maps NaN to 0, so without this mark such a
+    row would get an arbitrary prediction from a SavedModel where the Keras model gives NaN."""
+    encoded = full.get_layer("preprocess")(inputs)
+    return tf.reduce_any(tf.math.is_nan(tf.reshape(encoded, [tf.shape(encoded)[0], -1])), axis=1)
+
+
+def serving_outputs(schema: Schema, predicted: Any, unknown: Any = None) -> dict[str, Any]:
     """What the SavedModel's serving_default returns, from the full model's output: `prediction` (regression)
     or `probabilities` [N, K] and `class_index` (classification; the version's classes.json maps an index back
-    to its label)."""
+    to its label); NaN in every output value of a row `unknown` marks (scoring counts it unscored)."""
+    if unknown is not None:
+        mask = tf.reshape(unknown, [-1] + [1] * (len(predicted.shape) - 1))
+        predicted = tf.where(mask, tf.constant(float("nan"), predicted.dtype), predicted)
     if schema.task == "regression":
         return {"prediction": predicted}
     return {"probabilities": predicted, "class_index": tf.argmax(predicted, axis=1, output_type=tf.int32)}

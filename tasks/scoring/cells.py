@@ -1,7 +1,9 @@
 """Batches to model inputs: columns turned into features as training turned the file's cells into them
 (`tasks/data/tables.py`, `tasks/data/load.py`): text is trimmed, true/false cells become 'True'/'False', empty
 text is '' and an empty number NaN, unless the version was trained with `data.impute: true`: then, as in
-training, empty numbers get the training mean and empty text the 'missing' category.
+training, empty numbers get the training mean and empty text the 'missing' category. A date column is its
+trimmed text ('' where empty or a null marker, which the model's date layer fills as training did), and a
+cell that is not an ISO date is refused, naming its row (`BadCell`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from tasks.data import tables
+from tasks.data import dates, tables
 from tasks.data.load import MISSING
 from tasks.data.tables import NULL_MARKERS, excerpt
 from tasks.results import Feature
@@ -33,7 +35,8 @@ def feature_columns(source: Source, batch: pa.RecordBatch) -> list[Union[np.ndar
         if pa.types.is_dictionary(array.type):
             array = array.dictionary_decode()
         name = source.schema.names[i].strip()
-        columns.append(_number(name, array) if feature.kind == "number" else _text(name, array, feature))
+        columns.append(_number(name, array) if feature.kind == "number" else
+                       _date(name, array, feature) if feature.kind == "date" else _text(name, array, feature))
     return columns
 
 
@@ -43,6 +46,8 @@ def impute(model: Model, columns: list) -> list:
     for feature, column in zip(model.features, columns):
         if feature.kind == "number":
             filled.append(np.where(np.isnan(column), np.float32(feature.mean), column))
+        elif feature.kind == "date":  # '' is filled by the model's date layer, as in training
+            filled.append(column)
         else:
             filled.append(pc.if_else(pc.equal(column, ""), MISSING, column))
     return filled
@@ -108,6 +113,28 @@ def _text(name: str, array: pa.Array, feature: Feature) -> pa.Array:
         text = pc.if_else(pc.is_in(text, value_set=pa.array(TRUE_SPELLINGS)), "True",
                           pc.if_else(pc.is_in(text, value_set=pa.array(FALSE_SPELLINGS)), "False", text))
     return text.fill_null("") if text.null_count else text
+
+
+def _date(name: str, array: pa.Array, feature: Feature) -> pa.Array:
+    """A date column's cells: trimmed text ('' where empty or a null marker); a cell that is not an ISO date is
+    a BadCell (checked through the distinct values)."""
+    text = _text(name, array, feature)
+    first = first_bad_date(text)
+    if first is not None:
+        raise BadCell(name, first, f"holds {excerpt(text[first].as_py())}, not {dates.EXPECTED}")
+    return pc.if_else(pc.is_in(text, value_set=pa.array(NULL_MARKERS)), "", text)
+
+
+def first_bad_date(text: pa.Array) -> Optional[int]:
+    """The index of the first cell of a trimmed text column that is neither empty (a null marker included) nor
+    an ISO date, or None."""
+    encoded = pc.dictionary_encode(text)
+    markers = pc.is_in(encoded.dictionary, value_set=pa.array(NULL_MARKERS)).to_numpy(zero_copy_only=False)
+    wrong = dates.parse(encoded.dictionary).bad & ~markers
+    if not wrong.any():
+        return None
+    bad = pc.is_in(encoded.indices, value_set=pa.array(np.flatnonzero(wrong), encoded.indices.type))
+    return int(np.argmax(bad.to_numpy(zero_copy_only=False)))
 
 
 def _utf8(value: Optional[bytes]) -> bool:

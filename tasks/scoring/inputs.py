@@ -1,6 +1,8 @@
 """Input checks: a file to score is refused before any row is scored (exit 2 from the CLI) when it is not CSV
 or Parquet, lacks a feature column, already has a column scoring adds, or holds text in a numeric feature's
-first batch. Only the header (or the Parquet schema) and the first batch are read.
+first batch, or a cell that is not an ISO date in a date feature's. Only the header (or the Parquet schema)
+and the first batch are read; a later batch's bad cell stops the scoring there, naming its row, and writes
+nothing.
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ def inspect_input(model: Model, path: Path) -> Source:
         _check_type(path, schema.names[i], feature, schema.field(i).type)
     if fmt == "csv":
         for i, feature in source.features.items():
-            if feature.kind == "text" and not is_boolean_feature(feature):
-                source.column_types[schema.names[i]] = pa.string()  # '02134' stays '02134'
+            if feature.kind == "date" or (feature.kind == "text" and not is_boolean_feature(feature)):
+                source.column_types[schema.names[i]] = pa.string()  # '02134' stays '02134', a date as written
             elif pa.types.is_null(schema.field(i).type):
                 source.column_types[schema.names[i]] = pa.float64()  # empty in the first block
     for _ in range(3):  # the first block is read again when its cells span lines
@@ -153,6 +155,12 @@ def _check_type(path: Path, name: str, feature: Feature, kind: pa.DataType) -> N
             return  # text is checked cell by cell (a Parquet column of padded numbers is fine)
         held = "true/false" if pa.types.is_boolean(kind) else str(kind)
         raise InputError(f"{path.name}: column '{name}' holds {held} values, the model needs numbers")
+    if feature.kind == "date":
+        if is_string(kind) or pa.types.is_null(kind) or pa.types.is_temporal(kind) or is_binary(kind):
+            return  # text is checked cell by cell
+        held = "true/false" if pa.types.is_boolean(kind) else str(kind)
+        raise InputError(f"{path.name}: column '{name}' holds {held} values, the model needs ISO dates "
+                         "(YYYY-MM-DD, as text or a date type)")
     if (is_number(kind) or is_string(kind) or pa.types.is_null(kind) or pa.types.is_boolean(kind)
             or pa.types.is_temporal(kind) or is_binary(kind)):
         return

@@ -97,7 +97,7 @@ def load_model(version_dir: Union[Path, str]) -> Model:
     _, specs = signature.structured_input_signature
     for feature in model.features:
         spec = specs.get(feature.input_name)
-        wanted = tf.string if feature.kind == "text" else tf.float32
+        wanted = tf.string if feature.kind in ("text", "date") else tf.float32
         if spec is None or spec.dtype != wanted:
             raise InputError(f"{folder}: the serving_default signature does not take input "
                              f"'{feature.input_name}' as {wanted.name}; is the SavedModel from another version?")
@@ -152,7 +152,7 @@ def _table_model(version_dir: Path) -> Model:
         task = schema["task"]
     except (KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{version_dir / 'schema.json'}: not a trainflow table schema ({exc})") from None
-    bad = [f.name for f in features if f.kind not in ("number", "text", "tensor")]
+    bad = [f.name for f in features if f.kind not in ("number", "text", "date", "tensor")]
     if task not in ("regression", "classification") or bad or not features:
         raise InputError(f"{version_dir / 'schema.json'}: not a trainflow table schema "
                          f"(task {task!r}, {len(features)} features)")

@@ -27,8 +27,10 @@ from typing import Any, Optional, Union
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.common.suggest import did_you_mean
+from tasks.data import dates
 from tasks.data.tables import excerpt
 from tasks.serving.signature import TensorSpec, numpy_dtype
 
@@ -230,7 +232,7 @@ def _cells(values: list, spec: TensorSpec, where: _Where) -> pa.Array:
                 shape = " (one number per row)" if isinstance(value, (list, dict)) else ""
                 raise RequestError(f"{where.row(i)}: {held} where the model takes a number{shape}")
     if kinds <= {str, type(None)}:
-        return pa.array(values, pa.string())
+        return _dates(pa.array(values, pa.string()), spec, where)
     text = []
     for i, value in enumerate(values):
         if value is None or type(value) is str:
@@ -241,7 +243,19 @@ def _cells(values: list, spec: TensorSpec, where: _Where) -> pa.Array:
             text.append(pa.array([value]).cast(pa.string())[0].as_py())  # a number's text, as from a file
         else:
             raise RequestError(f"{where.row(i)}: {_kind(value)} where the model takes text (one value per row)")
-    return pa.array(text, pa.string())
+    return _dates(pa.array(text, pa.string()), spec, where)
+
+
+def _dates(cells: pa.Array, spec: TensorSpec, where: _Where) -> pa.Array:
+    """A date column's cells as they are, once every one is empty or an ISO date (the model's layer parses them)."""
+    if spec.feature.kind != "date":
+        return cells
+    from tasks.scoring.cells import first_bad_date
+
+    first = first_bad_date(pc.utf8_trim_whitespace(cells.fill_null("")))
+    if first is not None:
+        raise RequestError(f"{where.row(first)}: text that is not {dates.EXPECTED}")
+    return cells
 
 
 def _tensor(values: Any, spec: TensorSpec, where: _Where) -> np.ndarray:

@@ -100,8 +100,9 @@ def warm_up_rows(specs: list[TensorSpec]) -> dict:
     for spec in specs:
         shape = (1, *(1 if d is None else d for d in spec.shape))
         if spec.is_column:
-            text = spec.feature.kind == "text"
-            value = (spec.feature.vocabulary or [""])[0] if text else spec.feature.mean
+            text = spec.feature.kind in ("text", "date")
+            value = ("1970-01-01" if spec.feature.kind == "date" else (spec.feature.vocabulary or [""])[0]) if text \
+                else spec.feature.mean
             rows[spec.key] = pa.array([value], pa.string() if text else pa.float64())
         elif spec.dtype == "string":
             value = spec.feature.vocabulary[0] if spec.feature is not None and spec.feature.vocabulary else ""
