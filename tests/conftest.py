@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +46,19 @@ def pytest_configure(config):
 TEMPLATE_DB = Path(sys.executable).parent.parent / "prefect-template" / "prefect.db"
 
 
+def _dies_with_this_process() -> None:
+    """In the server's process before it starts: SIGTERM when the worker that started it dies. A worker killed
+    by a time-out never runs pytest_unconfigure, and its server would live on, using CPU, until the machine
+    stops (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _start_server() -> dict:
     home = _server["home"]
     if TEMPLATE_DB.is_file() and not (home / "prefect.db").exists():
@@ -55,7 +69,8 @@ def _start_server() -> dict:
     env.pop("PREFECT_API_URL", None)
     log = (home / "server.log").open("w")
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_dies_with_this_process)
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.time() + 120
     while time.time() < deadline:
