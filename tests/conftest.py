@@ -217,6 +217,33 @@ def trainflow(*args: str, env: dict | None = None, cwd: Path | None = None) -> R
     return Ran(code, out.getvalue(), err.getvalue())
 
 
+def run_deployment_here(deployment: str, parameters: dict | None = None):
+    """Start a run of a deployment and execute it in this process, as a worker's or a served process's child
+    does (`prefect flow-run execute`: the flow run read back from the server, then Prefect's flow engine on it):
+    the run's parameters come from the server, without paying a process per run. Returns its final state."""
+    from prefect.deployments import run_deployment
+    from prefect.flow_engine import load_flow_run, run_flow
+
+    from flows.run.entry import trainflow_run
+
+    run = run_deployment(deployment, parameters=parameters, timeout=0)
+    flow_run = load_flow_run(flow_run_id=run.id)
+    return run_flow(trainflow_run, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
+
+
+def work_pool() -> str:
+    """A new process work pool on the session's server, for `trainflow deploy --pool`."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    name = f"pool-{uuid.uuid4().hex[:6]}"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+    return name
+
+
 def run_and_kill(spec: Path, until, timeout: float = 240) -> None:
     """Start `trainflow run SPEC` and SIGKILL it once `until(stderr_line)` is true (or at the timeout)."""
     import signal

@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import pytest
 
-from tests.conftest import trainflow, write_spec
+from tests.conftest import run_deployment_here, trainflow, work_pool, write_spec
 
 BUILDER = '''\
 import keras
@@ -83,31 +83,15 @@ def test_serve_and_deploy_refuse_a_python_model_whose_module_was_not_allowed(tmp
     assert not marker.exists()
 
 
-def _execute(deployment: str, parameters: dict | None = None):
-    """Start a run of the deployment and execute it in this process, as a worker's process does (`prefect.engine`:
-    the flow run read back from the server, then the flow engine on it)."""
-    from prefect.deployments import run_deployment
-    from prefect.flow_engine import load_flow_run, run_flow
-
-    from flows.run.entry import trainflow_run
-
-    run = run_deployment(deployment, parameters=parameters, timeout=0)
-    flow_run = load_flow_run(flow_run_id=run.id)
-    return run_flow(trainflow_run, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
-
-
 @pytest.mark.usefixtures("prefect_server")
 def test_a_deployment_runs_the_python_model_it_allowed_and_refuses_any_other_before_importing_it(tmp_path, artifacts):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.variables import Variable
 
     from flows.serve.lanes import variable_name
     from tasks.publish.store import Store
 
-    pool, name = f"code-{uuid.uuid4().hex[:6]}", f"coded-{uuid.uuid4().hex[:6]}"
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    pool, name = work_pool(), f"coded-{uuid.uuid4().hex[:6]}"
     spec, marker = _folder(tmp_path / "specs", name, PYTHON_MODEL)
     root = tmp_path / "deployment-root"
     made = trainflow("deploy", str(spec), "--pool", pool, "--artifacts", str(root), "--allow-code", "my_models")
@@ -116,7 +100,7 @@ def test_a_deployment_runs_the_python_model_it_allowed_and_refuses_any_other_bef
     assert recorded["allowed_code"] == ["my_models"] and recorded["code_roots"] == [str(spec.parent)]
     assert recorded["signature"]
 
-    ran = _execute(f"trainflow-run/{name}")
+    ran = run_deployment_here(f"trainflow-run/{name}")
     assert ran.is_completed(), ran.message
     assert [v.label for v in Store(root).versions(name)] == ["v0001"], "the allowed builder trained and published"
 
@@ -130,7 +114,7 @@ def test_a_deployment_runs_the_python_model_it_allowed_and_refuses_any_other_bef
         edited["spec"]["model"]["builder"] = builder
         if path:
             edited["spec"]["model"]["path"] = path
-        refused = _execute(f"trainflow-run/{name}", edited)
+        refused = run_deployment_here(f"trainflow-run/{name}", edited)
         assert refused.is_failed() and says in refused.message, refused.message
     assert not marker.exists(), "a module that was not allowed is never imported"
     assert [v.label for v in Store(root).versions(name)] == ["v0001"]
@@ -141,6 +125,6 @@ def test_a_deployment_runs_the_python_model_it_allowed_and_refuses_any_other_bef
         stack_parameters = client.read_deployment_by_name(f"trainflow-run/{name}-stack").parameters
     switched = json.loads(json.dumps(stack_parameters))
     switched["spec"]["model"] = {"kind": "python", "builder": "evil:build", "path": str(stack_spec.parent)}
-    refused = _execute(f"trainflow-run/{name}-stack", switched)
+    refused = run_deployment_here(f"trainflow-run/{name}-stack", switched)
     assert refused.is_failed() and "--allow-code evil" in refused.message
     assert not (stack_spec.parent / "evil-was-imported").exists()

@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from flows.api import run_spec
-from tests.conftest import BIN, GUIDE_SMALL, trainflow, write_spec
+from tests.conftest import GUIDE_SMALL, run_deployment_here, trainflow, work_pool, write_spec
 
 MARKER = Path("/tmp/trainflow-poisoned-cache-ran")
 
@@ -183,10 +180,9 @@ def _logs(flow_run_id) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_deployment_runs_stay_in_their_lanes(tmp_path, artifacts):
-    """A served spec's runs write only to the deployment's artifact root and read only under its data roots,
-    whatever a UI user puts in the parameters; a refused run's logs quote nothing of the file it named."""
-    from prefect.deployments import run_deployment
-
+    """A deployed spec's runs write only to the deployment's artifact root and read only under its data roots,
+    whatever a UI user puts in the parameters; a refused run's logs quote nothing of the file it named. The runs
+    execute here, as a worker's process would (test_deployments runs served and worker processes)."""
     name = f"laned-{uuid.uuid4().hex[:6]}"
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -194,56 +190,43 @@ def test_deployment_runs_stay_in_their_lanes(tmp_path, artifacts):
     write_spec(specs, GUIDE_SMALL.replace("name: small", f"name: {name}").replace(
         "data: {kind: linear, num_examples: 64}", "data: {kind: csv, path: data.csv}"))
     root = tmp_path / "deployment-root"
-    log = (tmp_path / "serve.log").open("w")
-    # own process: serve is a long-running process whose deployments run from the UI
-    serve = subprocess.Popen([str(BIN / "trainflow"), "serve", str(specs), "--poll", "1", "--artifacts", str(root)],
-                             stdout=log, stderr=subprocess.STDOUT,
-                             env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"})
-    try:
-        from prefect.client.orchestration import get_client
+    made = trainflow("deploy", str(specs), "--pool", work_pool(), "--artifacts", str(root))
+    assert made.returncode == 0, made.stderr[-3000:]
+    from prefect.client.orchestration import get_client
 
-        with get_client(sync_client=True) as client:
-            deadline, deployment = time.time() + 120, None
-            while deployment is None and time.time() < deadline:
-                try:
-                    deployment = client.read_deployment_by_name(f"trainflow-run/{name}")
-                except Exception:
-                    time.sleep(1)
-        assert deployment is not None, (tmp_path / "serve.log").read_text()[-3000:]
-        good = run_deployment(f"trainflow-run/{name}", timeout=240)
-        assert good.state.is_completed(), good.state
-        assert (root / name / "v0001").is_dir(), "runs write to the deployment's root"
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(f"trainflow-run/{name}")
+    good = run_deployment_here(f"trainflow-run/{name}")
+    assert good.is_completed(), good
+    assert (root / name / "v0001").is_dir(), "runs write to the deployment's root"
 
-        elsewhere = tmp_path / "elsewhere"
-        params = json.loads(json.dumps(deployment.parameters))
-        params["options"] = {"artifacts": str(elsewhere)}
-        moved = run_deployment(f"trainflow-run/{name}", parameters=params, timeout=240)
-        assert moved.state.is_failed() and "artifact root" in moved.state.message
-        assert not elsewhere.exists()
+    def run_with(edit) -> object:
+        params = json.loads(json.dumps(deployment.parameters))  # what anyone with the UI can put in a run's form
+        edit(params)
+        return run_deployment_here(f"trainflow-run/{name}", params)
 
-        params = json.loads(json.dumps(deployment.parameters))
-        params["spec"]["data"]["path"] = "/etc/passwd"
-        passwd = run_deployment(f"trainflow-run/{name}", parameters=params, timeout=240)
-        assert passwd.state.is_failed() and "outside the data roots" in passwd.state.message
-        params = json.loads(json.dumps(deployment.parameters))
-        params["spec"]["sweep"] = {"grid": {"data.path": [str(specs / "data.csv"), "/etc/passwd"]}}
-        swept = run_deployment(f"trainflow-run/{name}", parameters=params, timeout=240)
-        assert swept.state.is_failed() and "cannot be swept" in swept.state.message
+    elsewhere = tmp_path / "elsewhere"
+    moved = run_with(lambda p: p.update(options={"artifacts": str(elsewhere)}))
+    assert moved.is_failed() and "artifact root" in moved.message
+    assert not elsewhere.exists()
+    passwd = run_with(lambda p: p["spec"]["data"].update(path="/etc/passwd"))
+    assert passwd.is_failed() and "outside the data roots" in passwd.message
+    swept = run_with(lambda p: p["spec"].update(sweep={"grid": {"data.path": [str(specs / "data.csv"), "/etc/passwd"]}}))
+    assert swept.is_failed() and "cannot be swept" in swept.message
 
-        from prefect.variables import Variable
+    from prefect.variables import Variable
 
-        from flows.serve.lanes import variable_name
+    from flows.serve.lanes import variable_name
 
-        recorded = json.loads(Variable.get(variable_name("trainflow-run", name)))
-        Variable.set(variable_name("trainflow-run", name), json.dumps({**recorded, "data_roots": ["/"]}),
-                     overwrite=True)  # what anyone with the UI can do to a Variable
-        params = json.loads(json.dumps(deployment.parameters))
-        params["spec"]["data"]["path"] = "/etc/passwd"
-        edited = run_deployment(f"trainflow-run/{name}", parameters=params, timeout=240)
-        assert edited.state.is_failed() and "signature" in edited.state.message
-        for run in (moved, passwd, swept, edited):
-            assert not any("root:x:0:0" in line or "/bin/bash" in line for line in _logs(run.id))
-        assert sorted(p.name for p in (root / name).iterdir() if p.name.startswith("v")) == ["v0001"]
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(timeout=60)
+    recorded = json.loads(Variable.get(variable_name("trainflow-run", name)))
+    Variable.set(variable_name("trainflow-run", name), json.dumps({**recorded, "data_roots": ["/"]}),
+                 overwrite=True)  # what anyone with the UI can do to a Variable
+    edited = run_with(lambda p: p["spec"]["data"].update(path="/etc/passwd"))
+    assert edited.is_failed() and "signature" in edited.message
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # the runs' logs reach the server
+    for state in (moved, passwd, swept, edited):
+        logs = _logs(state.state_details.flow_run_id)
+        assert logs and not any("root:x:0:0" in line or "/bin/bash" in line for line in logs)
+    assert sorted(p.name for p in (root / name).iterdir() if p.name.startswith("v")) == ["v0001"]
