@@ -114,13 +114,30 @@ def test_a_latest_that_is_a_directory_does_not_stop_a_publish_or_its_gate_and_is
 LONG = GUIDE_SMALL.replace("training: {epochs: 5}", "training: {epochs: 40000, checkpoint_every: 5000}")
 
 
-@pytest.mark.slow
-def test_a_kill_after_training_before_the_cache_write_resumes_from_the_last_snapshot(artifacts, tmp_path):
-    spec = write_spec(tmp_path, LONG)
+@pytest.fixture(scope="module")
+def killed_after_training(tmp_path_factory, prefect_server) -> Path:
+    """A run of LONG SIGKILLed after training, before its cache write: its spec and artifact root, made once;
+    each test works on a copy (`_copy_of`), so none sees another's changes."""
+    folder = tmp_path_factory.mktemp("killed-after-training")
+    spec = write_spec(folder, LONG)
     # own process: the run is SIGKILLed after training, before the cache write
-    killed = trainflow_process("run", str(spec), env={"TRAINFLOW_FAULT": "computed-train:kill"})
+    killed = trainflow_process("run", str(spec), env={"TRAINFLOW_FAULT": "computed-train:kill",
+                                                      "TRAINFLOW_ARTIFACTS": str(folder / "artifacts")})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert Store(artifacts).versions("small") == []
+    assert Store(folder / "artifacts").versions("small") == []
+    return folder
+
+
+def _copy_of(killed: Path, tmp_path: Path, artifacts: Path) -> Path:
+    """The killed run's artifact root copied to this test's, and its spec beside it."""
+    shutil.copytree(killed / "artifacts", artifacts)
+    return write_spec(tmp_path, LONG)
+
+
+@pytest.mark.slow
+def test_a_kill_after_training_before_the_cache_write_resumes_from_the_last_snapshot(killed_after_training, artifacts,
+                                                                                     tmp_path):
+    spec = _copy_of(killed_after_training, tmp_path, artifacts)
     out = trainflow("run", str(spec), "--json")
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
@@ -129,11 +146,9 @@ def test_a_kill_after_training_before_the_cache_write_resumes_from_the_last_snap
 
 
 @pytest.mark.slow
-def test_an_unreadable_snapshot_restarts_training_with_a_warning_instead_of_failing(artifacts, tmp_path):
-    spec = write_spec(tmp_path, LONG)
-    # own process: the run is SIGKILLed after training, before the cache write
-    killed = trainflow_process("run", str(spec), env={"TRAINFLOW_FAULT": "computed-train:kill"})
-    assert killed.returncode == -signal.SIGKILL
+def test_an_unreadable_snapshot_restarts_training_with_a_warning_instead_of_failing(killed_after_training, artifacts,
+                                                                                    tmp_path):
+    spec = _copy_of(killed_after_training, tmp_path, artifacts)
     (state,) = (artifacts / ".cache").rglob("state.npz")
     state.write_bytes(state.read_bytes()[:40])  # a machine crash's torn file
     out = trainflow("run", str(spec), "--json")
