@@ -35,6 +35,7 @@ def _on_a_terminal(*args: str) -> str:
     return shown.decode(errors="replace")
 
 
+@pytest.mark.slow  # starts processes that import TensorFlow
 def test_on_a_terminal_each_epoch_line_is_shown_once(tmp_path, artifacts):
     first = write_spec(tmp_path, GUIDE_SMALL)
     again = write_spec(tmp_path, GUIDE_SMALL, "again.yaml")  # the same spec: its run is a cached re-run

@@ -197,3 +197,38 @@ def test_the_process_check_catches_a_call_without_a_reason(tmp_path):
     sample.write_text('import subprocess\n\ndef _start():\n    return subprocess.Popen([str(BIN / "trainflow"), "run"])\n\n'
                       'def test_a():\n    trainflow_process("run")\n    _start()\n    # own process: a kill\n    _start()\n    subprocess.run([str(BIN / "trainflow"), "list"])\n')
     assert [line.split(":")[1] for line in process_calls_without_a_reason(sample)] == ["7", "8", "11"]
+
+
+def _heavy_process_tests_not_marked_slow(path: Path) -> list[str]:
+    """Tests that start a `trainflow` process (it imports TensorFlow and Prefect: seconds of CPU) without
+    `@pytest.mark.slow`: `make test-fast` skips slow tests, so it stays the edit loop's minute."""
+    source = path.read_text()
+    tree = ast.parse(source)
+    module_slow = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+                      and "slow" in ast.unparse(n.value) for n in tree.body)
+    found = []
+    for node in tree.body:
+        if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")) or module_slow:
+            continue
+        if any("slow" in ast.unparse(d) for d in node.decorator_list):
+            continue
+        heavy = [c for c in ast.walk(node) if isinstance(c, ast.Call) and (
+            (isinstance(c.func, ast.Name) and c.func.id in PROCESS_HELPERS)
+            or (_starts_process(c) and "'trainflow'" in ast.unparse(c.args[0] if c.args else c)))]
+        if heavy:
+            found.append(f"{path.name}:{node.lineno}: {node.name}")
+    return found
+
+
+def test_every_test_that_starts_a_trainflow_process_is_marked_slow():
+    unmarked = [line for path in sorted((ROOT / "tests").glob("test_*.py"))
+                for line in _heavy_process_tests_not_marked_slow(path)]
+    assert unmarked == [], "\n".join(unmarked)
+
+
+def test_the_slow_check_catches_an_unmarked_trainflow_process(tmp_path):
+    sample = tmp_path / "test_sample.py"
+    sample.write_text('import pytest\n\ndef test_a():\n    trainflow_process("run")\n\n@pytest.mark.slow\ndef test_b():\n'
+                      '    trainflow_process("run")\n\ndef test_c():\n    trainflow("run")\n\ndef test_d():\n'
+                      '    subprocess.run([str(BIN / "trainflow"), "run"])\n')
+    assert _heavy_process_tests_not_marked_slow(sample) == ["test_sample.py:3: test_a", "test_sample.py:13: test_d"]

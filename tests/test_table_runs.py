@@ -134,6 +134,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # starts processes that import TensorFlow
 @pytest.mark.usefixtures("prefect_server")
 def test_a_binary_run_reports_test_auc_and_every_checkpoint_takes_raw_columns(tmp_path, artifacts):
     csv_path = _table(tmp_path)
@@ -265,6 +266,7 @@ print(json.dumps({"keys": keys, "keras": np.asarray(by_name).tolist(), "saved_mo
 """
 
 
+@pytest.mark.slow  # starts processes that import TensorFlow
 @pytest.mark.usefixtures("prefect_server")
 def test_columns_with_spaces_keep_their_names_in_the_keras_model_and_the_mapping_is_in_schema_json(tmp_path, artifacts):
     rng = np.random.default_rng(3)

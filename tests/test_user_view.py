@@ -235,6 +235,7 @@ def test_a_log_loss_axis_is_labelled_at_1_2_and_5_of_each_decade_and_a_narrow_ra
     assert labels == ["1", "2", "5", "10"], labels
 
 
+@pytest.mark.slow  # starts processes that import TensorFlow
 def test_tensorflows_start_up_lines_are_dropped_unless_debug(tmp_path, artifacts):
     """TensorFlow's native libraries print absl's start-up notices (no CUDA drivers, …) while it is imported,
     before TF_CPP_MIN_LOG_LEVEL applies; on this CPU machine, twice per run."""
