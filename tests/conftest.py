@@ -217,10 +217,11 @@ def trainflow(*args: str, env: dict | None = None, cwd: Path | None = None) -> R
     return Ran(code, out.getvalue(), err.getvalue())
 
 
-def run_deployment_here(deployment: str, parameters: dict | None = None):
+def run_deployment_here(deployment: str, parameters: dict | None = None, flow=None):
     """Start a run of a deployment and execute it in this process, as a worker's or a served process's child
     does (`prefect flow-run execute`: the flow run read back from the server, then Prefect's flow engine on it):
-    the run's parameters come from the server, without paying a process per run. Returns its final state."""
+    the run's parameters come from the server, without paying a process per run. `flow`: the deployment's flow
+    (default: trainflow-run's). Returns its final state."""
     from prefect.deployments import run_deployment
     from prefect.flow_engine import load_flow_run, run_flow
 
@@ -228,7 +229,7 @@ def run_deployment_here(deployment: str, parameters: dict | None = None):
 
     run = run_deployment(deployment, parameters=parameters, timeout=0)
     flow_run = load_flow_run(flow_run_id=run.id)
-    return run_flow(trainflow_run, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
+    return run_flow(flow or trainflow_run, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
 
 
 def work_pool() -> str:

@@ -25,7 +25,7 @@ from tasks.lifecycle.aliases import Aliases
 from tasks.publish.store import Store
 from tasks.serving.server import Background
 from tasks.serving.settings import Settings
-from tests.conftest import BIN, GUIDE_SMALL, trainflow, write_spec
+from tests.conftest import BIN, GUIDE_SMALL, run_deployment_here, trainflow, write_spec
 from tests.test_table_runs import _table
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -427,7 +427,13 @@ def test_a_deployment_serves_as_a_flow_run_until_it_is_stopped(published):
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("trainflow-serve-model/churn")
     assert deployment.parameters["models"] == ["churn@production"] and deployment.work_pool_name == pool
-    assert json.loads(Variable.get("trainflow-lanes-trainflow-serve-model-churn"))["artifacts"] == str(root)
+    lanes = json.loads(Variable.get("trainflow-lanes-trainflow-serve-model-churn"))
+    assert lanes["artifacts"] == str(root) and lanes["listen"] == "127.0.0.1:8501"
+    for edit, says in (({"host": "0.0.0.0"}, "listens on 127.0.0.1:8501"), ({"port": 9000}, "listens on 127.0.0.1:8501"),
+                       ({"artifacts": "/tmp"}, "its own artifact root")):
+        refused = run_deployment_here("trainflow-serve-model/churn", {**deployment.parameters, **edit},
+                                      flow=trainflow_serve_model)  # what a UI user can put in a run's form
+        assert refused.is_failed() and says in refused.message, refused.message
     ended = []  # the flow run's state, from the thread a worker's process would be
     run = threading.Thread(target=lambda: ended.append(trainflow_serve_model(
         ["churn@production"], port=0, artifacts=str(root), return_state=True)))

@@ -5,7 +5,7 @@ lanes (`flows.serve.lanes`: the artifact root, signed) recorded first; a `prefec
 serving machine runs it when the deployment is run (`prefect deployment run trainflow-serve-model/<name>`, the UI,
 an automation). The run serves until it is cancelled (the worker stops its process: SIGTERM, a clean stop), and
 the UI shows it Running meanwhile, its logs the swaps. Its runs serve only from the deployment's artifact root,
-whatever the parameters say; the models must be NAME[@vN|@ALIAS] references, resolved there. The alias history's
+and listen only on its host and port, whatever the parameters say; the models must be NAME[@vN|@ALIAS] references, resolved there. The alias history's
 `served` lines name the flow run.
 """
 
@@ -38,6 +38,7 @@ def trainflow_serve_model(models: list[str], host: str = DEFAULT_HOST, port: int
     lanes = current()  # a deployment's run: the deployment's artifact root, nothing else
     if lanes is not None:
         artifacts = lanes.artifact_root(artifacts)
+        lanes.check_listen(host, port)
     refs = [str(ref) for ref in (models if isinstance(models, list) else [models])]
     bad = [ref[:80] for ref in refs if not re.fullmatch(REF_PATTERN, ref)]
     if not refs or bad:
@@ -77,7 +78,7 @@ def deploy(models: list[str], pool: str, name: str, host: str, port: int, settin
     from flows.serve import lanes
 
     root = str(artifact_root(artifacts))
-    lanes.record(FLOW_NAME, name, lanes.Lanes(root, ()))
+    lanes.record(FLOW_NAME, name, lanes.Lanes(root, (), listen=f"{host}:{port}"))
     remote = trainflow_serve_model.from_source(source=str(PROJECT_ROOT), entrypoint=ENTRYPOINT)
     parameters = {"models": list(models), "host": host, "port": port, "max_batch": settings.max_batch,
                   "batch_timeout_ms": settings.batch_timeout_ms, "max_body_mb": settings.max_body_bytes / 2**20,

@@ -47,6 +47,15 @@ class Lanes:
     data_roots: tuple[str, ...]  # folders data files, prediction inputs and outputs must resolve inside
     allowed_code: tuple[str, ...] = ()  # modules a python model's builder may come from (`--allow-code`)
     code_roots: tuple[str, ...] = ()  # folders those modules are looked up in (the served specs' model.path)
+    listen: str = ""  # a serve-model deployment's HOST:PORT (`serve-model --deploy --host --port`)
+
+    def check_listen(self, host: str, port) -> None:
+        """A serve-model deployment's run binds where the deployment said: a UI user who changes `host` to
+        0.0.0.0 in a run's form would otherwise open the models to the network."""
+        asked = f"{host}:{port}"
+        if self.listen and asked != self.listen:
+            raise LaneError(f"host/port: this deployment's server listens on {self.listen}, chosen with "
+                            f"`serve-model --deploy --host --port`, not in a run's parameters (asked {asked[:60]})")
 
     def check_model(self, model) -> None:
         """A python model must name an allowed module, looked up in a code root; LaneError before its module is
@@ -139,7 +148,7 @@ def current() -> Optional[Lanes]:
         data = json.loads(raw) if isinstance(raw, str) else raw
         lanes = Lanes(str(data["artifacts"]), tuple(str(root) for root in data["data_roots"]),
                       tuple(str(m) for m in data.get("allowed_code", ())),
-                      tuple(str(root) for root in data.get("code_roots", ())))
+                      tuple(str(root) for root in data.get("code_roots", ())), str(data.get("listen", "")))
         signed = hmac.compare_digest(str(data["signature"]), _signature(flow_run.flow_name, deployment.name, lanes))
     except (ValueError, TypeError, KeyError):
         signed = False
