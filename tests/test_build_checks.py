@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import ROOT, trainflow, write_spec
 
+pytestmark = pytest.mark.slow  # whole runs that train: `make test` runs them, `make test-fast` skips them
+
 BUILDERS = '''\
 import keras
 

@@ -14,7 +14,7 @@ from flows.api import run_spec
 from tasks.publish.store import Store
 from tests.conftest import BIN, GUIDE_SMALL, ROOT, run_and_kill, trainflow, trainflow_process, write_spec
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]  # whole runs that train: `make test` runs them, `make test-fast` skips them
 
 ALL = ["data", "model", "train", "plots", "checkpoint", "publish"]
 

@@ -10,7 +10,7 @@ import pytest
 from flows.api import run_spec
 from tests.conftest import trainflow, write_spec
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]  # whole runs that train: `make test` runs them, `make test-fast` skips them
 
 SPEC = """\
 name: versions

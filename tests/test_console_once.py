@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import BIN, GUIDE_SMALL, ROOT, trainflow, write_spec
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]  # whole runs that train: `make test` runs them, `make test-fast` skips them
 
 
 def _on_a_terminal(*args: str) -> str:

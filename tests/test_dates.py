@@ -24,6 +24,8 @@ from tasks.model import models
 from tasks.train import trainers
 from tests.conftest import trainflow, write_spec
 
+pytestmark = pytest.mark.slow  # whole runs that train: `make test` runs them, `make test-fast` skips them
+
 #: What each day of the week (Monday first) adds to the target: weekends sell far more.
 WEEKDAY_EFFECT = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 6.0, 7.0])
 #: How far the date encoding must beat the same model reading the column as text, in test r².

@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import trainflow, write_spec
 from tests.test_fused_networks import _alone, _fused, _regression_spec, _spec, _variant
 
+pytestmark = pytest.mark.slow  # whole runs that train: `make test` runs them, `make test-fast` skips them
+
 KERAS = {"trainer": "keras", "early_stopping": {"monitor": "val_loss", "patience": 5}}
 VARIANTS = [  # what Keras trials of one shape may differ in, dropout aside
     ({}, {"lr_schedule": {"kind": "cosine"}}, {"learning_rate": 0.01}),

@@ -17,6 +17,8 @@ from tasks.model import models
 from tasks.train import table_fit
 from tests.conftest import trainflow, write_spec
 
+pytestmark = pytest.mark.slow  # whole runs that train: `make test` runs them, `make test-fast` skips them
+
 
 def _spec(task: str, **training) -> Spec:
     data_section = {"kind": "moons", "num_examples": 300} if task == "classification" else \

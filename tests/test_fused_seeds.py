@@ -22,6 +22,8 @@ from tasks.train import table_fit
 from tests.conftest import trainflow, write_spec
 from tests.test_fused_networks import _alone, _assert_equal, _regression_spec, _spec, _variant
 
+pytestmark = pytest.mark.slow  # whole runs that train: `make test` runs them, `make test-fast` skips them
+
 
 def _seeded(spec: Spec, seed: int, **optimizer) -> Spec:
     resolved = _variant(spec, {}, {}, optimizer).resolved()

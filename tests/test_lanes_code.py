@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import run_deployment_here, trainflow, work_pool, write_spec
 
+pytestmark = pytest.mark.slow  # whole runs that train: `make test` runs them, `make test-fast` skips them
+
 BUILDER = '''\
 import keras
 

@@ -20,7 +20,7 @@ from tasks.publish.store import Store
 from tests.conftest import BIN, ROOT, trainflow, write_spec
 from tests.test_table_runs import _table
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]  # whole runs that train: `make test` runs them, `make test-fast` skips them
 
 GATED = """\
 name: churn

@@ -28,7 +28,7 @@ from tasks.serving.settings import Settings
 from tests.conftest import BIN, GUIDE_SMALL, run_deployment_here, trainflow, write_spec
 from tests.test_table_runs import _table
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]  # whole runs that train: `make test` runs them, `make test-fast` skips them
 
 CHURN = """\
 name: churn

@@ -20,7 +20,7 @@ from tasks.publish.store import Store
 from tasks.train import trainers
 from tests.conftest import GUIDE_SMALL, SPECS, run_and_kill, write_spec
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]  # whole runs that train: `make test` runs them, `make test-fast` skips them
 
 
 def fusable(spec, trials):

@@ -18,6 +18,8 @@ from tasks.publish.store import Store
 from tasks.train import trainers
 from tests.conftest import ROOT, trainflow, write_spec
 
+pytestmark = pytest.mark.slow  # whole runs that train: `make test` runs them, `make test-fast` skips them
+
 
 def _table(folder: Path, seed: int = 0, n: int = 360) -> Path:
     """A churn-like CSV: numbers on very different scales, a text feature, a yes/no target that depends on them."""

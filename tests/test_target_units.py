@@ -20,6 +20,8 @@ from tasks.data import load as data
 from tasks.model import models
 from tasks.train import trainers
 
+pytestmark = pytest.mark.slow  # whole runs that train: `make test` runs them, `make test-fast` skips them
+
 #: Each path a table's training takes, by the settings that choose it (`tasks.train.fastpath.choose_step`).
 PATHS = {"network step": {}, "tape step": {"optimizer": {"kind": "sgd", "learning_rate": 0.1,
                                                          "options": {"clipnorm": 1e6}}},

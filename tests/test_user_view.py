@@ -13,7 +13,7 @@ import pytest
 from flows.api import run_spec
 from tests.conftest import GUIDE_SMALL, ROOT, SPECS, trainflow, trainflow_process, write_spec
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]  # whole runs that train: `make test` runs them, `make test-fast` skips them
 
 SWEEP = GUIDE_SMALL + "sweep:\n  grid: {training.optimizer.learning_rate: [0.05, 0.2], model.init.w: [5.0, 1.0]}\n"
 
