@@ -53,6 +53,16 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def check_server_settings() -> None:
+    """A bad TRAINFLOW_SERVER_IDLE_MINUTES is usage (exit 2), said before anything runs."""
+    from flows.serve.server import idle_minutes
+
+    try:
+        idle_minutes()
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+
 @contextlib.contextmanager
 def errors(debug: bool, label: str = "", failure: str = "failed") -> Iterator[None]:
     """Every command's error handler: exceptions to exit codes and one-screen messages prefixed with `label`;

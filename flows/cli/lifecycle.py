@@ -14,6 +14,7 @@ from flows.cli.app import (
     JsonOption,
     NoServerOption,
     app,
+    check_server_settings,
     errors,
     fail,
     print_ui,
@@ -68,6 +69,7 @@ def predict(model: str = typer.Argument(..., help="NAME, NAME@vN or NAME@ALIAS (
     prediction (and one probability_<class> column per class).
 
     With no Prefect server running, it starts one in the background and says so (see --no-server)."""
+    check_server_settings()
     predict_file(model, input_path, output, artifacts, as_json, debug, no_server=no_server)
 
 

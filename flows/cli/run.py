@@ -15,6 +15,7 @@ from flows.cli.app import (
     NoServerOption,
     SetOption,
     app,
+    check_server_settings,
     errors,
     fail,
     load_all,
@@ -39,6 +40,7 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
     training spec of its model); a failed run stops the ones after it (those before it stay published).
 
     With no Prefect server running, the first run starts one in the background and says so (see --no-server)."""
+    check_server_settings()
     with errors(debug):
         from flows.run.order import run_order
         from flows.run.plan import artifact_root
