@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+#: Each benchmark chooses its Prefect server itself (a running one, or Prefect's temporary one); a command left
+#: to start a background server would measure that instead and leave it running. `second_run.py` unsets it.
+os.environ.setdefault("TRAINFLOW_NO_SERVER", "1")
 REPORT = ROOT / "docs" / "benchmarks.md"
 #: The `trainflow` command of this checkout (not whichever one the venv's console script points at), so a
 #: benchmark run from a copy of the repository measures that copy's code.

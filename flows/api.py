@@ -1,7 +1,9 @@
 """`run_spec` and `predict`: the Python entry points, the same runs the CLI makes, for notebooks and scripts.
 
 `choose_server` (from `flows/process/startup.py`) points a notebook at the running `trainflow server` before it imports
-Prefect itself, e.g. to create an automation there (README).
+Prefect itself, e.g. to create an automation there (README). With no server running, a run or a prediction
+starts one in the background (`ensure_server`; `no_server=True` or TRAINFLOW_NO_SERVER=1 keep Prefect's
+temporary server instead).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from flows.process.startup import choose_server, in_process_settings, prepare, start_temporary_server  # noqa: F401
+from flows.process.startup import choose_server, ensure_server, in_process_settings, prepare, server_in_use  # noqa: F401
 from flows.spec import Spec
 from flows.spec.load import load_spec
 
@@ -32,11 +34,12 @@ def as_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = ()) -
 
 
 def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), artifacts: Optional[str] = None,
-             refresh: bool = False, use_cache: bool = True, tracebacks: bool = False) -> dict:
+             refresh: bool = False, use_cache: bool = True, tracebacks: bool = False, no_server: bool = False) -> dict:
     """Validate `spec` (a path, a dict or a `Spec`), run it as a `trainflow-run` flow, and return the summary.
 
-    Raises `SpecError` for an invalid spec (nothing runs) and the task's own exception for a failed run
-    (nothing is published).
+    With no server running, one is started in the background for this and later runs (`no_server`: Prefect's
+    temporary server for this run only). Raises `SpecError` for an invalid spec (nothing runs) and the task's
+    own exception for a failed run (nothing is published).
     """
     prepare(debug=tracebacks)
     resolved = as_spec(spec, overrides)
@@ -56,10 +59,11 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
     options = RunOptions(artifacts=str(artifacts) if artifacts else None, refresh=refresh, use_cache=use_cache,
                          run_token=token)
     try:
-        start_temporary_server()
-        crashed.mark_crashed()
-        with tags(*run_tags(resolved)), in_process_settings():
-            result = with_ui_url(trainflow_run(resolved, options))
+        ensure_server(no_server)
+        with server_in_use():
+            crashed.mark_crashed()
+            with tags(*run_tags(resolved)), in_process_settings():
+                result = with_ui_url(trainflow_run(resolved, options))
     except Exception as exc:
         if tracebacks:
             raise
@@ -79,9 +83,9 @@ def run_tags(spec: Spec) -> list[str]:
 
 
 def predict(model: str, input: Union[str, Path], output: Union[str, Path], artifacts: Optional[str] = None,
-            tracebacks: bool = False) -> dict:
+            tracebacks: bool = False, no_server: bool = False) -> dict:
     """Score `input` (CSV or Parquet) with the version `model` names (NAME, NAME@vN, NAME@ALIAS) into `output`,
-    as a `trainflow-predict` flow run; the same as `trainflow predict`. Raises `tasks.lifecycle.aliases.RefError` or
+    as a `trainflow-predict` flow run; the same as `trainflow predict` (`no_server` as in `run_spec`). Raises `tasks.lifecycle.aliases.RefError` or
     `tasks.scoring.model.InputError` before anything is scored, and before Prefect is imported or started."""
     from flows.run.plan import artifact_root
     from tasks.lifecycle.aliases import resolve
@@ -99,11 +103,12 @@ def predict(model: str, input: Union[str, Path], output: Union[str, Path], artif
     from flows.process import crashed, outcome
 
     try:
-        start_temporary_server()
-        crashed.mark_crashed()
-        with tags("trainflow", f"spec:{version.name}", "predict"), in_process_settings():
-            result = with_ui_url(trainflow_predict(model, str(Path(input).absolute()), str(Path(output).absolute()),
-                                                   root))
+        ensure_server(no_server)
+        with server_in_use():
+            crashed.mark_crashed()
+            with tags("trainflow", f"spec:{version.name}", "predict"), in_process_settings():
+                result = with_ui_url(trainflow_predict(model, str(Path(input).absolute()),
+                                                       str(Path(output).absolute()), root))
     except Exception as exc:
         reason = None if tracebacks else outcome.server_reason(exc)
         if reason is None:

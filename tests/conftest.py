@@ -4,6 +4,11 @@ The server starts lazily, the first time a test asks for `prefect_server` (direc
 `pytestmark`), so `pytest tests/test_spec_loader.py` never pays for one. Its URL goes into the environment,
 so in-process flows and `trainflow` subprocesses all report to it (a temporary server per process would
 cost ~8 s each and, run concurrently, loses task states). The whole session uses its own PREFECT_HOME.
+
+A command that finds no server starts one in the background that outlives it (`flows.process.startup.
+ensure_server`), so the session sets TRAINFLOW_NO_SERVER=1: a test without the session's server gets
+Prefect's temporary one, as before, and leaves nothing running. The tests of the background server
+(`tests/test_background_server.py`) unset it, each on a PREFECT_HOME of its own, and stop what they start.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ def pytest_configure(config):
     home = Path(tempfile.mkdtemp(prefix="trainflow-prefect-"))
     _server["home"] = home
     os.environ["PREFECT_HOME"] = str(home)
-    os.environ.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    os.environ.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
+                       "TRAINFLOW_NO_SERVER": "1"})
 
 
 #: The migrated empty database `make` builds with the venv; a copy saves the new server its migrations.
@@ -124,6 +130,10 @@ def pytest_unconfigure(config):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+    from flows.serve import server
+
+    os.environ["PREFECT_HOME"] = str(_server["home"])
+    server.stop()  # a background server a test started on the session's home by mistake
     shutil.rmtree(_server["home"], ignore_errors=True)
 
 

@@ -174,7 +174,7 @@ def test_a_killed_run_stops_its_temporary_prefect_server(tmp_path, artifacts, ho
     if TEMPLATE_DB.is_file():
         shutil.copyfile(TEMPLATE_DB, home / "prefect.db")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(home))
+    env.update(PREFECT_HOME=str(home), TRAINFLOW_NO_SERVER="1")  # the temporary server, not a background one
     spec = write_spec(tmp_path, GUIDE_SMALL.replace("epochs: 5", "epochs: 5000000"))
     # own process: the run, with its temporary server, is killed by a signal
     proc = subprocess.Popen([str(BIN / "trainflow"), "run", str(spec)], stdout=subprocess.DEVNULL,

@@ -1,7 +1,8 @@
 """The first command on a fresh machine, the background server, and runs started at the same moment.
 
 These use their own PREFECT_HOMEs and no PREFECT_API_URL, as a new user has, so they never touch the
-session's server.
+session's server. Where Prefect's temporary server is the point they set TRAINFLOW_NO_SERVER=1 (a new
+user's command would start a background server instead: tests/test_background_server.py).
 """
 
 from __future__ import annotations
@@ -81,17 +82,19 @@ def test_a_started_server_is_used_by_runs_and_a_stopped_or_killed_one_is_not(tmp
     status = json.loads(_trainflow("server", "status", "--json", env=env).stdout)
     assert not status["running"] and time.perf_counter() - began < 10
     assert not (home / "trainflow-server.json").exists(), "the stale record is removed"
-    # own process: with no server left, the process starts a temporary one
-    after = _trainflow("run", str(spec), "--json", "--set", "seed=3", env=env)
+    # own process: with no server left and TRAINFLOW_NO_SERVER=1, the process starts a temporary one
+    after = _trainflow("run", str(spec), "--json", "--set", "seed=3", env={**env, "TRAINFLOW_NO_SERVER": "1"})
     assert after.returncode == 0, after.stderr[-3000:]
     assert "Starting temporary server" in after.stderr
+    assert "in the background" not in after.stderr and not (home / "trainflow-server.json").exists()
 
 
 @pytest.mark.slow
 def test_four_runs_started_at_once_without_a_server_all_succeed(tmp_path):
     """A fresh PREFECT_HOME, no server, four processes at the same moment: each temporary server gets the time
-    a new database needs, and their starts do not trip over each other."""
-    env = _env(tmp_path / "fresh-home", TRAINFLOW_ARTIFACTS=str(tmp_path / "artifacts"))
+    a new database needs, and their starts do not trip over each other (TRAINFLOW_NO_SERVER=1: without it
+    they share one background server, tests/test_background_server.py)."""
+    env = _env(tmp_path / "fresh-home", TRAINFLOW_ARTIFACTS=str(tmp_path / "artifacts"), TRAINFLOW_NO_SERVER="1")
     specs = [write_spec(tmp_path, GUIDE_SMALL.replace("name: small", f"name: run{i}"), f"s{i}.yaml") for i in range(4)]
     # own process: four first processes at once on a fresh PREFECT_HOME
     procs = [subprocess.Popen([str(BIN / "trainflow"), "run", str(spec), "--json"], stdout=subprocess.PIPE,
@@ -100,6 +103,8 @@ def test_four_runs_started_at_once_without_a_server_all_succeed(tmp_path):
     for proc, (stdout, stderr) in zip(procs, outs):
         assert proc.returncode == 0, stderr[-3000:]
         assert json.loads(stdout)["version"] == "v0001"
+        assert "Starting temporary server" in stderr
+    assert not (tmp_path / "fresh-home" / "trainflow-server.json").exists(), "no background server"
 
 
 @pytest.mark.slow
@@ -109,7 +114,8 @@ def test_make_run_on_a_fresh_clone_publishes_the_guide(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     _sync_working_tree(clone)
-    env = _env(tmp_path / "fresh-home", VENV=str(Path(sys.executable).parent.parent))
+    env = _env(tmp_path / "fresh-home", VENV=str(Path(sys.executable).parent.parent),
+               TRAINFLOW_NO_SERVER="1")  # nothing left running; the background server: test_background_server.py
     env.pop("TRAINFLOW_ARTIFACTS", None)
     began = time.perf_counter()
     out = subprocess.run(["make", "run"], cwd=clone, capture_output=True, text=True, env=env, timeout=900)

@@ -40,11 +40,27 @@ ArtifactsOption = typer.Option(None, "--artifacts", "-a", envvar="TRAINFLOW_ARTI
                                help="Artifact root (default ./artifacts).")
 JsonOption = typer.Option(False, "--json", help="Print one JSON object per spec on stdout, a line each; logs go to stderr.")
 DebugOption = typer.Option(False, "--debug", help="Show tracebacks.")
+NoServerOption = typer.Option(False, "--no-server", help="With no Prefect server running, use Prefect's temporary "
+                                                         "server for this command (~10 s each time) instead of "
+                                                         "starting one in the background for this and later "
+                                                         "commands (which stops after "
+                                                         "TRAINFLOW_SERVER_IDLE_MINUTES, default 30, idle); "
+                                                         "TRAINFLOW_NO_SERVER=1 does the same for every command.")
 
 
 def fail(message: str, code: int) -> None:
     typer.echo(message, err=True)
     raise typer.Exit(code)
+
+
+def check_server_settings() -> None:
+    """A bad TRAINFLOW_SERVER_IDLE_MINUTES is usage (exit 2), said before anything runs."""
+    from flows.serve.server import idle_minutes
+
+    try:
+        idle_minutes()
+    except ValueError as exc:
+        fail(str(exc), 2)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,9 @@ from flows.cli.app import (
     ArtifactsOption,
     DebugOption,
     JsonOption,
+    NoServerOption,
     app,
+    check_server_settings,
     errors,
     fail,
     print_ui,
@@ -21,7 +23,8 @@ from flows.cli.app import (
 )
 
 
-def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug: bool, label: str = "") -> None:
+def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug: bool, label: str = "",
+                 no_server: bool = False) -> None:
     """Score a file with a version; a bad reference or input is exit 2 before anything is scored (`api.predict`
     checks them before Prefect starts)."""
     with errors(debug, label, failure="prediction failed"):
@@ -32,11 +35,11 @@ def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug
         try:
             if as_json:
                 with stdout_to_stderr() as real_stdout:
-                    result = predict(model, input_path, output, artifacts, tracebacks=debug)
+                    result = predict(model, input_path, output, artifacts, tracebacks=debug, no_server=no_server)
                 real_stdout.write(json.dumps(result, default=str) + "\n")
                 real_stdout.flush()
                 return
-            result = predict(model, input_path, output, artifacts, tracebacks=debug)
+            result = predict(model, input_path, output, artifacts, tracebacks=debug, no_server=no_server)
         except (RefError, InputError) as exc:
             if debug:
                 raise
@@ -60,10 +63,14 @@ def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug
 def predict(model: str = typer.Argument(..., help="NAME, NAME@vN or NAME@ALIAS (e.g. churn@production)."),
             input_path: Path = typer.Argument(..., metavar="INPUT", help="A CSV or Parquet file to score."),
             output: Path = typer.Option(..., "--output", "-o", help="Where to write the scored rows (.csv or .parquet)."),
-            artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
+            artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption, no_server: bool = NoServerOption,
+            debug: bool = DebugOption) -> None:
     """Score a file with a published version's saved model, as a Prefect flow run: the input's columns plus
-    prediction (and one probability_<class> column per class)."""
-    predict_file(model, input_path, output, artifacts, as_json, debug)
+    prediction (and one probability_<class> column per class).
+
+    With no Prefect server running, it starts one in the background and says so (see --no-server)."""
+    check_server_settings()
+    predict_file(model, input_path, output, artifacts, as_json, debug, no_server=no_server)
 
 
 @app.command()

@@ -12,8 +12,10 @@ from flows.cli.app import (
     ArtifactsOption,
     DebugOption,
     JsonOption,
+    NoServerOption,
     SetOption,
     app,
+    check_server_settings,
     errors,
     fail,
     load_all,
@@ -31,11 +33,14 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
         as_json: bool = JsonOption,
         refresh: bool = typer.Option(False, "--refresh", help="Recompute every task and overwrite its cache entry."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the task cache."),
-        debug: bool = DebugOption) -> None:
+        no_server: bool = NoServerOption, debug: bool = DebugOption) -> None:
     """Run specs as Prefect flows and publish artifacts/<name>/vNNNN/ for each.
 
     Every spec is validated before any runs, and each runs after the specs it needs (a scoring spec after the
-    training spec of its model); a failed run stops the ones after it (those before it stay published)."""
+    training spec of its model); a failed run stops the ones after it (those before it stay published).
+
+    With no Prefect server running, the first run starts one in the background and says so (see --no-server)."""
+    check_server_settings()
     with errors(debug):
         from flows.run.order import run_order
         from flows.run.plan import artifact_root
@@ -48,17 +53,19 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
     for spec in specs:
         label = f"{spec.name}: " if len(specs) > 1 else ""
         if isinstance(spec, ScoringSpec):
-            predict_file(spec.predict.model, spec.predict.input, spec.predict.output, artifacts, as_json, debug, label)
+            predict_file(spec.predict.model, spec.predict.input, spec.predict.output, artifacts, as_json, debug, label,
+                         no_server)
             continue
         with errors(debug, label, failure="run failed"):
             if as_json:
                 with stdout_to_stderr() as real_stdout:
                     result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache,
-                                      tracebacks=debug)
+                                      tracebacks=debug, no_server=no_server)
                 real_stdout.write(json.dumps(result, default=_json_default) + "\n")
                 real_stdout.flush()
                 continue
-            result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache, tracebacks=debug)
+            result = run_spec(spec, artifacts=artifacts, refresh=refresh, use_cache=not no_cache, tracebacks=debug,
+                              no_server=no_server)
         if label:
             typer.echo(f"== {spec.name}")
         _print_report(result, spec.training.progress_lines)

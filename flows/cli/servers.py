@@ -110,28 +110,43 @@ def deploy(paths: List[Path] = typer.Argument(..., help="Spec files or folders o
 
 
 server_app = typer.Typer(no_args_is_help=True, help="A local Prefect server with the UI, in the background, on "
-                                                     "PREFECT_HOME's database; runs use it by themselves.")
+                                                     "PREFECT_HOME's database; runs use it by themselves. The first "
+                                                     "run or predict that finds none starts one, which stops after "
+                                                     "TRAINFLOW_SERVER_IDLE_MINUTES (default 30) idle; one started "
+                                                     "here runs until stopped.")
 app.add_typer(server_app, name="server")
+
+
+def _lifetime(record) -> str:
+    if not record.auto:
+        return "started by `trainflow server start`: runs until `trainflow server stop`"
+    if record.idle_minutes is None or record.idle_minutes == float("inf"):
+        return "auto-started by a command, with no idle limit: runs until `trainflow server stop`"
+    return f"auto-started by a command: stops by itself after {record.idle_minutes:g} min idle"
 
 
 @server_app.command("start")
 def server_start(port: Optional[int] = typer.Option(None, "--port", help="Port of the API and UI (default 4200, or a "
                                                                         "free one; 0 picks a free one).")) -> None:
-    """Start it (or report the one running), wait until it answers, and print the UI's address."""
+    """Start it (or report the one running), wait until it answers, and print the UI's address. It never stops
+    by itself; one a command started is kept from now on."""
     from flows.serve import server
 
+    was = server.running()
     try:
         record, started = server.start(None if port is None else (port or server.free_port()))
     except RuntimeError as exc:
         fail(f"server start failed: {exc}", 1)
     verb = "Started" if started else "Already running:"
     typer.echo(f"{verb} Prefect server (pid {record.pid}): UI {record.ui_url}, API {record.api_url}")
+    if was is not None and was.auto:
+        typer.echo("It was started by a command; it now runs until `trainflow server stop` (no idle stop).")
     typer.echo("trainflow commands use it while it runs; `trainflow server stop` stops it.")
 
 
 @server_app.command("stop")
 def server_stop() -> None:
-    """Stop it; runs then fall back to Prefect's temporary server."""
+    """Stop it; the next run or predict starts one again (or, with --no-server, uses Prefect's temporary one)."""
     from flows.serve import server
 
     record = server.stop()
@@ -140,14 +155,18 @@ def server_stop() -> None:
 
 @server_app.command("status")
 def server_status(as_json: bool = typer.Option(False, "--json", help="Print a JSON object.")) -> None:
-    """Whether it runs, and where. A record left by a server that died is cleared."""
+    """Whether it runs, where, and whether a command started it (then its idle limit). A record left by a
+    server that died is cleared."""
     from flows.serve import server
 
     record = server.running()
     if as_json:
         typer.echo(json.dumps({"running": record is not None, "pid": record and record.pid,
                                "api_url": record and record.api_url, "ui_url": record and record.ui_url,
+                               "auto": record is not None and record.auto,
+                               "idle_minutes": record.idle_minutes if record is not None else None,
                                "prefect_home": str(server.prefect_home())}))
         return
-    typer.echo(f"running (pid {record.pid}): UI {record.ui_url}" if record else
-               f"not running (PREFECT_HOME {server.prefect_home()}); `trainflow server start` starts it")
+    typer.echo(f"running (pid {record.pid}): UI {record.ui_url}; {_lifetime(record)}" if record else
+               f"not running (PREFECT_HOME {server.prefect_home()}); the next run starts one, or `trainflow server "
+               "start`")

@@ -11,8 +11,12 @@ importing it: `trainflow run`, `predict`, `alias`, `serve`, `deploy`, and `run_s
 (`chosen()`), and makes one only if no entry point did.
 
 The choice, in order: `PREFECT_API_URL` when the user set it; else the running `trainflow server`
-(`flows/serve/server.py`); else Prefect's temporary server, started by `start_temporary_server` only by the
-commands that need one (a run, a prediction), never by `alias`.
+(`flows/serve/server.py`); else none yet. The commands that need a server (a run, a prediction; never
+`alias`) then call `ensure_server`, which starts `trainflow server` in the background, says so in one line
+and points this process at it (Prefect may be imported by then: its settings are refreshed); that server
+stops by itself after TRAINFLOW_SERVER_IDLE_MINUTES unused (`flows/serve/idle.py`), and later commands find
+it. With `--no-server` (`no_server=True`) or TRAINFLOW_NO_SERVER=1 they start Prefect's temporary server in
+this process instead, as before.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ EPHEMERAL_STARTUP_SECONDS = "180"
 #: 4 s between them (Prefect's defaults, 60 s and 5 retries, made a dead server cost ~4 minutes per run and a
 #: hung one ~7 minutes per call). A busy SQLite server answers well within these.
 SERVER_CALL_LIMITS = {"PREFECT_API_REQUEST_TIMEOUT": "15", "PREFECT_CLIENT_MAX_RETRIES": "2"}
+#: 1 (or true, yes): a command with no server uses Prefect's temporary one, never a background server.
+NO_SERVER_VARIABLE = "TRAINFLOW_NO_SERVER"
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class Server:
 
 
 _chosen: list[Server] = []
+#: The PREFECT_API_URL (and PREFECT_UI_URL, when unset before) this process set for a trainflow server: not
+#: the user's, so the next choice looks for the server again instead of trusting it.
+_set_here: dict[str, str] = {}
 
 
 def prepare(debug: bool = False) -> Server:
@@ -72,37 +81,105 @@ def before_tensorflow(debug: bool = False) -> None:
 
 def choose_server() -> Server:
     """Point this process at its Prefect server: `PREFECT_API_URL` if set, else the running trainflow server
-    (setting `PREFECT_API_URL` and `PREFECT_UI_URL` for this process and its children), else the temporary one.
+    (setting `PREFECT_API_URL` and `PREFECT_UI_URL` for this process and its children, and touching its
+    last-used stamp), else the temporary one.
 
     Call it before Prefect is imported. When Prefect was imported earlier (a notebook), its settings are
     refreshed so that clients made from now on see the choice."""
+    for name, value in list(_set_here.items()):  # ours, from an earlier choice: that server may have stopped
+        if os.environ.get(name) == value:
+            del os.environ[name]
+    _set_here.clear()
     url = os.environ.get("PREFECT_API_URL")
     if url:
         server = Server(url, "PREFECT_API_URL")
     else:
-        from flows.serve.server import running
+        from flows.serve.server import find
 
-        record = running()
-        if record is not None:
-            os.environ["PREFECT_API_URL"] = record.api_url
-            os.environ.setdefault("PREFECT_UI_URL", record.ui_url)
-            server = Server(record.api_url, "trainflow server")
-        else:
-            server = Server(None, "temporary")
+        record = find()
+        server = _point_at(record) if record is not None else Server(None, "temporary")
+    _refresh_prefect(server)
+    _chosen[:] = [server]
+    return server
+
+
+def _point_at(record) -> Server:
+    os.environ["PREFECT_API_URL"] = _set_here["PREFECT_API_URL"] = record.api_url
+    if "PREFECT_UI_URL" not in os.environ:
+        os.environ["PREFECT_UI_URL"] = _set_here["PREFECT_UI_URL"] = record.ui_url
+    return Server(record.api_url, "trainflow server")
+
+
+def _refresh_prefect(server: Server) -> None:
+    """Prefect imported already: its global settings re-read from the environment, so clients see `server`."""
     if "prefect.context" in sys.modules:
         from prefect.context import refresh_global_settings_context
         from prefect.settings import get_current_settings
 
         if get_current_settings().api.url != server.api_url:
             refresh_global_settings_context()
-    _chosen[:] = [server]
-    return server
 
 
 def chosen() -> Server:
     """The server this process chose; chosen now if no entry point did (never chosen twice by this call, so a
     run in progress never moves to a server started after it began)."""
     return _chosen[0] if _chosen else choose_server()
+
+
+def opted_out() -> bool:
+    """TRAINFLOW_NO_SERVER=1: no background server, Prefect's temporary one per command."""
+    return os.environ.get(NO_SERVER_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def ensure_server(no_server: bool = False) -> Server:
+    """Give this command a server for its run, when it has none configured: start `trainflow server` in the
+    background (one line on stderr says so; processes starting at once start one between them), or with
+    `no_server` (or TRAINFLOW_NO_SERVER=1) Prefect's temporary server in this process. Returns the server.
+
+    A background server that cannot start (its log's end is in the line) leaves this command the temporary one."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return chosen()
+    if not (no_server or opted_out()):
+        from flows.serve import server as background
+
+        try:
+            record, started = background.start(idle=background.idle_minutes())
+        except RuntimeError as exc:
+            sys.stderr.write(f"trainflow: no background Prefect server ({str(exc).splitlines()[0]}); this command "
+                             "uses a temporary one\n")
+        else:
+            if started:
+                sys.stderr.write(started_line(record) + "\n")
+                sys.stderr.flush()
+            server = _point_at(record)
+            _refresh_prefect(server)
+            _chosen[:] = [server]
+            return server
+    start_temporary_server()
+    return chosen()
+
+
+def started_line(record) -> str:
+    """The one line that tells a user a command started a server for them, and what becomes of it."""
+    minutes = record.idle_minutes
+    ends = ("it runs until `trainflow server stop`" if minutes is None or minutes == float("inf") else
+            f"it stops by itself after {minutes:g} min idle, `trainflow server stop` stops it now")
+    return (f"trainflow: started a Prefect server in the background for this and later commands, UI at "
+            f"{record.ui_url}; {ends}; --no-server or {NO_SERVER_VARIABLE}=1 runs without one")
+
+
+def server_in_use():
+    """A context in which this command uses its server: an auto-started one's last-used stamp is kept fresh
+    (`flows.serve.server.keep_alive`), so it is not stopped as idle meanwhile."""
+    server = chosen()
+    if server.source != "trainflow server":
+        return contextlib.nullcontext()
+    from flows.serve.server import keep_alive, read_record
+
+    record = read_record()
+    return keep_alive(record if record is not None and record.api_url == server.api_url else None)
 
 
 def start_temporary_server() -> None:
