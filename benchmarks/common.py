@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -54,3 +55,12 @@ def table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def wall(args: list[str], env: dict) -> float:
+    """The whole command's wall seconds, as a user waits for it; RuntimeError with its stderr's end if it fails."""
+    started = time.perf_counter()
+    out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return time.perf_counter() - started

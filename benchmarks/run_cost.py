@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, TRAINFLOW, table, write_section
+from common import ROOT, TRAINFLOW, table, wall, write_section
 
 BIN = Path(sys.executable).parent
 SPEC = ROOT / "specs" / "guide.yaml"
@@ -83,14 +83,6 @@ def train_seconds(epochs: int, env: dict) -> float:
 
 def loop_seconds(epochs: int, env: dict) -> float:
     return run_json([sys.executable, "-c", LOOP_ONLY, str(SPEC), str(epochs)], env) if epochs else 0.0
-
-
-def wall(args: list[str], env: dict) -> float:
-    started = time.perf_counter()
-    out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return time.perf_counter() - started
 
 
 def first_make_run() -> float:

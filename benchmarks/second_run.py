@@ -14,21 +14,12 @@ import os
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from common import ROOT, TRAINFLOW, table, write_section
+from common import ROOT, TRAINFLOW, table, wall, write_section
 
 SPEC = ROOT / "specs" / "guide.yaml"
 REPEAT = 3
-
-
-def timed(args: list[str], env: dict) -> float:
-    started = time.perf_counter()
-    out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return time.perf_counter() - started
 
 
 def first_and_second(no_server: bool) -> tuple[float, float]:
@@ -38,8 +29,8 @@ def first_and_second(no_server: bool) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**base, "PREFECT_HOME": str(Path(tmp) / "home"), "TRAINFLOW_ARTIFACTS": str(Path(tmp) / "artifacts")}
         try:
-            first = timed([*TRAINFLOW, "run", str(SPEC), *flag], env)
-            second = timed([*TRAINFLOW, "run", str(SPEC), "--set", "training.epochs=20", *flag], env)
+            first = wall([*TRAINFLOW, "run", str(SPEC), *flag], env)
+            second = wall([*TRAINFLOW, "run", str(SPEC), "--set", "training.epochs=20", *flag], env)
         finally:
             subprocess.run([*TRAINFLOW, "server", "stop"], env=env, cwd=ROOT, capture_output=True)
     return first, second
