@@ -25,7 +25,7 @@ from tasks.lifecycle.aliases import Aliases
 from tasks.publish.store import Store
 from tasks.serving.server import Background
 from tasks.serving.settings import Settings
-from tests.conftest import BIN, GUIDE_SMALL, run_deployment_here, trainflow, write_spec
+from tests.conftest import BIN, GUIDE_SMALL, run_deployment_here, trainflow, work_pool, write_spec
 from tests.test_table_runs import _table
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]  # whole runs that train: `make test` runs them, `make test-fast` skips them
@@ -410,18 +410,13 @@ def test_the_command_serves_on_localhost_until_sigterm(published):
 
 
 def test_a_deployment_serves_as_a_flow_run_until_it_is_stopped(published):
-    import uuid
-
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.variables import Variable
 
     from flows.lifecycle.serving import trainflow_serve_model
     from tasks.serving.server import RUNNING
 
-    root, pool = published["root"], f"serving-{uuid.uuid4().hex[:6]}"
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    root, pool = published["root"], work_pool()
     ran = trainflow("serve-model", "churn@production", "--deploy", pool, "--artifacts", str(root))
     assert ran.returncode == 0 and "Registered trainflow-serve-model/churn" in ran.stdout, ran.stderr[-2000:]
     with get_client(sync_client=True) as client:

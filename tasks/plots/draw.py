@@ -26,7 +26,7 @@ def axis_names(data: DataSpec) -> tuple[str, str]:
 
 def applicable(data: DataSpec, trained: Trained) -> list[str]:
     """The plots that apply when the spec does not list them."""
-    if trained.schema is None or trained.schema.line:
+    if trained.schema is None:  # the guide's line: its Trained carries no table schema
         linear = "w" in trained.result.columns
         return ["data", "predictions", *(["weights"] if linear else []), "loss"]
     kinds = ["loss", "metrics"]
