@@ -341,3 +341,26 @@ def test_a_sweep_over_a_layers_argument_runs_each_trial_and_predict_scores_an_np
             assert ours["prediction"] == row["prediction"]
             np.testing.assert_allclose([float(ours[f"probability_{k}"]) for k in range(3)],
                                        [float(row[f"probability_{k}"]) for k in range(3)], rtol=1e-5, atol=1e-6)
+
+
+def test_the_history_of_more_images_than_one_evaluation_pass_takes_is_that_of_one_pass_over_all():
+    """The history's evaluation goes a chunk of rows at a time past 2^20 input values (4,096 16x16 images): the
+    same loss and metrics as one pass over all rows, in the compiled function both trainers record it with."""
+    import keras
+    import tensorflow as tf
+
+    from tasks.results import TrainData
+    from tasks.train.spec import LossSpec
+    from tasks.train.steps import EVAL_ELEMENTS, Evaluator, Objective
+
+    rows = EVAL_ELEMENTS // (SIZE * SIZE) + 904  # two chunks, the second shorter
+    images, labels = shapes(rows, seed=2)
+    inputs = keras.Input((SIZE, SIZE))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs)))
+    objective = Objective("classification", 3, table=True)
+    evaluator = Evaluator(model, TrainData(images, labels.astype(np.int32), images[:0], labels[:0]),
+                          objective.loss(LossSpec()), objective)
+    chunked = tf.function(evaluator.state)().numpy()
+    whole = float(objective.loss(LossSpec())(tf.constant(labels.astype(np.int32)), model(images)))
+    assert evaluator.names == ["loss", "accuracy", "auc"]
+    np.testing.assert_allclose(chunked[0], whole, rtol=1e-5)
