@@ -61,7 +61,8 @@ def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug
 
 @app.command()
 def predict(model: str = typer.Argument(..., help="NAME, NAME@vN or NAME@ALIAS (e.g. churn@production)."),
-            input_path: Path = typer.Argument(..., metavar="INPUT", help="A CSV or Parquet file to score."),
+            input_path: Path = typer.Argument(..., metavar="INPUT", help="A CSV or Parquet file to score; for a model "
+                                              "trained on arrays, an .npz archive or a folder of .npy files."),
             output: Path = typer.Option(..., "--output", "-o", help="Where to write the scored rows (.csv or .parquet)."),
             artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption, no_server: bool = NoServerOption,
             debug: bool = DebugOption) -> None:

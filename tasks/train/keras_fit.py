@@ -97,11 +97,11 @@ class _HistoryCallback(keras.callbacks.Callback):
     """Records the after-epoch state with the same compiled evaluator the manual trainer uses, and stops early
     (keeping the best weights) exactly as the manual trainer's `EarlyStopping` does."""
 
-    def __init__(self, evaluator: Evaluator, guard: DivergenceGuard, hooks: Hooks, snapshots: _KerasSnapshots,
-                 rows: list[dict], stopping, initial: dict, initial_weights: list):
+    def __init__(self, evaluator: Evaluator, state_fn, guard: DivergenceGuard, hooks: Hooks,
+                 snapshots: _KerasSnapshots, rows: list[dict], stopping, initial: dict, initial_weights: list):
         super().__init__()
         self.evaluator, self.guard, self.hooks, self.snapshots = evaluator, guard, hooks, snapshots
-        self.state_fn = tf.function(evaluator.state)
+        self.state_fn = state_fn
         self.rows, self.stopping = rows, stopping
         # the state before training is a candidate too: a run no epoch improves keeps (and restores) epoch 0
         self.best_value = initial[stopping.monitor] if stopping is not None else None
@@ -169,7 +169,10 @@ def train_keras(model: models.Model, data: TrainData, spec: TrainingSpec, seed: 
     model.compile(optimizer=optimizer, loss=objective.keras_loss(spec.loss),
                   steps_per_execution=min(steps_per_epoch, STEPS_PER_EXECUTION))
     optimizer.build(model.trainable_variables)
-    initial_values = evaluator.state().numpy()
+    # the state before training through the compiled evaluation every epoch's end uses: one trace for both, and
+    # no eager pass (0.36 s of eager evaluation on 20,000 16x16 images, 0.14 s compiled)
+    state_fn = tf.function(evaluator.state)
+    initial_values = state_fn().numpy()
     initial = {n: float(v) for n, v in zip(evaluator.names, initial_values)}
     snapshots = _KerasSnapshots(hooks, model, optimizer)
     initial_weights = [np.array(w) for w in model.get_weights()]
@@ -177,7 +180,7 @@ def train_keras(model: models.Model, data: TrainData, spec: TrainingSpec, seed: 
     restored = snapshots.restore(stopping_arrays)
     rows = row_dicts(restored[0].columns) if restored else []
     guard = DivergenceGuard(spec.divergence_factor, [initial["loss"]], [spec.optimizer.learning_rate])
-    callback = _HistoryCallback(evaluator, guard, hooks, snapshots, rows, spec.early_stopping, initial,
+    callback = _HistoryCallback(evaluator, state_fn, guard, hooks, snapshots, rows, spec.early_stopping, initial,
                                 initial_weights)
     if restored:
         callback.load(restored[1])

@@ -178,7 +178,8 @@ class Evaluator:
             return i + 1, parts.write(i, tf.cast(self.model(x[i * size:(i + 1) * size], training=False), tf.float32))
 
         _, parts = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), parts))
-        return parts.concat()
+        # the parts' shapes are not inferred (the last chunk is shorter): say the whole's, which the loss needs
+        return tf.ensure_shape(parts.concat(), [rows, *self.model.output.shape[1:]])
 
     def _split(self, x, y) -> list:
         predicted = self.objective.to_units(self._predict(x))
@@ -236,6 +237,33 @@ class EarlyStopping:
         for current, kept in zip(self.weights, self.best_weights):
             current.assign(kept)
         return best
+
+
+#: Layers the tape step's loop is XLA-compiled with: the guide's models and a table's Dense core are made of them.
+XLA_LAYERS = frozenset({"InputLayer", "Dense", "Rescaling", "Reshape", "Flatten", "Activation", "Normalization"})
+
+
+def _layer_names(model) -> list[str]:
+    """The class names of a Keras model's layers, nested models walked into."""
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.extend(_layer_names(layer) if isinstance(layer, keras.Model) else [type(layer).__name__])
+    return out
+
+
+def compiles_with_xla(model: models.Model, spec: TrainingSpec, n: int, batch: int) -> bool:
+    """Whether the tape step's loop is XLA-compiled. Only where XLA changes nothing but the time:
+
+    - whole batches only (XLA needs static shapes);
+    - no shuffle and no Dropout: XLA's stateless random ops draw other numbers than the plain graph's kernels
+      on the same seed (even with the algorithm named), so the compiled loop took its minibatches in another
+      order than Keras's fit (tf.data) and the two trainers' histories parted at the first epoch;
+    - Dense networks only (`XLA_LAYERS`): on this 2-core CPU XLA took ~20 s to compile a two-Conv2D stack that
+      trains its 15 epochs in ~1 s as a plain graph (a layer stack or builder is Keras layers of any kind).
+    """
+    if n % batch or spec.shuffle:
+        return False
+    return not isinstance(model, keras.Model) or set(_layer_names(model)) <= XLA_LAYERS
 
 
 class TapeStep:
@@ -304,7 +332,8 @@ class TapeStep:
             return history[..., None], ran
 
         # Written with explicit while loops, so autograph's source conversion (~0.4 s per run) is not needed.
-        self.run = tf.function(run, jit_compile=n % batch == 0, reduce_retracing=True, autograph=False)
+        self.xla = compiles_with_xla(model, spec, n, batch)
+        self.run = tf.function(run, jit_compile=self.xla, reduce_retracing=True, autograph=False)
 
     def initial(self) -> np.ndarray:
         return self._initial[:, None]
