@@ -154,18 +154,11 @@ def test_commands_started_at_once_on_a_fresh_home_start_one_server_and_all_use_i
         assert _servers(home) == [record["pid"]]
 
 
-@pytest.mark.slow
-def test_no_server_and_trainflow_no_server_keep_the_temporary_server(tmp_path):
-    spec = write_spec(tmp_path, GUIDE_SMALL)
+def test_trainflow_no_server_keeps_the_temporary_server(tmp_path):
+    """TRAINFLOW_NO_SERVER=1 opts out of the background server (and `--no-server`: a run with each, started at
+    once, is tests/test_first_run.py's)."""
     with _fresh_home(tmp_path) as home:
         env = _env(home)
-        # own process: the opted-out command's temporary server lives and ends in its process
-        out = _cli("run", str(spec), "--json", "--no-server", "--set", "training.epochs=2", env=env)
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert "Starting temporary server" in out.stderr and STARTED not in out.stderr
-        assert json.loads(out.stdout)["ui_url"] is None
-        assert not (home / "trainflow-server.json").exists() and _ours(home) == {}
-
         # own process: the variable's opt-out, through what run and predict call (no TensorFlow needed)
         chose = subprocess.run([sys.executable, "-c", ENSURE], capture_output=True, text=True, timeout=300,
                                env={**env, "PYTHONPATH": str(ROOT), "TRAINFLOW_NO_SERVER": "1"}, cwd=ROOT)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, GUIDE_SMALL, ROOT, write_spec
+from tests.test_background_server import ENSURE
 
 
 def _env(home: Path, **extra: str) -> dict:
@@ -42,8 +43,7 @@ def _flow_runs(api_url: str) -> list[dict]:
 @pytest.mark.slow
 def test_a_started_server_is_used_by_runs_and_a_stopped_or_killed_one_is_not(tmp_path):
     """`server start`: two runs report to it (no temporary server). `server stop`: status says so. A server
-    killed with SIGKILL leaves a record that is noticed and cleared, and the next run uses the temporary
-    server and succeeds."""
+    killed with SIGKILL leaves a record that is noticed and cleared, and the next command does not use it."""
     home = tmp_path / "home"
     env = _env(home, TRAINFLOW_ARTIFACTS=str(tmp_path / "artifacts"))
     spec = write_spec(tmp_path, GUIDE_SMALL)
@@ -82,28 +82,34 @@ def test_a_started_server_is_used_by_runs_and_a_stopped_or_killed_one_is_not(tmp
     status = json.loads(_trainflow("server", "status", "--json", env=env).stdout)
     assert not status["running"] and time.perf_counter() - began < 10
     assert not (home / "trainflow-server.json").exists(), "the stale record is removed"
-    # own process: with no server left and TRAINFLOW_NO_SERVER=1, the process starts a temporary one
-    after = _trainflow("run", str(spec), "--json", "--set", "seed=3", env={**env, "TRAINFLOW_NO_SERVER": "1"})
-    assert after.returncode == 0, after.stderr[-3000:]
-    assert "Starting temporary server" in after.stderr
+    # No server is left, so an opted-out command takes Prefect's temporary one and never the dead server.
+    # own process: what run and predict call first (no TensorFlow), as a new command finds the home
+    after = subprocess.run([sys.executable, "-c", ENSURE], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                           env={**env, "PYTHONPATH": str(ROOT), "TRAINFLOW_NO_SERVER": "1"})
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert after.stdout.strip() == "None", "Prefect's temporary server, in that process"
     assert "in the background" not in after.stderr and not (home / "trainflow-server.json").exists()
 
 
 @pytest.mark.slow
-def test_four_runs_started_at_once_without_a_server_all_succeed(tmp_path):
-    """A fresh PREFECT_HOME, no server, four processes at the same moment: each temporary server gets the time
-    a new database needs, and their starts do not trip over each other (TRAINFLOW_NO_SERVER=1: without it
-    they share one background server, tests/test_background_server.py)."""
-    env = _env(tmp_path / "fresh-home", TRAINFLOW_ARTIFACTS=str(tmp_path / "artifacts"), TRAINFLOW_NO_SERVER="1")
-    specs = [write_spec(tmp_path, GUIDE_SMALL.replace("name: small", f"name: run{i}"), f"s{i}.yaml") for i in range(4)]
-    # own process: four first processes at once on a fresh PREFECT_HOME
-    procs = [subprocess.Popen([str(BIN / "trainflow"), "run", str(spec), "--json"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for spec in specs]
+def test_runs_started_at_once_without_a_server_each_get_a_temporary_one(tmp_path):
+    """A fresh PREFECT_HOME, no server, two processes at the same moment, one opted out by `--no-server` and
+    one by TRAINFLOW_NO_SERVER=1: each temporary server gets the time a new database needs, their starts do
+    not trip over each other, and neither leaves a server behind (without either, commands share one
+    background server: tests/test_background_server.py)."""
+    env = _env(tmp_path / "fresh-home", TRAINFLOW_ARTIFACTS=str(tmp_path / "artifacts"))
+    specs = [write_spec(tmp_path, GUIDE_SMALL.replace("name: small", f"name: run{i}"), f"s{i}.yaml") for i in range(2)]
+    ways = [(["--no-server"], env), ([], {**env, "TRAINFLOW_NO_SERVER": "1"})]
+    # own process: two first processes at once on a fresh PREFECT_HOME
+    procs = [subprocess.Popen([str(BIN / "trainflow"), "run", str(spec), "--json", *flag], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=way_env, cwd=ROOT)
+             for spec, (flag, way_env) in zip(specs, ways)]
     outs = [proc.communicate(timeout=900) for proc in procs]
     for proc, (stdout, stderr) in zip(procs, outs):
         assert proc.returncode == 0, stderr[-3000:]
-        assert json.loads(stdout)["version"] == "v0001"
-        assert "Starting temporary server" in stderr
+        result = json.loads(stdout)
+        assert result["version"] == "v0001" and result["ui_url"] is None
+        assert "Starting temporary server" in stderr and "in the background" not in stderr
     assert not (tmp_path / "fresh-home" / "trainflow-server.json").exists(), "no background server"
 
 

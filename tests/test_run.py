@@ -31,6 +31,9 @@ def test_guide_spec_runs_from_the_cli_with_the_json_contract(artifacts):
     assert [t["name"] for t in result["tasks"]] == ["data", "model", "train", "plots", "checkpoint", "publish"]
     assert {t["state"] for t in result["tasks"]} == {"Completed"}
     assert "Epoch 10: W = 3.12, b = 1.82, loss=1.02268" in out.stderr, "per-epoch report lines are logged"
+    from flows.process.startup import START_UP_LINE  # TensorFlow's import notices: dropped without --debug
+
+    assert [line for line in out.stderr.splitlines() if START_UP_LINE.match(line)] == []
 
     version = artifacts / "guide" / "v0001"
     assert result["path"] == str(version)
