@@ -77,25 +77,22 @@ def test_serve_registers_schedules_runs_deployments_and_stops_cleanly(tmp_path, 
         scheduled = _wait_for(lambda: _runs(deployment.id, "SCHEDULED"), 60, "scheduled runs")
         assert scheduled[0].expected_start_time is not None
 
-        override = json.loads(json.dumps(deployment.parameters))
-        override["spec"]["training"]["epochs"] = 3
-        run = run_deployment(f"trainflow-run/{name}", parameters=override, timeout=240)
-        assert run.state.is_completed(), run.state
-        versions = Store(artifacts).versions(name)
-        assert [v.label for v in versions] == ["v0001"]
-        assert versions[0].manifest()["spec"]["training"]["epochs"] == 3
-        assert versions[0].manifest()["flow_run_id"] == str(run.id)
-
         bad = json.loads(json.dumps(deployment.parameters))
         bad["spec"]["training"]["epochs"] = 0
         failed = run_deployment(f"trainflow-run/{name}", parameters=bad, timeout=240)
         assert failed.state.is_failed()
         assert "training.epochs: must be >= 1, got 0" in failed.state.message
-        assert len(Store(artifacts).versions(name)) == 1
+        assert Store(artifacts).versions(name) == []
 
-        swept = run_deployment(f"trainflow-run/{name}-sweep", timeout=240)
+        # One run shows both: a run form's edited spec is what runs, and a served sweep spec runs its sweep.
+        sweep = _deployment(f"{name}-sweep")
+        override = json.loads(json.dumps(sweep.parameters))
+        override["spec"]["training"]["epochs"] = 3
+        swept = run_deployment(f"trainflow-run/{name}-sweep", parameters=override, timeout=240)
         assert swept.state.is_completed(), swept.state
         (version,) = Store(artifacts).versions(f"{name}-sweep")
+        assert version.manifest()["spec"]["training"]["epochs"] == 3
+        assert version.manifest()["flow_run_id"] == str(swept.id)
         assert version.manifest()["kind"] == "sweep" and len(version.manifest()["trials"]) == 2
         assert (version.path / "results.csv").read_text().count("\n") == 3, "a served sweep spec runs its sweep"
     finally:
