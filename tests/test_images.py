@@ -239,3 +239,24 @@ def test_an_index_table_spec_trains(place, prefect_server):
     metrics = json.loads((version / "metrics.json").read_text())
     assert _states(result)["train"] == "Completed"
     assert metrics["epochs"] == 3 and metrics["test_loss"] < metrics["initial_loss"], metrics
+
+
+def test_a_path_in_an_index_outside_the_data_roots_is_refused_before_any_image_is_read(tmp_path, artifacts):
+    from flows.serve.lanes import Lanes
+    from flows.spec.document import SpecError
+    from flows.spec.load import validate_data
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    draw_folder(data / "pics", per_class=6, size=16)
+    draw_folder(outside, per_class=1, size=16)
+    rows = [f"pics/{f.parent.name}/{f.name},{f.parent.name}" for f in sorted((data / "pics").rglob("*.png"))]
+    (data / "labels.csv").write_text("file,label\n" + "\n".join(rows + ["../outside/cross/cross_000.png,cross"]) + "\n")
+    lanes = Lanes(str(artifacts), (str(data),))
+    spec = {"name": "lanes", "data": {"kind": "images", "index": "labels.csv", "path_column": "file", "target": "label"}}
+    with pytest.raises(SpecError) as raised:
+        validate_data(spec, lanes=lanes)
+    assert "data.index" in str(raised.value) and "outside the data roots" in str(raised.value), str(raised.value)
+    assert not (artifacts / ".cache" / "images" / "index.json").exists(), "no image was read, none indexed"
+    # without the outside row, the same index validates inside the lanes
+    (data / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+    assert validate_data(spec, lanes=lanes).data.index == str((data / "labels.csv").resolve())

@@ -94,6 +94,9 @@ def listing(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None
                 found += [(file, child.name) for file in sorted(child.rglob("*")) if file.is_file() and is_image(file)]
             elif child.is_file() and is_image(child):
                 loose.append(child)
+        if check:  # a deployment's lanes: a symlink in the folder that leads outside the data roots is refused
+            for file, _ in found:
+                check(str(file), "data.path")
         problems = []
         if loose:
             problems.append(("data.path", f"{loose[0].relative_to(root)}: a picture directly in the folder has no "
