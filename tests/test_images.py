@@ -187,6 +187,16 @@ def test_predict_on_a_folder_writes_a_row_per_image_and_names_a_broken_file(plac
     scored = [r for r in rows if r["path"] != "square/broken.png"]
     assert np.mean([r["actual"] == r["prediction"] for r in scored]) >= 0.8
     assert "square/broken.png" in ran.stderr and "Accuracy against the class subfolders" in ran.stdout
+    import tensorflow as tf
+
+    saved = tf.saved_model.load(str(place / "artifacts" / result["name"] / result["version"] / "checkpoint" / "saved_model"))
+    files = [folder / "circle" / "circle_000.png", folder / "cross" / "cross_001.png"]
+    encoded = saved.signatures["serving_bytes"](image_bytes=tf.constant([f.read_bytes() for f in files]))
+    from PIL import Image
+
+    pixels = np.stack([np.asarray(Image.open(f), np.float32)[..., None] for f in files])
+    decoded = saved.signatures["serving_default"](image=tf.constant(pixels))
+    np.testing.assert_allclose(encoded["probabilities"].numpy(), decoded["probabilities"].numpy(), atol=1e-6)
     strict = trainflow("predict", f"{result['name']}@{result['version']}", str(folder), "--output", str(out),
                        "--artifacts", str(place / "artifacts"), "--strict")
     assert strict.returncode == 2 and "could not be decoded (--strict)" in strict.stderr, strict.stderr
@@ -260,3 +270,26 @@ def test_a_path_in_an_index_outside_the_data_roots_is_refused_before_any_image_i
     # without the outside row, the same index validates inside the lanes
     (data / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
     assert validate_data(spec, lanes=lanes).data.index == str((data / "labels.csv").resolve())
+
+
+REGRESSED = """\
+name: brightness
+data: {kind: images, index: brightness.csv, path: shapes, target: brightness}
+training: {epochs: 4}
+"""
+
+
+@pytest.mark.slow
+def test_an_index_table_with_a_number_to_regress_trains(place, prefect_server):
+    from PIL import Image
+
+    files = sorted((place / "shapes").rglob("*.png"))[::2]
+    with open(place / "brightness.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "brightness"])
+        writer.writerows([f.relative_to(place / "shapes").as_posix(), f"{np.asarray(Image.open(f)).mean():.3f}"]
+                         for f in files)
+    result, version = _run(place, REGRESSED, "brightness.yaml")
+    metrics = json.loads((version / "metrics.json").read_text())
+    assert json.loads((version / "schema.json").read_text())["task"] == "regression"
+    assert metrics["test_rmse"] < metrics["baseline_test_rmse"], metrics

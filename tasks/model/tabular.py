@@ -164,7 +164,7 @@ def predict(full: keras.Model, schema: Schema, columns: dict[str, np.ndarray]) -
     """The full model on raw columns (batched): values, or class probabilities."""
     fed = feed(schema, columns)
     n = len(next(iter(fed.values())))
-    parts = [np.asarray(full({k: tf.constant(v[s:s + ENCODE_BATCH]) for k, v in fed.items()}))
+    parts = [np.asarray(full({k: tf.constant(v[s:s + ENCODE_BATCH]) for k, v in fed.items()}, training=False))
              for s in range(0, n, ENCODE_BATCH)]
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
