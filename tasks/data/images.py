@@ -146,7 +146,7 @@ def index(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None, 
         except OSError:
             entries[i] = Entry(relative, label, error="no such file")
             continue
-        key = f"{relative}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+        key = f"{relative}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_dev}:{stat.st_ino}"
         known = memo.get(key)
         if known:
             entries[i] = Entry(relative, label, *known)

@@ -2,7 +2,7 @@
 
 The data task decodes every picture (PIL in threads: resize to the resolved size, convert to grey or RGB)
 into one uint8 `.npy` file [N, height, width, channels] under the artifact root, named by the sha256 of the
-content digest and the shape, written a chunk at a time and renamed into place, so a second epoch, a second run
+content digest and the shape, written a chunk at a time under a flock'd temporary name (swept once its writer is gone) and renamed into place, so a second epoch, a second run
 or a second spec on the same pictures decodes nothing and a killed decode leaves no partial cache. What the
 task hands on is a reference: the dataset's image input holds row numbers into that file (`Feature.source`),
 never the pixels; `rows` reads the rows a batch needs through a memory map.
@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from tasks.common.errors import DataError
+from tasks.common.files import owned_temp, sweep_stale
 from tasks.common.hashing import canonical_hash
 from tasks.data import images
 from tasks.data.spec import ImagesData
@@ -40,20 +41,17 @@ def decode(indexed: images.Indexed, shape: tuple[int, int, int], store: Path) ->
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
-    out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=(len(indexed.entries), *shape))
+    sweep_stale(target.parent, (".*.partial",))  # what a killed decode left
     files = [indexed.root / e.path for e in indexed.entries]
-    try:
-        with ThreadPoolExecutor(images.THREADS) as pool:
-            for start in range(0, len(files), CHUNK):
-                chunk = list(pool.map(lambda f: decode_one(f.read_bytes(), shape), files[start:start + CHUNK]))
-                out[start:start + len(chunk)] = np.stack(chunk) if chunk else out[start:start]
+    with owned_temp(target, "partial") as (temp, _), ThreadPoolExecutor(images.THREADS) as pool:
+        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+        for start in range(0, len(files), CHUNK):
+            chunk = list(pool.map(lambda f: decode_one(f.read_bytes(), shape), files[start:start + CHUNK]))
+            if chunk:
+                out[start:start + len(chunk)] = np.stack(chunk)
         out.flush()
         del out
         os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     return target
 
 
