@@ -177,7 +177,7 @@ def main() -> None:
         "every training picture before training and after each epoch); the plain script's is its second epoch, "
         "from its in-memory cache. The plain script decodes on every run (its cache lives in memory); trainflow "
         "decodes once per content and reads the decoded cache afterwards. Memory: the data task streams (decode "
-        "in chunks into a memory-mapped file, the dataset holds row numbers), but the trainers hold the training "
+        "in chunks, written a chunk at a time; the dataset holds row numbers), but the trainers hold the training "
         "split in memory as uint8, so the peak grows with the pictures: one byte per pixel value, plus the tensor "
         "the trainer makes of it."]))
 

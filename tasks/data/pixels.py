@@ -2,10 +2,11 @@
 
 The data task decodes every picture (PIL in threads: resize to the resolved size, convert to grey or RGB)
 into one uint8 `.npy` file [N, height, width, channels] under the artifact root, named by the sha256 of the
-content digest and the shape, written a chunk at a time under a flock'd temporary name (swept once its writer is gone) and renamed into place, so a second epoch, a second run
-or a second spec on the same pictures decodes nothing and a killed decode leaves no partial cache. What the
-task hands on is a reference: the dataset's image input holds row numbers into that file (`Feature.source`),
-never the pixels; `rows` reads the rows a batch needs through a memory map.
+content digest and the shape, written a chunk at a time under a flock'd temporary name (swept once its
+writer is gone) and renamed into place, so a second epoch, a second run or a second spec on the same
+pictures decodes nothing and a killed decode leaves no partial cache. What the task hands on is a
+reference: the dataset's image input holds row numbers into that file (`Feature.source`), never the pixels;
+`rows` reads just the rows it is asked for.
 """
 
 from __future__ import annotations
@@ -43,14 +44,16 @@ def decode(indexed: images.Indexed, shape: tuple[int, int, int], store: Path) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target.parent, (".*.partial",))  # what a killed decode left
     files = [indexed.root / e.path for e in indexed.entries]
-    with owned_temp(target, "partial") as (temp, _), ThreadPoolExecutor(images.THREADS) as pool:
-        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+    with owned_temp(target, "partial") as (temp, handle), ThreadPoolExecutor(images.THREADS) as pool:
+        # written, not memory-mapped: a mapped file's written pages count in the process's resident memory
+        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                                      "fortran_order": False, "shape": (len(files), *shape)})
         for start in range(0, len(files), CHUNK):
             chunk = list(pool.map(lambda f: decode_one(f.read_bytes(), shape), files[start:start + CHUNK]))
             if chunk:
-                out[start:start + len(chunk)] = np.stack(chunk)
-        out.flush()
-        del out
+                handle.write(np.stack(chunk).tobytes())
+        handle.flush()
+        os.fsync(handle.fileno())
         os.replace(temp, target)
     return target
 
@@ -73,16 +76,28 @@ def decode_one(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def rows(source: str, index: np.ndarray) -> np.ndarray:
-    """The decoded images at these row numbers, uint8, read through a memory map (only those rows are read)."""
+    """The decoded images at these row numbers, uint8: only those rows are read, one `pread` per run of
+    consecutive rows (not a memory map, whose touched pages would count as the process's memory)."""
+    index = np.asarray(index, np.int64)
     try:
-        mapped = np.load(source, mmap_mode="r", allow_pickle=False)
+        with open(source, "rb") as handle:
+            np.lib.format.read_magic(handle)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            offset, fd = handle.tell(), handle.fileno()
+            size = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+            out = np.empty((len(index), *shape[1:]), dtype)
+            flat = out.reshape(len(index), size // np.dtype(dtype).itemsize).view(np.uint8)
+            if len(index) and (index.min() < 0 or index.max() >= shape[0]):
+                raise DataError(f"the decoded images {Path(source).name} hold {shape[0]} rows, not row {index.max()}")
+            breaks = np.flatnonzero(np.diff(index) != 1) + 1
+            for run in np.split(np.arange(len(index)), breaks) if len(index) else []:
+                first, count = int(index[run[0]]), len(run)
+                data = os.pread(fd, count * size, offset + first * size)
+                flat[run[0]:run[0] + count] = np.frombuffer(data, np.uint8).reshape(count, -1)
+            return out
     except FileNotFoundError:
         raise DataError(f"the decoded images {Path(source).name} are gone from the artifact root's cache; run again "
                         "with --refresh to decode them") from None
-    index = np.asarray(index, np.int64)
-    if len(index) and np.all(np.diff(index) == 1):  # a run of rows: one slice, no gather
-        return np.asarray(mapped[index[0]:index[-1] + 1])
-    return np.asarray(mapped[index])
 
 
 def paths(spec: ImagesData, check=None) -> list[str]:
