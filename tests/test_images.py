@@ -269,7 +269,10 @@ def test_a_path_in_an_index_outside_the_data_roots_is_refused_before_any_image_i
     assert not (artifacts / ".cache" / "images" / "index.json").exists(), "no image was read, none indexed"
     # without the outside row, the same index validates inside the lanes
     (data / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
-    assert validate_data(spec, lanes=lanes).data.index == str((data / "labels.csv").resolve())
+    resolved = validate_data(spec, lanes=lanes).data
+    assert resolved.index == str((data / "labels.csv").resolve())
+    assert resolved.cache == str(artifacts / ".cache" / "images"), "a deployment's caches stay in its artifact root"
+    assert (artifacts / ".cache" / "images" / "index.json").is_file()
 
 
 REGRESSED = """\

@@ -183,6 +183,8 @@ def resolve_images(spec: Spec, base: Path, doc: Optional[Document], lanes) -> Sp
             raise SpecError([Problem(locate(doc, ("data", name)) if doc else None, f"data.{name}",
                                      f"no such {want} '{given}': data.{name} names {what}")])
         update[name] = str(path)
+    if lanes is not None and data.cache is None:  # a deployment's index and decoded cache stay in its own root
+        update["cache"] = str(Path(lanes.artifacts) / ".cache" / "images")
     resolved = spec.model_copy(update={"data": data.model_copy(update=update)})
     resolved._images_check = lanes.check if lanes is not None else None
     findings = check_columns(resolved, doc, list_header=lanes is None)
