@@ -189,6 +189,9 @@ class Feature:
     shape: list = field(default_factory=list)  # per example, without the batch axis: [] for a column, [16, 16] …
     parts: list = field(default_factory=list)  # date: what it becomes, in order (`tasks.data.dates.DATE_PARTS`, hour)
     moments: dict = field(default_factory=dict)  # date: {"year": [mean, variance], "day": [...]} of the training split
+    #: images: the decoded cache file (uint8 [N, *shape]) whose row numbers the splits hold for this input, so a
+    #: task hands on a reference, never the pixels (`tasks.data.pixels`); "" when the split holds the values
+    source: str = ""
 
 
 @dataclass

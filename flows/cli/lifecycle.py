@@ -24,7 +24,7 @@ from flows.cli.app import (
 
 
 def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug: bool, label: str = "",
-                 no_server: bool = False) -> None:
+                 no_server: bool = False, strict: bool = False) -> None:
     """Score a file with a version; a bad reference or input is exit 2 before anything is scored (`api.predict`
     checks them before Prefect starts)."""
     with errors(debug, label, failure="prediction failed"):
@@ -38,6 +38,7 @@ def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug
                     result = predict(model, input_path, output, artifacts, tracebacks=debug, no_server=no_server)
                 real_stdout.write(json.dumps(result, default=str) + "\n")
                 real_stdout.flush()
+                _strict(result["summary"], strict)
                 return
             result = predict(model, input_path, output, artifacts, tracebacks=debug, no_server=no_server)
         except (RefError, InputError) as exc:
@@ -54,24 +55,38 @@ def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug
         typer.echo("Unseen categories: " + ", ".join(f"{column}: {count}" for column, count in summary["unseen"].items()))
     from flows.lifecycle.predict import warnings
 
+    if summary.get("accuracy") is not None:
+        typer.echo(f"Accuracy against the class subfolders: {summary['accuracy']:.4f}")
     for warning in warnings(summary):
         typer.echo(f"warning: {warning}", err=True)
     print_ui(result)
+    _strict(summary, strict)
+
+
+def _strict(summary: dict, strict: bool) -> None:
+    if strict and summary.get("unreadable"):
+        fail(f"{summary['unreadable']} picture(s) could not be decoded (--strict)", 2)
 
 
 @app.command()
 def predict(model: str = typer.Argument(..., help="NAME, NAME@vN or NAME@ALIAS (e.g. churn@production)."),
             input_path: Path = typer.Argument(..., metavar="INPUT", help="A CSV or Parquet file to score; for a model "
-                                              "trained on arrays, an .npz archive or a folder of .npy files."),
+                                              "trained on arrays, an .npz archive or a folder of .npy files; for "
+                                              "one trained on images, a folder of pictures (subfolders included) "
+                                              "or an index .csv with a path column."),
             output: Path = typer.Option(..., "--output", "-o", help="Where to write the scored rows (.csv or .parquet)."),
             artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption, no_server: bool = NoServerOption,
-            debug: bool = DebugOption) -> None:
+            debug: bool = DebugOption,
+            strict: bool = typer.Option(False, "--strict", help="Images: exit 2 when a picture cannot be decoded "
+                                        "(it is still counted and named; the other pictures are still scored)."),
+            ) -> None:
     """Score a file with a published version's saved model, as a Prefect flow run: the input's columns plus
-    prediction (and one probability_<class> column per class).
+    prediction (and one probability_<class> column per class). A model trained on images writes path (and
+    actual, when the pictures sit in class subfolders), prediction and probability_<class>.
 
     With no Prefect server running, it starts one in the background and says so (see --no-server)."""
     check_server_settings()
-    predict_file(model, input_path, output, artifacts, as_json, debug, no_server=no_server)
+    predict_file(model, input_path, output, artifacts, as_json, debug, no_server=no_server, strict=strict)
 
 
 @app.command()

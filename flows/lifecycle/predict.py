@@ -92,6 +92,9 @@ def warnings(summary: dict) -> list[str]:
     """What a user should know about a scoring: rows left unscored, and per text column the cells holding a
     value training never saw (scored through the model's one unknown-value bucket)."""
     out = []
+    if summary.get("unreadable"):
+        out.append(f"{summary['unreadable']} picture(s) could not be decoded and got no prediction: "
+                   + "; ".join(summary.get("unreadable_files", [])))
     if summary["unscored"]:
         out.append(f"{summary['unscored']} row(s) have an empty feature cell and got no prediction (an empty "
                    "`prediction`, NaN probabilities); a version trained with `data.impute: true` fills them as "

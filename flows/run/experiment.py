@@ -76,6 +76,9 @@ class GraphRunner:
     def arguments(self, node: Node) -> dict[str, Any]:
         """What `node`'s function is called with: the sections it reads, by name, and its upstream outputs."""
         sections = {name: self.seed if name == "seed" else getattr(self.spec, name) for name in node.reads}
+        data = sections.get("data")
+        if getattr(data, "kind", None) == "images" and data.cache is None:  # decoded under this run's artifact root
+            sections["data"] = data.model_copy(update={"cache": str(self.root / ".cache" / "images")})
         return {**sections, **{name: self.outputs[name] for name in node.inputs}}
 
     def run(self, node: Node, injected: Any = None) -> Any:

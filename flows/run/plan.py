@@ -24,7 +24,8 @@ from flows.run.graph import NODES, PUBLISH_MODULES, PUBLISH_READS, upstream
 from flows.spec import Spec
 from flows.spec.keys import keyed_section
 from tasks.common.hashing import canonical_hash, sha256_file
-from tasks.data.spec import FileData
+from tasks.data.images import fingerprint as images_fingerprint
+from tasks.data.spec import FileData, ImagesData
 from tasks.model.builder import fingerprint as builder_fingerprint
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +86,8 @@ def compile_plan(spec: Spec) -> Plan:
         }
         if node.reads_file and isinstance(spec.data, FileData):
             inputs["file"] = file_fingerprint(Path(spec.data.path))
+        elif node.reads_file and isinstance(spec.data, ImagesData):  # the content index's digest, not the folder
+            inputs["file"] = images_fingerprint(spec.data)
         if "model" in node.reads and getattr(spec.model, "kind", None) == "python":
             inputs["builder"] = builder_fingerprint(Path(spec.model.path), spec.model.builder)
         cacheable = spec.seed is not None and all(keys[name] for name in upstream(node))

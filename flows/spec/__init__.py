@@ -80,6 +80,7 @@ class Spec(Section):
     #: whether its model was built on its data's shapes (`flows.spec.build.check_build`). Not part of the spec.
     _document: Any = PrivateAttr(default=None)
     _built: bool = PrivateAttr(default=False)
+    _images_check: Any = PrivateAttr(default=None)  # a deployment's lanes check of each path an images index names
 
     @property
     def data_findings(self):

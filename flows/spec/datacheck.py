@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flows.spec import Spec, metric_problems
 from tasks.data.profile import SCAN_BYTES, DataProblem, column_problems, needed_per_class, resolved_task, scanned, target_profile
-from tasks.data.spec import ArraysData, FileData, is_table
+from tasks.data.spec import ArraysData, FileData, ImagesData, is_table
 from tasks.plots.spec import CLASSIFICATION_PLOTS, REGRESSION_PLOTS
 from tasks.train.spec import REGRESSION_LOSSES
 
@@ -58,6 +58,8 @@ def check_data(spec: Spec, list_header: bool = True) -> Findings:
     """Every problem of the spec against its data (none when it fits), and what `validate` warns about."""
     if isinstance(spec.data, ArraysData):
         return check_arrays(spec)
+    if isinstance(spec.data, ImagesData):
+        return check_images(spec)
     if isinstance(spec.data, FileData):
         problems = column_problems(spec.data, list_header)  # first: a misspelt target is not a column, whatever else
         if problems:
@@ -100,6 +102,27 @@ def check_arrays(spec: Spec) -> "Findings":
     summary = (f"{target.shape[0]:,} examples; inputs {shapes}; target {data.y} {list(target.shape)} {target.dtype} "
                f"({task}" + (f", {len(counts)} classes)" if counts else ")"))
     return Findings(task_problems(spec, task, target_kind, counts), [], summary)
+
+
+def check_images(spec: Spec) -> "Findings":
+    """Images: the content index (every new file hashed and decoded once, `tasks.data.images`), then what a run
+    could not use (an empty folder, an undecodable file, mixed sizes, a class too small for the splits) and the
+    target's task against the spec; the summary counts the images per class."""
+    from tasks.data import images
+
+    data = spec.data
+    try:
+        indexed = images.index(data, spec._images_check)
+    except Exception as exc:  # noqa: BLE001  (a lane refusal, an unreadable index: the message names the file)
+        return Findings([DataProblem("data.index" if data.index else "data.path", str(exc))])
+    problems = [DataProblem(path, message) for path, message in
+                images.problems(data, indexed, data.validation_split, data.test_split)]
+    if problems:
+        return Findings(problems)
+    target_kind = images.target_kind(data, indexed)
+    task = resolved_task(data, target_kind)
+    counts = Counter(images.class_counts(indexed)) if task == "classification" else Counter()
+    return Findings(task_problems(spec, task, target_kind, counts), [], images.summary(data, indexed, task))
 
 
 @dataclass

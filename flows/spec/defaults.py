@@ -4,7 +4,8 @@ The schema's own defaults are the TensorFlow guide's (plain SGD at 0.1, 10 full-
 rows): right for the guide's noisy line, wrong for a table. So before a spec is validated, a table (a
 target is named, or a generator makes one) gets each stage's declared table defaults for every field it
 does not set: `tasks.data.spec.TABLE_DATA_DEFAULTS`, `tasks.model.spec.TABLE_MODEL_*`,
-`tasks.train.spec.TABLE_TRAINING_DEFAULTS` and `KERAS_LEARNING_RATES`. A field the spec sets is never
+`tasks.train.spec.TABLE_TRAINING_DEFAULTS` and `KERAS_LEARNING_RATES`; a folder of images gets a small CNN
+(`IMAGE_MODEL_DEFAULTS`) and `IMAGE_TRAINING_DEFAULTS`. A field the spec sets is never
 touched, and a section whose `kind` the spec chooses gets only that kind's defaults. The filled values are
 the resolved spec: `spec.yaml` in every version and `trainflow validate --resolved` show them, and `trainflow
 plan` lists the ones the spec left unsaid (`unsaid`). The guide's one-input data keeps the schema's defaults.
@@ -16,8 +17,8 @@ import copy
 from typing import Any
 
 from tasks.data.spec import TABLE_DATA_DEFAULTS, has_task
-from tasks.model.spec import TABLE_MODEL_DEFAULTS, TABLE_MODEL_KIND
-from tasks.train.spec import KERAS_LEARNING_RATES, TABLE_TRAINING_DEFAULTS
+from tasks.model.spec import IMAGE_MODEL_DEFAULTS, TABLE_MODEL_DEFAULTS, TABLE_MODEL_KIND
+from tasks.train.spec import IMAGE_TRAINING_DEFAULTS, KERAS_LEARNING_RATES, TABLE_TRAINING_DEFAULTS
 
 
 def fill(raw: Any) -> Any:
@@ -31,20 +32,21 @@ def fill(raw: Any) -> Any:
         return out
     for name, value in TABLE_DATA_DEFAULTS.items():
         data.setdefault(name, copy.deepcopy(value))
+    images = data.get("kind") == "images"
     if out.get("model") is None:
-        out["model"] = {"kind": TABLE_MODEL_KIND}
+        out["model"] = copy.deepcopy(IMAGE_MODEL_DEFAULTS) if images else {"kind": TABLE_MODEL_KIND}
     model = out["model"]
     if isinstance(model, dict):
         for name, value in TABLE_MODEL_DEFAULTS.get(model.get("kind"), {}).items():
             model.setdefault(name, copy.deepcopy(value))
     training = out.setdefault("training", {})
     if isinstance(training, dict):
-        _fill_training(training, data)
+        _fill_training(training, data, IMAGE_TRAINING_DEFAULTS if images else TABLE_TRAINING_DEFAULTS)
     return out
 
 
-def _fill_training(training: dict, data: dict) -> None:
-    for name, value in TABLE_TRAINING_DEFAULTS.items():
+def _fill_training(training: dict, data: dict, declared: dict) -> None:
+    for name, value in declared.items():
         if name == "optimizer":
             optimizer = training.setdefault("optimizer", {})
             if isinstance(optimizer, dict):

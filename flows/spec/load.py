@@ -26,7 +26,7 @@ from flows.spec.document import (
     unique,
 )
 from flows.spec.explain import validate_document
-from tasks.data.spec import ArraysData, FileData
+from tasks.data.spec import ArraysData, FileData, ImagesData
 
 
 def is_scoring(doc: Document) -> bool:
@@ -148,6 +148,8 @@ def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None, la
     With `lanes` (a deployment's run, `flows.serve.lanes`), the path must resolve inside the deployment's data roots
     before anything is read, and data errors list no more of the file than the columns the spec named."""
     spec = resolve_model_path(spec, base)
+    if isinstance(spec.data, ImagesData):
+        return resolve_images(spec, base, doc, lanes)
     if not isinstance(spec.data, FileData):
         return spec
     path = lanes.check(str(base / spec.data.path), "data.path") if lanes is not None else (base / spec.data.path).resolve()
@@ -164,6 +166,30 @@ def resolve_data_path(spec: Spec, base: Path, doc: Optional[Document] = None, la
     resolved = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(path)})})
     findings = check_columns(resolved, doc, list_header=lanes is None)
     return with_dates(resolved, findings)
+
+
+def resolve_images(spec: Spec, base: Path, doc: Optional[Document], lanes) -> Spec:
+    """An images section's folder and index made absolute (inside the data roots under `lanes`), each checked to
+    exist, then the images themselves checked (`flows.spec.datacheck.check_images`): every path an index names
+    is held to the lanes before any image is read."""
+    data, update = spec.data, {}
+    for name, want in (("path", "folder"), ("index", "file")):
+        given = getattr(data, name)
+        if given is None:
+            continue
+        path = lanes.check(str(base / given), f"data.{name}") if lanes is not None else (base / given).resolve()
+        if not (path.is_dir() if want == "folder" else path.is_file()):
+            what = "an images folder (one subfolder per class)" if want == "folder" else "an index table"
+            raise SpecError([Problem(locate(doc, ("data", name)) if doc else None, f"data.{name}",
+                                     f"no such {want} '{given}': data.{name} names {what}")])
+        update[name] = str(path)
+    if lanes is not None and data.cache is None:  # a deployment's index and decoded cache stay in its own root
+        update["cache"] = str(Path(lanes.artifacts) / ".cache" / "images")
+    resolved = spec.model_copy(update={"data": data.model_copy(update=update)})
+    resolved._images_check = lanes.check if lanes is not None else None
+    findings = check_columns(resolved, doc, list_header=lanes is None)
+    resolved._data_findings = findings
+    return resolved
 
 
 def with_dates(spec: Spec, findings) -> Spec:

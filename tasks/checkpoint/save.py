@@ -95,7 +95,8 @@ def table_files(seed: int, model: ModelSpec, checkpoint: CheckpointSpec, trained
     - `saved_model/`: `serving_default` takes one named input per feature column (float32 numbers, strings;
       named `input_name`: a signature allows only letters, digits, '_', '.' and '-'; a date column's raw
       strings) and returns `prediction`, or `probabilities` and `class_index` (classes.json in the version maps
-      an index to its label); NaN for a row whose encoded features hold one (`tabular.unknown_rows`)."""
+      an index to its label); NaN for a row whose encoded features hold one (`tabular.unknown_rows`); an images
+      model also has `serving_bytes`, taking `image_bytes` (the files' encoded bytes) to the same outputs."""
     from tasks.model import tabular
 
     schema = trained.schema
@@ -129,12 +130,32 @@ def write_table_format(full: keras.Model, schema, fmt: str, root: Path) -> None:
 
         def serve(*tensors):  # the signature's keys are input_name; the Keras model's, keras_name
             inputs = tabular.serving_inputs(schema, tensors)
-            return tabular.serving_outputs(schema, full(inputs), tabular.unknown_rows(full, inputs))
+            # training=False: a stack's augmentation (RandomTranslation, …) is active when Keras is not told
+            return tabular.serving_outputs(schema, full(inputs, training=False), tabular.unknown_rows(full, inputs))
 
         archive.add_endpoint(name="serving_default", fn=serve, input_signature=tabular.serving_signature(schema))
+        if len(schema.features) == 1 and schema.features[0].source:  # images: encoded files too
+            archive.add_endpoint(name="serving_bytes", fn=_decoding(serve, schema.features[0].shape),
+                                 input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         archive.write_out(str(root / "saved_model"), verbose=False)
     else:
         raise ValueError(f"unknown checkpoint format {fmt!r}")
+
+
+def _decoding(serve, shape: list):
+    """An images model's `serving_bytes`: each PNG, JPEG, BMP or GIF file's bytes decoded by TensorFlow, converted
+    to the training's channels and resized (bilinear) to its size, then `serving_default`'s model."""
+    height, width, channels = shape
+
+    def serve_bytes(encoded):
+        def one(data):
+            image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+            image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
+            return tf.ensure_shape(image, (height, width, channels))
+
+        return serve(tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32)))
+
+    return serve_bytes
 
 
 def remember_keras_skipsets() -> None:

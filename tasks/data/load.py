@@ -19,7 +19,7 @@ from tasks.common.errors import DataError
 from tasks.data import dates, hygiene
 from tasks.data.columns import open_npz, read_columns
 from tasks.data.profile import resolved_task
-from tasks.data.spec import ArraysData, BlobsData, DataSpec, FileData, MoonsData, NpzData, is_table
+from tasks.data.spec import ArraysData, BlobsData, DataSpec, FileData, ImagesData, MoonsData, NpzData, is_table
 from tasks.data.synthetic import generate, generate_table
 from tasks.results import Dataset, Feature, Schema, Split, input_name
 
@@ -31,6 +31,8 @@ def load(data: DataSpec, seed: int) -> Dataset:
         return load_table(data, seed)
     if isinstance(data, ArraysData):
         return load_arrays(data, seed)
+    if isinstance(data, ImagesData):
+        return load_images(data, seed)
     if isinstance(data, FileData):
         x, y = read_file(data)
     else:
@@ -288,3 +290,40 @@ def load_arrays(spec: ArraysData, seed: int) -> Dataset:
         return Split({key: values[rows] for key, values in inputs.items()}, y[rows], rows)
 
     return Dataset(schema, part(index["train"]), part(index["validation"]), part(index["test"]))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def load_images(spec: ImagesData, seed: int, check=None):
+    """The data task for images: the content index, the decoded cache, then splits (stratified for classes)
+    whose one input `image` holds row numbers into the cache; the feature's `source` names the cache file."""
+    from tasks.data import images, pixels
+
+    store = images.store_of(spec)
+    indexed = images.index(spec, check, store)
+    found = images.problems(spec, indexed, spec.validation_split, spec.test_split)
+    if found:
+        raise DataError(found[0][1])
+    shape = images.resolved_shape(spec, indexed)
+    source = pixels.decode(indexed, shape, store)
+    labels = np.asarray(indexed.labels())
+    task = resolved_task(spec, images.target_kind(spec, indexed))
+    if task == "classification":
+        classes, y = np.unique(labels, return_inverse=True)
+        class_labels, y = [str(c) for c in classes], y.astype(np.int32)
+    else:
+        class_labels, y = [], labels.astype(np.float32)
+    split = split_indices(len(y), y if task == "classification" else None, spec.validation_split, spec.test_split,
+                          seed)
+    target_mean, target_std = 0.0, 1.0
+    if task == "regression" and spec.normalize:
+        target_mean, target_std = float(y[split["train"]].mean()), float(y[split["train"]].std()) or 1.0
+    feature = Feature(pixels.INPUT, pixels.INPUT, "tensor", shape=list(shape), source=str(source))
+    schema = Schema(task, spec.target or "label", [feature], class_labels, bool(spec.normalize), False, target_mean,
+                    target_std)
+
+    def part(index: np.ndarray) -> Split:
+        return Split({pixels.INPUT: index.astype(np.int64)}, y[index], index)
+
+    return Dataset(schema, part(split["train"]), part(split["validation"]), part(split["test"]))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.data.profile import resolved_task, scanned, target_profile
-from tasks.data.spec import ArraysData, BlobsData, FileData, MoonsData, has_task
+from tasks.data.spec import ArraysData, BlobsData, FileData, ImagesData, MoonsData, has_task
 from tasks.results import DataShape
 
 
@@ -21,6 +21,8 @@ def data_shape(data: Any) -> DataShape:
         raise ValueError(f"data.kind {data.kind}: the guide's one input has no shapes to build a body on")
     if isinstance(data, ArraysData):
         return _arrays(data)
+    if isinstance(data, ImagesData):
+        return _images(data)
     if isinstance(data, (BlobsData, MoonsData)):
         columns = [f"f{j}" for j in range(data.num_features)] if isinstance(data, BlobsData) else ["x0", "x1"]
         kind, counts = target_profile(data)
@@ -43,3 +45,13 @@ def _arrays(data: ArraysData) -> DataShape:
     if task == "classification":
         return DataShape(inputs, task, len(arrays.class_counts(data)), normalize=data.normalize is not False)
     return DataShape(inputs, task, 0, tuple(found[data.y].shape[1:]), data.normalize is not False)
+
+
+def _images(data: ImagesData) -> DataShape:
+    from tasks.data import images
+
+    indexed = images.index(data)
+    task = resolved_task(data, images.target_kind(data, indexed))
+    inputs = (("image", images.resolved_shape(data, indexed)),)
+    classes = len(images.class_counts(indexed)) if task == "classification" else 0
+    return DataShape(inputs, task, classes, normalize=data.normalize is not False)

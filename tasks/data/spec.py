@@ -159,6 +159,44 @@ class ArraysData(FileData):
     y: str = Field("y", description="The target array's key: class labels, or values to regress ([N] or [N, k]).")
 
 
+class ImagesData(DataBase):
+    """A folder of pictures (PNG, JPEG, BMP, GIF): one subfolder per class, or an index table naming each file and
+    its target. Decoded once into a cache under the artifact root keyed by the images' content, then streamed."""
+
+    kind: Literal["images"] = Field(description="Pictures in a folder: one subfolder per class, or an index table.")
+    path: Annotated[Optional[str], NOT_KEYED] = Field(
+        None, min_length=1, description="The images' folder, relative to the spec file's folder: one subfolder per "
+        "class (subfolder names are the labels), or with `index` the folder the index's paths are relative to "
+        "(default: the index's own folder). Cache keys hold the images' content, not this path.")
+    index: Annotated[Optional[str], NOT_KEYED] = Field(
+        None, min_length=1, description="A CSV table with one row per image (instead of class subfolders): its "
+        "`path_column` names the file and `target` the label (or a number to regress).")
+    path_column: str = Field("path", min_length=1, description="With index: the column holding each image's path.")
+    target: Optional[str] = Field(None, min_length=1, description="With index: the column to predict.")
+    image_size: Optional[list[int]] = Field(
+        None, min_length=2, max_length=2, description="[height, width] every image is resized to; default the "
+        "images' own size when they all agree (else validate names two files whose sizes differ).")
+    color_mode: Optional[Literal["grayscale", "rgb"]] = Field(
+        None, description="grayscale (1 channel) or rgb (3); default what the files hold (grayscale when every "
+        "file is).")
+    cache: Annotated[Optional[str], NOT_KEYED] = Field(
+        None, description="Where the content index and the decoded images are kept; default <artifact root>/"
+        ".cache/images.")
+
+    @model_validator(mode="after")
+    def _folder_or_index(self) -> "ImagesData":
+        if self.index is None and self.path is None:
+            raise ValueError("give path (a folder with one subfolder per class) or index (a table of files)")
+        if self.index is None and self.target is not None:
+            raise ValueError("target names the index's label column; with class subfolders give no target (or "
+                             "give index)")
+        if self.index is not None and self.target is None:
+            raise ValueError("with index, name its label column in target")
+        if self.image_size is not None and not all(1 <= side <= 4096 for side in self.image_size):
+            raise ValueError(f"image_size sides must be 1..4096, got {list(self.image_size)}")
+        return self
+
+
 class BlobsData(DataBase):
     """Gaussian blobs, one per class: a table of numeric features and a text label, for classification."""
 
@@ -178,21 +216,24 @@ class MoonsData(DataBase):
 
 
 DataSpec = Annotated[
-    Union[LinearData, PolynomialData, SineData, CsvData, ParquetData, NpzData, ArraysData, BlobsData, MoonsData],
+    Union[LinearData, PolynomialData, SineData, CsvData, ParquetData, NpzData, ArraysData, ImagesData, BlobsData, MoonsData],
     Field(discriminator="kind"),
 ]
 #: Data kinds that are always tables (generated with named features and a class label).
 TABLE_GENERATORS = ("blobs", "moons")
 #: Data kinds that are named tensors of any shape with a target: not a table's columns, not the guide's line.
-TENSOR_KINDS = ("arrays",)
+TENSOR_KINDS = ("arrays", "images")
 
 
 def is_table(data: Any) -> bool:
     """Whether the data is a table of features (a target is named, or a generator makes one), as opposed to the
     guide's one input and one target."""
+    kind = data.get("kind") if isinstance(data, dict) else getattr(data, "kind", None)
+    if kind in TENSOR_KINDS:  # images name a target too (an index's column), but they are not a table
+        return False
     if isinstance(data, dict):  # the raw section, before validation (flows.spec fills table defaults from it)
-        return data.get("kind") in TABLE_GENERATORS or data.get("target") is not None
-    return getattr(data, "kind", None) in TABLE_GENERATORS or getattr(data, "target", None) is not None
+        return kind in TABLE_GENERATORS or data.get("target") is not None
+    return kind in TABLE_GENERATORS or getattr(data, "target", None) is not None
 
 
 def has_task(data: Any) -> bool:

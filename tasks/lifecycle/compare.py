@@ -66,7 +66,7 @@ def direction(metric: str) -> Optional[str]:
     base = metric
     while base.startswith(("val_", "test_", "best_")):
         base = base.split("_", 1)[1]
-    if base in MAXIMISED:
+    if base in MAXIMISED or base.startswith("accuracy_"):  # accuracy_<class>: an images version's per-class accuracy
         return "max"
     if base in MINIMISED:
         return "min"

@@ -15,6 +15,21 @@ LINEAR_MODELS = ("linear", "keras_linear")
 #: logistic regression do. The guide's one-input data keeps the schema's defaults (its w = 5.0, b = 0.0).
 TABLE_MODEL_KIND = "mlp"
 TABLE_MODEL_DEFAULTS = {"mlp": {"hidden": [256, 128], "activation": "relu"}, "linear": {"init": {"w": 0.0, "b": 0.0}}}
+#: What a folder of images gets when the spec gives no model: a small CNN as a layer stack the user can copy
+#: and edit. Pixels are scaled to [0, 1] inside the model (so the SavedModel takes raw 0..255 values);
+#: RandomTranslation (up to 10% of each side, active only while training) is the augmentation: a shift never
+#: changes what a picture shows. Flips are left out: a mirrored digit or letter is another label (or none).
+IMAGE_MODEL_DEFAULTS = {"kind": "keras", "layers": [
+    {"Rescaling": {"scale": 1 / 255, "offset": 0.0}},
+    {"RandomTranslation": {"height_factor": 0.1, "width_factor": 0.1, "fill_mode": "constant"}},
+    {"Conv2D": {"filters": 16, "kernel_size": 3, "padding": "same", "activation": "relu"}},
+    {"MaxPooling2D": {"pool_size": 2}},
+    {"Conv2D": {"filters": 32, "kernel_size": 3, "padding": "same", "activation": "relu"}},
+    {"MaxPooling2D": {"pool_size": 2}},
+    {"Conv2D": {"filters": 64, "kernel_size": 3, "padding": "same", "activation": "relu"}},
+    {"GlobalMaxPooling2D": {}},
+    {"Dropout": {"rate": 0.2}},
+]}
 
 
 class LinearInit(Section):

@@ -73,10 +73,11 @@ def build(model: ModelSpec, seed: int, schema: Schema) -> tuple[keras.Model, ker
         else:  # an array of any shape, standardised by its training split's mean and variance of all its values
             tensor = keras.Input(shape=tuple(feature.shape), name=keras_name(feature), dtype="float32")
             inputs[keras_name(feature)] = tensor
+            # images (a decoded cache's rows, `source`) are not standardised: their model scales them itself
             encoded.append(keras.layers.Normalization(axis=None, mean=feature.mean,
                                                       variance=max(feature.variance, 1e-12),
                                                       name=f"normalize_{feature.input_name}")(tensor)
-                           if schema.normalize else tensor)
+                           if schema.normalize and not feature.source else tensor)
     joined = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="features")(encoded)
     if schema.normalize and any(f.kind in ("number", "date") for f in schema.features):
         # one layer for every numeric column (a layer per column made a 256-column table's SavedModel take
@@ -133,15 +134,23 @@ def feed(schema: Schema, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray
             fed[keras_name(feature)] = np.asarray(values, np.float32).reshape(-1, 1)
         elif feature.kind in ("text", "date"):
             fed[keras_name(feature)] = np.asarray(values).astype(str).reshape(-1, 1)
+        elif feature.source:  # images: row numbers into the decoded cache, read as uint8 (cast per batch)
+            from tasks.data.pixels import resolve
+
+            fed[keras_name(feature)] = resolve(values, feature.source)
         else:
             fed[keras_name(feature)] = np.asarray(values, np.float32)
     return fed
 
 
 def encode(preprocess: keras.Model, schema: Schema, split: Split) -> np.ndarray:
-    """A split's feature matrix, through the preprocessing layers, in batches."""
+    """A split's feature matrix, through the preprocessing layers, in batches. Images whose preprocessing is
+    nothing (the layer stack scales them) stay uint8: a quarter of float32's memory, cast per batch by Keras."""
     fed = feed(schema, split.inputs)
     n = len(split)
+    if len(preprocess.layers) == 1 and len(fed) == 1 and schema.features[0].source:
+        (pixels,) = fed.values()
+        return pixels
     if n == 0:
         return np.zeros((0, *(int(d) for d in preprocess.output.shape[1:])), np.float32)
     parts = []
@@ -155,7 +164,7 @@ def predict(full: keras.Model, schema: Schema, columns: dict[str, np.ndarray]) -
     """The full model on raw columns (batched): values, or class probabilities."""
     fed = feed(schema, columns)
     n = len(next(iter(fed.values())))
-    parts = [np.asarray(full({k: tf.constant(v[s:s + ENCODE_BATCH]) for k, v in fed.items()}))
+    parts = [np.asarray(full({k: tf.constant(v[s:s + ENCODE_BATCH]) for k, v in fed.items()}, training=False))
              for s in range(0, n, ENCODE_BATCH)]
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 

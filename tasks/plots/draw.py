@@ -35,6 +35,8 @@ def applicable(data: DataSpec, trained: Trained) -> list[str]:
             kinds += list(REGRESSION_PLOTS)
         else:
             kinds += ["confusion_matrix"] + (["roc"] if len(trained.schema.classes) == 2 else [])
+        if any(f.source for f in trained.schema.features):
+            kinds.append("images")
     return kinds
 
 
@@ -42,7 +44,8 @@ def draw(data: DataSpec, plots: PlotSpec, dataset: Dataset, trained: Trained) ->
     """The plots task: every figure the spec asks for (or every one that applies), as data."""
     makers = {"data": data_figure, "predictions": predictions_figure, "weights": weights_figure, "loss": loss_figure,
               "metrics": metrics_figure, "predicted_vs_actual": predicted_vs_actual_figure,
-              "residuals": residuals_figure, "confusion_matrix": confusion_figure, "roc": roc_figure}
+              "residuals": residuals_figure, "confusion_matrix": confusion_figure, "roc": roc_figure,
+              "images": images_figure}
     kinds = plots.include if plots.include is not None else applicable(data, trained)
     return [makers[kind](data, dataset, trained) for kind in kinds]
 
@@ -182,3 +185,36 @@ def roc_figure(data: DataSpec, dataset, trained: Trained) -> Figure:
               Series("chance", "diagonal", [0.0, 1.0], [0.0, 1.0])]
     return Figure("roc", "ROC curve, test split", [Panel("", "false positive rate", "true positive rate", series)],
                   width=6.6, height=5.0)
+
+
+#: Test pictures the image grid shows (mistakes first), and per row.
+GRID_IMAGES, GRID_COLUMNS = 16, 8
+
+
+def images_figure(data: DataSpec, dataset: Dataset, trained: Trained) -> Figure:
+    """A grid of test pictures titled with their true and predicted labels (a value to regress: both numbers):
+    mistakes first, the surest mistakes before the others, then the correct ones, least sure first."""
+    from tasks.data.pixels import resolve
+
+    schema, test = _test(trained)
+    (feature,) = [f for f in schema.features if f.source]
+    order = np.searchsorted(dataset.test.rows, test.rows)
+    if schema.task == "classification":
+        from tasks.train.metrics import predicted_classes, probabilities
+
+        guess = predicted_classes(test.predicted)
+        sure = probabilities(test.predicted).max(axis=1)
+        wrong = guess != np.asarray(test.target)
+        shown = np.lexsort((np.where(wrong, -sure, sure), ~wrong))[:GRID_IMAGES]
+        titles = [f"true {schema.classes[int(test.target[i])]}\npred {schema.classes[int(guess[i])]}" for i in shown]
+    else:
+        error = np.abs(np.asarray(test.predicted, np.float64).reshape(len(test.rows), -1)[:, 0] - test.target)
+        shown = np.argsort(-error)[:GRID_IMAGES]
+        wrong = np.zeros(len(test.rows), bool)
+        titles = [f"true {float(test.target[i]):.3g}\npred {float(np.ravel(test.predicted[i])[0]):.3g}" for i in shown]
+    pixels = resolve(dataset.test.inputs[feature.name][order[shown]], feature.source)
+    panels = [Panel(title, "", "mistake" if wrong[i] else "", image=(p[..., 0] if p.shape[-1] == 1 else p).tolist())
+              for title, i, p in zip(titles, shown, pixels)]
+    columns = min(GRID_COLUMNS, len(panels)) or 1
+    return Figure("images", "test images (true, predicted), mistakes first", panels, width=1.3 * columns + 0.4,
+                  height=1.6 * -(-len(panels) // columns) + 0.6, columns=columns)

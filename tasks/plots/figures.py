@@ -36,6 +36,7 @@ class Panel:
     categorical_x: Optional[list[str]] = None  # tick labels when x holds category positions
     matrix: Optional[list[list[float]]] = None  # a heatmap (confusion matrix), rows = actual
     matrix_labels: Optional[list[str]] = None
+    image: Optional[list] = None  # a picture's pixels, uint8 values [h][w] (grey) or [h][w][3] (RGB)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Figure:
     panels: list[Panel]
     width: float = 6.4
     height: float = 4.2
+    columns: int = 0  # panels per row; 0: all in one row
 
     def as_json(self) -> dict:
         return _plain(asdict(self))

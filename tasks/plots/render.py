@@ -60,16 +60,26 @@ def build(figure: Figure, heading: str):
     """The matplotlib figure for `figure`, titled "<heading>: <title>" (tests inspect its text boxes)."""
     plt = pyplot()
     fig = plt.figure(figsize=(figure.width, figure.height), layout="constrained")
-    axes = fig.subplots(1, len(figure.panels), squeeze=False)[0]
+    columns = figure.columns or len(figure.panels)
+    rows = -(-len(figure.panels) // columns)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
     fig.suptitle(f"{heading}: {figure.title}" if heading else figure.title, fontsize=12)
     for ax, panel in zip(axes, figure.panels):
         _draw_panel(ax, panel)
+    for ax in axes[len(figure.panels):]:
+        ax.axis("off")
     return fig
 
 
 def _draw_panel(ax, panel: Panel) -> None:
     if panel.matrix is not None:
         _heatmap(ax, panel)
+        return
+    if panel.image is not None:
+        pixels = np.asarray(panel.image, np.uint8)
+        ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(panel.title, fontsize=8, color="firebrick" if panel.ylabel == "mistake" else "black")
+        ax.axis("off")
         return
     trials = [s for s in panel.series if s.role in COLOURED]
     keys = list(dict.fromkeys(s.color_key for s in trials))

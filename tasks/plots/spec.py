@@ -13,7 +13,9 @@ LINE_PLOTS = ("data", "predictions", "weights")
 #: Plots of a table's test split, by task; "loss" and "metrics" (train against validation) fit every run.
 REGRESSION_PLOTS = ("predicted_vs_actual", "residuals")
 CLASSIFICATION_PLOTS = ("confusion_matrix", "roc")
-PLOT_KINDS = (*LINE_PLOTS, "loss", "metrics", *REGRESSION_PLOTS, *CLASSIFICATION_PLOTS)
+#: Plots of images' test split: a grid of pictures with their true and predicted labels, mistakes first.
+IMAGE_PLOTS = ("images",)
+PLOT_KINDS = (*LINE_PLOTS, "loss", "metrics", *REGRESSION_PLOTS, *CLASSIFICATION_PLOTS, *IMAGE_PLOTS)
 
 
 class PlotSpec(Section):
@@ -21,6 +23,7 @@ class PlotSpec(Section):
         None, description="Which plots to draw; null means every one that applies: the guide's data, "
         "predictions, weights (linear models) and loss for one input; for tables, loss and metrics curves and, "
         "on the test split, predicted_vs_actual and residuals (regression) or confusion_matrix and roc "
-        "(classification; roc for two classes).",
+        "(classification; roc for two classes); for images also `images`, a grid of test pictures with their "
+        "true and predicted labels, mistakes first.",
     )
     dpi: int = Field(100, ge=20, le=600, description="Resolution of the PNG files.")

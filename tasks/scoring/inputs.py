@@ -41,6 +41,11 @@ def check_input(version_dir: Union[Path, str], input_path: Union[Path, str]) -> 
     (by its suffix or its content), a feature column missing, a numeric feature column holding text. Reads
     the header (or the Parquet schema) and the first batch only. Extra columns are fine."""
     model = describe(version_dir)
+    from tasks.scoring.images import check_images, takes_images
+
+    if takes_images(model):
+        check_images(model, Path(input_path))
+        return
     if takes_arrays(model):
         check_arrays(model, Path(input_path))
         return

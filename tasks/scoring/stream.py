@@ -41,6 +41,10 @@ def score(version_dir: Union[Path, str], input_path: Union[Path, str], output_pa
     if int(batch_rows) < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows!r}")
     input_path, output_path = Path(input_path), Path(output_path)
+    from tasks.scoring.images import score_images, takes_images
+
+    if takes_images(describe(version_dir)):
+        return score_images(version_dir, input_path, output_path)
     if takes_arrays(describe(version_dir)):
         return score_arrays(version_dir, input_path, output_path)
     source = inspect_input(describe(version_dir), input_path)

@@ -28,6 +28,8 @@ KERAS_LEARNING_RATES = {kind: (0.01 if kind == "sgd" else 0.001) for kind in OPT
 #: validation split), keeping the best epoch's weights. The guide's one-input data keeps the guide's settings.
 TABLE_TRAINING_DEFAULTS = {"optimizer": {"kind": "adam"}, "batch_size": 32, "epochs": 500,
                            "early_stopping": {"patience": 20}}
+#: What a folder of images gets instead: the same, but a CNN's epoch is costly, so fewer epochs and less patience.
+IMAGE_TRAINING_DEFAULTS = {**TABLE_TRAINING_DEFAULTS, "epochs": 30, "early_stopping": {"patience": 5}}
 
 
 #: Keyword arguments every Keras optimizer takes, with the kind of value each expects. A test checks this

@@ -229,4 +229,18 @@ def test_metrics(schema: Schema, loss_fn, train_target: np.ndarray, target: np.n
     out = {f"test_{name}": value for name, value in model.items()}
     out.update({f"baseline_test_{name}": value for name, value in baseline.items()})
     out.update({f"margin_test_{name}": value for name, value in margin.items()})
+    if schema.task == "classification" and any(f.source for f in schema.features):  # images: each class's accuracy
+        out.update(per_class_accuracy(schema, target, predicted))
     return out, warnings
+
+
+def per_class_accuracy(schema: Schema, target: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """test_accuracy_<class>: the share of each class's test examples predicted as that class (NaN: none held out)."""
+    from tasks.results import input_name
+
+    guess = task_metrics.predicted_classes(predicted)
+    out = {}
+    for k, label in enumerate(schema.classes):
+        mine = np.asarray(target) == k
+        out[f"test_accuracy_{input_name(str(label))}"] = float(np.mean(guess[mine] == k)) if mine.any() else float("nan")
+    return out

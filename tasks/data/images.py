@@ -1,0 +1,300 @@
+"""A folder of pictures as a content index: which files, their labels, their content's sha256, size and mode.
+
+The images' identity is their content, not where they are: the data key is the sha256 of the sorted list of
+(path relative to the folder, the file's sha256, its label), so moving or renaming the folder keeps every
+cached result, and adding, removing, relabelling or editing one image changes the key. Hashing every file on
+every plan would cost a read of the whole folder, so an index file under the artifact root remembers each
+file's hash (and its decoded size and mode) under (relative path, size, mtime_ns, inode), git's rule for its
+own index: an unchanged file is not read again, a touched file is re-hashed (and its key does not change when
+its bytes did not), a renamed folder keeps its files' inodes and is not re-read. `Indexed.hashed` counts the
+files read this time.
+
+Each file is also decoded once when it is indexed (PIL, in threads), so `problems` can name an undecodable
+file, an empty folder, a class with too few images and two files whose sizes differ before anything runs. No
+TensorFlow; PIL is imported only to read files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from tasks.common.errors import DataError
+from tasks.common.files import write_atomic
+from tasks.common.hashing import canonical_hash
+from tasks.data.spec import ImagesData
+
+#: The picture formats read, by file suffix (lower case).
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+#: Threads that hash and decode files (PIL and hashlib release the GIL while they work).
+THREADS = min(8, (os.cpu_count() or 2) * 2)
+#: PIL modes that are one band of grey; every other mode is read as RGB.
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image: where it is (relative to the folder), its label (text; an index's number as written), its
+    content's sha256, and what decoding it found: height, width, 1 or 3 channels, or why it cannot be decoded."""
+
+    path: str
+    label: str
+    sha256: str = ""
+    height: int = 0
+    width: int = 0
+    channels: int = 0
+    error: str = ""
+
+
+@dataclass
+class Indexed:
+    """The images of a data section, sorted by path, with the content digest that keys them."""
+
+    root: Path  # the folder paths are relative to
+    entries: list[Entry]
+    digest: str
+    hashed: int = 0  # files read (hashed and decoded) by this call; the rest came from the index file
+    problems: list = field(default_factory=list)  # (spec path, message) found while listing
+
+    def labels(self) -> list[str]:
+        return [e.label for e in self.entries]
+
+
+def default_store() -> Path:
+    """<artifact root>/.cache/images, the artifact root as `flows.run.plan.artifact_root` finds it unless told."""
+    return Path(os.environ.get("TRAINFLOW_ARTIFACTS") or "artifacts").absolute() / ".cache" / "images"
+
+
+def store_of(spec: ImagesData) -> Path:
+    return Path(spec.cache) if spec.cache else default_store()
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in SUFFIXES and not path.name.startswith(".")
+
+
+def listing(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None) -> tuple[Path, list[tuple[Path, str]], list]:
+    """(the folder, [(file, label)], problems) of a data section: every picture under each class subfolder, or
+    each row of the index. `check` (a deployment's lanes) is asked about every path an index names before any
+    image is read; a refusal is raised."""
+    if spec.index is None:
+        root = Path(spec.path)
+        if not root.is_dir():
+            return root, [], [("data.path", f"'{root.name}' is not a folder; data.kind images reads a folder with "
+                                            "one subfolder of pictures per class")]
+        found, loose = [], []
+        for child in sorted(root.iterdir()):
+            if child.is_dir() and not child.name.startswith("."):
+                found += [(file, child.name) for file in sorted(child.rglob("*")) if file.is_file() and is_image(file)]
+            elif child.is_file() and is_image(child):
+                loose.append(child)
+        if check:  # a deployment's lanes: a symlink in the folder that leads outside the data roots is refused
+            for file, _ in found:
+                check(str(file), "data.path")
+        problems = []
+        if loose:
+            problems.append(("data.path", f"{loose[0].relative_to(root)}: a picture directly in the folder has no "
+                                          "class; put each class's pictures in a subfolder named for the class"))
+        return root, found, problems
+    return _index_rows(spec, check)
+
+
+def _index_rows(spec: ImagesData, check) -> tuple[Path, list[tuple[Path, str]], list]:
+    table = Path(spec.index)
+    root = Path(spec.path) if spec.path else table.parent
+    try:
+        with table.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except OSError as exc:
+        return root, [], [("data.index", f"{table.name}: cannot read ({exc.strerror or exc})")]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        return root, [], [("data.index", f"{table.name}: not a CSV table ({type(exc).__name__})")]
+    for where, column in (("data.path_column", spec.path_column), ("data.target", spec.target)):
+        if column not in columns:
+            return root, [], [(where, f"'{column}' is not a column of {table.name}; it has: {', '.join(columns)}")]
+    found = []
+    for number, row in enumerate(rows, start=2):
+        name = (row.get(spec.path_column) or "").strip()
+        if not name:
+            return root, [], [("data.index", f"{table.name}:{number}: column '{spec.path_column}' is empty")]
+        given = root / name
+        file = check(str(given), "data.index") if check else given
+        found.append((Path(file), (row.get(spec.target) or "").strip()))
+    return root, found, []
+
+
+def index(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None, store: Optional[Path] = None) -> Indexed:
+    """The data section's images with their hashes, from the index file where a file is unchanged, else read
+    (hashed and decoded) now; the index file is then rewritten (atomically; a lost race only costs a re-hash)."""
+    root, found, problems = listing(spec, check)
+    memo_path = (store or store_of(spec)) / "index.json"
+    memo = _read_memo(memo_path)
+    entries: list[Optional[Entry]] = [None] * len(found)
+    todo = []
+    for i, (file, label) in enumerate(found):
+        relative = _relative(file, root)
+        try:
+            stat = file.stat()
+        except OSError:
+            entries[i] = Entry(relative, label, error="no such file")
+            continue
+        key = f"{relative}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_dev}:{stat.st_ino}"
+        known = memo.get(key)
+        if known:
+            entries[i] = Entry(relative, label, *known)
+        else:
+            todo.append((i, file, relative, label, key))
+    if todo:
+        with ThreadPoolExecutor(THREADS) as pool:
+            read = list(pool.map(lambda item: read_file(item[1]), todo))
+        for (i, _, relative, label, key), values in zip(todo, read):
+            entries[i] = Entry(relative, label, *values)
+            memo[key] = list(values)
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(memo_path, json.dumps({"version": 1, "files": memo}).encode())
+        except OSError:
+            pass  # the index is a memo: without it the next plan hashes again
+    done = sorted((e for e in entries if e is not None), key=lambda e: e.path)
+    digest = canonical_hash([[e.path, e.sha256, e.label] for e in done])
+    return Indexed(root, done, digest, len(todo), problems)
+
+
+def _relative(file: Path, root: Path) -> str:
+    try:
+        return file.relative_to(root).as_posix()
+    except ValueError:
+        return os.path.relpath(file, root).replace(os.sep, "/")
+
+
+def _read_memo(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_bytes())
+        return data["files"] if data.get("version") == 1 else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def read_file(file: Path) -> tuple[str, int, int, int, str]:
+    """(sha256, height, width, channels, error) of one picture: its bytes hashed, then decoded whole."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        return "", 0, 0, 0, f"cannot read ({exc.strerror or exc})"
+    digest = hashlib.sha256(data).hexdigest()
+    from PIL import Image, UnidentifiedImageError
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            width, height = image.size
+            channels = 1 if image.mode in GRAY_MODES else 3
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        return digest, 0, 0, 0, f"cannot be decoded as an image ({type(exc).__name__}: {str(exc)[:80]})"
+    return digest, height, width, channels, ""
+
+
+def resolved_shape(spec: ImagesData, indexed: Indexed) -> tuple[int, int, int]:
+    """(height, width, channels) every image becomes: the spec's image_size and color_mode, else the images'
+    own (their one size; grayscale when every file is), after `problems` found nothing."""
+    good = [e for e in indexed.entries if not e.error]
+    if spec.image_size:
+        height, width = spec.image_size
+    else:
+        height, width = (good[0].height, good[0].width) if good else (0, 0)
+    if spec.color_mode:
+        channels = 1 if spec.color_mode == "grayscale" else 3
+    else:
+        channels = 1 if good and all(e.channels == 1 for e in good) else 3
+    return height, width, channels
+
+
+def problems(spec: ImagesData, indexed: Indexed, validation: float, test: float) -> list[tuple[str, str]]:
+    """(spec path, message) for each thing a run could not use: an empty folder, an undecodable file, mixed sizes
+    without image_size, a class with too few images for the stratified splits (`needed` per class)."""
+    from tasks.data.profile import needed_per_class
+
+    where = "data.index" if spec.index else "data.path"
+    out = list(indexed.problems)
+    if out:
+        return out
+    if not indexed.entries:
+        what = (f"{Path(spec.index).name} lists no images" if spec.index else
+                f"'{indexed.root.name}' holds no pictures ({', '.join(SUFFIXES)}) in class subfolders")
+        return [(where, f"empty: {what}")]
+    broken = [e for e in indexed.entries if e.error]
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        return [(where, f"{broken[0].path}: {broken[0].error}{more}")]
+    if spec.index and not all(e.label for e in indexed.entries):
+        empty = next(e for e in indexed.entries if not e.label)
+        return [("data.target", f"{empty.path}: the target '{spec.target}' is empty")]
+    if not spec.image_size:
+        first = indexed.entries[0]
+        other = next((e for e in indexed.entries if (e.height, e.width) != (first.height, first.width)), None)
+        if other is not None:
+            return [(where, f"the images' sizes differ: {first.path} is {first.height}x{first.width}, {other.path} "
+                            f"is {other.height}x{other.width}; set data.image_size: [height, width] to resize them")]
+    if target_kind(spec, indexed) == "text" or spec.task == "classification":
+        counts = class_counts(indexed)
+        if spec.index is None and Path(spec.path).is_dir():
+            for child in sorted(Path(spec.path).iterdir()):
+                if child.is_dir() and not child.name.startswith(".") and child.name not in counts:
+                    counts[child.name] = 0
+        for label, count in sorted(counts.items(), key=lambda item: (item[1], item[0])):
+            needed = needed_per_class(validation, test, count)
+            if count < needed:
+                name = f"class folder '{label}/'" if spec.index is None else f"class '{label}'"
+                out.append((where, f"{name} has {count} image(s); the stratified validation ({validation}) and test "
+                                   f"({test}) splits need at least {needed}"))
+                break
+        if len(counts) < 2 and not out:
+            out.append((where, f"{len(counts)} class(es) found; classification needs at least 2"))
+    return out
+
+
+def target_kind(spec: ImagesData, indexed: Indexed) -> str:
+    """"number" when an index's target column holds only numbers (regression under task auto), else "text"."""
+    if spec.index is None:
+        return "text"
+    try:
+        for label in indexed.labels():
+            float(label)
+    except ValueError:
+        return "text"
+    return "number" if indexed.entries else "text"
+
+
+def class_counts(indexed: Indexed) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for label in indexed.labels():
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def summary(spec: ImagesData, indexed: Indexed, task: str) -> str:
+    """What `validate` says about the images: how many, their shape, per class."""
+    height, width, channels = resolved_shape(spec, indexed)
+    text = f"{len(indexed.entries):,} images as {height}x{width}x{channels}"
+    if task == "classification":
+        counts = class_counts(indexed)
+        text += f"; {len(counts)} classes: " + ", ".join(f"{label} {count}" for label, count in sorted(counts.items()))
+    return text + (f" ({indexed.hashed} read now, the rest from the content index)" if indexed.hashed else "")
+
+
+def fingerprint(spec: ImagesData) -> dict:
+    """What the data node's key holds of the images: the content digest and how many there are."""
+    try:
+        indexed = index(spec)
+    except DataError as exc:
+        return {"images": None, "error": str(exc)}
+    return {"images": indexed.digest, "count": len(indexed.entries)}

@@ -1,0 +1,110 @@
+"""Images decoded once into a cache keyed by their content, and read back a batch at a time.
+
+The data task decodes every picture (PIL in threads: resize to the resolved size, convert to grey or RGB)
+into one uint8 `.npy` file [N, height, width, channels] under the artifact root, named by the sha256 of the
+content digest and the shape, written a chunk at a time under a flock'd temporary name (swept once its
+writer is gone) and renamed into place, so a second epoch, a second run or a second spec on the same
+pictures decodes nothing and a killed decode leaves no partial cache. What the task hands on is a
+reference: the dataset's image input holds row numbers into that file (`Feature.source`), never the pixels;
+`rows` reads just the rows it is asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tasks.common.errors import DataError
+from tasks.common.files import owned_temp, sweep_stale
+from tasks.common.hashing import canonical_hash
+from tasks.data import images
+from tasks.data.spec import ImagesData
+
+#: Pictures decoded per chunk (what the decode holds in memory at once).
+CHUNK = 1024
+#: The one input of an images dataset.
+INPUT = "image"
+
+
+def cache_path(store: Path, indexed: images.Indexed, shape: tuple[int, int, int]) -> Path:
+    return store / "decoded" / f"{canonical_hash({'images': indexed.digest, 'shape': list(shape)})}.npy"
+
+
+def decode(indexed: images.Indexed, shape: tuple[int, int, int], store: Path) -> Path:
+    """The decoded cache of these images at `shape`, made now if it is not there (written under a temporary
+    name a chunk at a time, renamed into place when whole)."""
+    target = cache_path(store, indexed, shape)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(target.parent, (".*.partial",))  # what a killed decode left
+    files = [indexed.root / e.path for e in indexed.entries]
+    with owned_temp(target, "partial") as (temp, handle), ThreadPoolExecutor(images.THREADS) as pool:
+        # written, not memory-mapped: a mapped file's written pages count in the process's resident memory
+        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                                      "fortran_order": False, "shape": (len(files), *shape)})
+        for start in range(0, len(files), CHUNK):
+            chunk = list(pool.map(lambda f: decode_one(f.read_bytes(), shape), files[start:start + CHUNK]))
+            if chunk:
+                handle.write(np.stack(chunk).tobytes())
+        handle.flush()
+        os.fsync(handle.fileno())
+        os.replace(temp, target)
+    return target
+
+
+def decode_one(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    """One picture's bytes as uint8 [height, width, channels]: converted to grey or RGB, resized (bilinear)
+    when its size is another. DataError when the bytes are not a picture PIL reads."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = shape
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            converted = image.convert("L" if channels == 1 else "RGB")
+            if converted.size != (width, height):
+                converted = converted.resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(converted, np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot be decoded as an image ({type(exc).__name__})") from None
+    return pixels.reshape(height, width, channels)
+
+
+def rows(source: str, index: np.ndarray) -> np.ndarray:
+    """The decoded images at these row numbers, uint8: only those rows are read, one `pread` per run of
+    consecutive rows (not a memory map, whose touched pages would count as the process's memory)."""
+    index = np.asarray(index, np.int64)
+    try:
+        with open(source, "rb") as handle:
+            np.lib.format.read_magic(handle)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            offset, fd = handle.tell(), handle.fileno()
+            size = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+            out = np.empty((len(index), *shape[1:]), dtype)
+            flat = out.reshape(len(index), size // np.dtype(dtype).itemsize).view(np.uint8)
+            if len(index) and (index.min() < 0 or index.max() >= shape[0]):
+                raise DataError(f"the decoded images {Path(source).name} hold {shape[0]} rows, not row {index.max()}")
+            breaks = np.flatnonzero(np.diff(index) != 1) + 1
+            for run in np.split(np.arange(len(index)), breaks) if len(index) else []:
+                first, count = int(index[run[0]]), len(run)
+                data = os.pread(fd, count * size, offset + first * size)
+                flat[run[0]:run[0] + count] = np.frombuffer(data, np.uint8).reshape(count, -1)
+            return out
+    except FileNotFoundError:
+        raise DataError(f"the decoded images {Path(source).name} are gone from the artifact root's cache; run again "
+                        "with --refresh to decode them") from None
+
+
+def paths(spec: ImagesData, check=None) -> list[str]:
+    """Each image's path relative to the folder, in row order (what a row number of the dataset refers to)."""
+    return [e.path for e in images.index(spec, check).entries]
+
+
+def resolve(values: np.ndarray, source: Optional[str]) -> np.ndarray:
+    """An input's values as pixels: row numbers into `source` read from the cache, anything else as it is."""
+    return rows(source, values) if source else values

@@ -1,0 +1,137 @@
+"""Scoring pictures: a version trained on `data: {kind: images}` scores every picture under a folder (subfolders
+included), or those an index CSV names (its `path` column, else its first), into a CSV or Parquet file of
+`path` (relative to the folder), `actual` (when every picture sits in a subfolder named for one of the model's
+classes), `prediction` and `probability_<class>`.
+
+Streamed: pictures are decoded (PIL, in threads; resized and converted as in training) and scored
+`BATCH_IMAGES` at a time, so memory does not grow with the folder. A file that cannot be decoded does not stop
+the batch: its row has no prediction, and the summary counts it and names the first few (`unreadable`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from tasks.common import faults
+from tasks.common.errors import DataError
+from tasks.common.files import owned_temp, sweep_stale
+from tasks.data import images
+from tasks.data.pixels import decode_one
+from tasks.scoring.model import InputError, Model, describe, file_format, load_model
+from tasks.scoring.outputs import PREVIEW_ROWS, Scored, Summary, output_fields, predictions, preview_rows
+
+#: Pictures decoded and scored per model call.
+BATCH_IMAGES = 256
+#: Unreadable files the summary names.
+NAMED = 5
+
+
+def takes_images(model: Model) -> bool:
+    return any(f.source for f in model.features)
+
+
+def listing(path: Path) -> tuple[Path, list[str]]:
+    """(the folder, every picture's path relative to it, sorted): a folder's pictures at any depth, or an index
+    CSV's `path` column (else its first), relative to the CSV's folder. InputError for anything else."""
+    if path.is_dir():
+        files = sorted(f.relative_to(path).as_posix() for f in path.rglob("*") if f.is_file() and images.is_image(f))
+        return path, files
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        raise InputError(f"{path.name}: the model takes pictures: give a folder of them, or an index .csv with a "
+                         "path column")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if not columns:
+            raise InputError(f"{path.name}: an empty index")
+        column = "path" if "path" in columns else columns[0]
+        return path.parent, [row[column].strip() for row in reader if (row.get(column) or "").strip()]
+
+
+def check_images(model: Model, path: Path) -> None:
+    """InputError before anything is scored: not a folder or index, or no picture in it."""
+    _, files = listing(path)
+    if not files:
+        raise InputError(f"{path.name}: no pictures ({', '.join(images.SUFFIXES)}) to score")
+
+
+def _read(file: Path, shape: tuple) -> tuple[np.ndarray, str]:
+    try:
+        return decode_one(file.read_bytes(), shape), ""
+    except (DataError, OSError) as exc:
+        return np.zeros(shape, np.uint8), str(exc)
+
+
+def score_images(version_dir: Union[Path, str], input_path: Path, output_path: Path,
+                 batch: int = BATCH_IMAGES) -> Scored:
+    """Score every picture of `input_path` into `output_path`; nothing is written when it fails."""
+    started = time.perf_counter()
+    model = describe(version_dir)
+    check_images(model, input_path)
+    root, files = listing(input_path)
+    out_fmt = file_format(output_path, "output")
+    model = load_model(version_dir)
+    (feature,) = model.features
+    shape = tuple(feature.shape)
+    classes = [str(c) for c in model.classes]
+    tops = [name.split("/")[0] if "/" in name else None for name in files]
+    actual = model.task == "classification" and all(top in classes for top in tops)
+    fields = [pa.field("path", pa.string()), *([pa.field("actual", pa.string())] if actual else []),
+              *output_fields(model)]
+    out_schema = pa.schema(fields)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(output_path.parent, (".*.partial",))
+    summary, preview, unreadable, right = Summary(model), [], [], 0
+    import tensorflow as tf
+
+    with owned_temp(output_path, "partial") as (partial, _), ThreadPoolExecutor(images.THREADS) as pool:
+        writer = pacsv.CSVWriter(str(partial), out_schema) if out_fmt == "csv" else pq.ParquetWriter(str(partial), out_schema)
+        with writer:
+            for start in range(0, len(files), batch):
+                names = files[start:start + batch]
+                read = list(pool.map(lambda name: _read(root / name, shape), names))
+                broken = np.array([bool(error) for _, error in read])
+                unreadable += [(name, error) for name, (_, error) in zip(names, read) if error]
+                good = np.flatnonzero(~broken)
+                if len(good):
+                    pixels = np.stack([read[i][0] for i in good]).astype(np.float32)
+                    added, counted = predictions(model, model.signature(**{feature.input_name: tf.constant(pixels)}),
+                                                 len(good))
+                    summary.add(counted)
+                else:
+                    added, counted = [pa.nulls(0, f.type) for f in output_fields(model)], np.zeros(0, np.int64)
+                where = np.cumsum(~broken) - 1  # each row's place among the scored ones; masked where broken
+                take = pa.array(np.maximum(where, 0), pa.int64(), mask=broken)
+                columns = [pa.array(names)]
+                if actual:
+                    labels = [top for top in tops[start:start + batch]]
+                    columns.append(pa.array(labels))
+                    if len(good):
+                        guessed = np.full(len(names), -1)
+                        guessed[good] = counted
+                        right += sum(1 for i, label in enumerate(labels)
+                                     if guessed[i] >= 0 and classes[guessed[i]] == label)
+                columns += [column.take(take) for column in added]
+                out = pa.RecordBatch.from_arrays(columns, schema=out_schema)
+                writer.write_batch(out)
+                faults.point("scoring-batch")
+                if len(preview) < PREVIEW_ROWS:
+                    preview += preview_rows(out.slice(0, PREVIEW_ROWS - len(preview)))
+        os.replace(partial, output_path)
+    result = summary.result(len(files))
+    result["unreadable"] = len(unreadable)
+    result["unreadable_files"] = [f"{name}: {error}" for name, error in unreadable[:NAMED]]
+    if actual:
+        scored = len(files) - len(unreadable)
+        result["accuracy"] = right / scored if scored else None
+    return Scored(len(files), time.perf_counter() - started, result, preview, output_path)
