@@ -90,8 +90,15 @@ class Client:
 
     def call(self, method: str, path: str, body=None) -> tuple[int, dict | str]:
         data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-        self.connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
-        response = self.connection.getresponse()
+        try:
+            self.connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            response = self.connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # uvicorn closes a keep-alive connection idle for 5 s (a slow step between two calls on a loaded
+            # machine); an HTTP client opens a new one and sends again, as this does once
+            self.connection.close()
+            self.connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            response = self.connection.getresponse()
         text = response.read().decode()
         is_json = response.getheader("content-type", "").startswith("application/json")
         return response.status, json.loads(text) if is_json else text
