@@ -158,7 +158,7 @@ def test_mixed_sizes_without_image_size_name_two_files(tmp_path, artifacts):
     from PIL import Image
 
     err = _bad(tmp_path, lambda f: Image.fromarray(np.zeros((20, 18), np.uint8)).save(f / "square" / "wide.png"))
-    assert "bad.yaml:4:3: data.path: the images' sizes differ:" in err and "square/wide.png is 20x18" in err, err
+    assert "bad.yaml:4:3: data.path: the images' sizes differ:" in err and "square/wide.png is 20 high and 18 wide" in err, err
 
 
 def test_an_empty_folder_is_a_positioned_error(tmp_path, artifacts):
@@ -199,7 +199,8 @@ def test_predict_on_a_folder_writes_a_row_per_image_and_names_a_broken_file(plac
     np.testing.assert_allclose(encoded["probabilities"].numpy(), decoded["probabilities"].numpy(), atol=1e-6)
     strict = trainflow("predict", f"{result['name']}@{result['version']}", str(folder), "--output", str(out),
                        "--artifacts", str(place / "artifacts"), "--strict")
-    assert strict.returncode == 2 and "could not be decoded (--strict)" in strict.stderr, strict.stderr
+    assert strict.returncode == 2 and "could not be decoded (--strict" in strict.stderr, strict.stderr
+    assert "square/broken.png" in strict.stderr.strip().splitlines()[-1], "the refusal names the file"
 
 
 @pytest.mark.slow
@@ -226,6 +227,15 @@ def test_moving_touching_and_adding_images(place, least, tmp_path):
     assert again.hashed == 1 and again.digest == before.digest, "one file re-hashed, its bytes unchanged"
     from PIL import Image
 
+    # rewritten in place with its old mtime restored (rsync --inplace -t): the ctime still tells
+    stamp = touched.stat()
+    swapped = (moved / "renamed" / "circle" / "circle_000.png").read_bytes()
+    with open(touched, "r+b") as handle:
+        handle.write(swapped)
+        handle.truncate()
+    os.utime(touched, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    rewritten = images.index(ImagesData(kind="images", path=str(moved / "renamed")))
+    assert rewritten.hashed == 1 and rewritten.digest != before.digest, "a circle in cross/ is other content"
     Image.fromarray(draw(0, SIZE, np.random.default_rng(99))).save(moved / "renamed" / "circle" / "extra.png")
     result, _ = _run(place, "name: shapes\ndata: {kind: images, path: moved/renamed}\n", "added.yaml")
     assert _states(result)["data"] == "Completed" and _states(result)["train"] == "Completed", result["tasks"]
@@ -249,6 +259,19 @@ def test_an_index_table_spec_trains(place, prefect_server):
     metrics = json.loads((version / "metrics.json").read_text())
     assert _states(result)["train"] == "Completed"
     assert metrics["epochs"] == 3 and metrics["test_loss"] < metrics["initial_loss"], metrics
+
+
+def test_a_picture_listed_twice_in_an_index_is_refused_at_its_second_line(tmp_path, artifacts):
+    from tasks.data import images
+    from tasks.data.spec import ImagesData
+
+    draw_folder(tmp_path / "pics", per_class=6, size=16)
+    (tmp_path / "labels.csv").write_text("file,label\npics/cross/cross_000.png,cross\npics/circle/circle_000.png,"
+                                         "circle\npics/cross/cross_000.png,circle\n")
+    spec = ImagesData(kind="images", index=str(tmp_path / "labels.csv"), path_column="file", target="label")
+    _, found, problems = images.listing(spec)
+    assert problems == [("data.index", "labels.csv:4: 'pics/cross/cross_000.png' is already on line 2; each "
+                                       "picture must be listed once")]
 
 
 def test_a_path_in_an_index_outside_the_data_roots_is_refused_before_any_image_is_read(tmp_path, artifacts):

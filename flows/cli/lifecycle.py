@@ -65,7 +65,9 @@ def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug
 
 def _strict(summary: dict, strict: bool) -> None:
     if strict and summary.get("unreadable"):
-        fail(f"{summary['unreadable']} picture(s) could not be decoded (--strict)", 2)
+        named = "; ".join(summary.get("unreadable_files", []))
+        fail(f"{summary['unreadable']} picture(s) could not be decoded (--strict; the others are scored in the "
+             f"output): {named}", 2)
 
 
 @app.command()

@@ -4,7 +4,7 @@ The images' identity is their content, not where they are: the data key is the s
 (path relative to the folder, the file's sha256, its label), so moving or renaming the folder keeps every
 cached result, and adding, removing, relabelling or editing one image changes the key. Hashing every file on
 every plan would cost a read of the whole folder, so an index file under the artifact root remembers each
-file's hash (and its decoded size and mode) under (relative path, size, mtime_ns, inode), git's rule for its
+file's hash (and its decoded size and mode) under (relative path, size, mtime_ns, ctime_ns, inode), git's rule for its
 own index: an unchanged file is not read again, a touched file is re-hashed (and its key does not change when
 its bytes did not), a renamed folder keeps its files' inodes and is not re-read. `Indexed.hashed` counts the
 files read this time.
@@ -120,11 +120,15 @@ def _index_rows(spec: ImagesData, check) -> tuple[Path, list[tuple[Path, str]], 
     for where, column in (("data.path_column", spec.path_column), ("data.target", spec.target)):
         if column not in columns:
             return root, [], [(where, f"'{column}' is not a column of {table.name}; it has: {', '.join(columns)}")]
-    found = []
+    found, lines = [], {}
     for number, row in enumerate(rows, start=2):
         name = (row.get(spec.path_column) or "").strip()
         if not name:
             return root, [], [("data.index", f"{table.name}:{number}: column '{spec.path_column}' is empty")]
+        if name in lines:  # twice would put one picture in two splits, or give it two labels
+            return root, [], [("data.index", f"{table.name}:{number}: '{name}' is already on line {lines[name]}; "
+                                             "each picture must be listed once")]
+        lines[name] = number
         given = root / name
         file = check(str(given), "data.index") if check else given
         found.append((Path(file), (row.get(spec.target) or "").strip()))
@@ -146,7 +150,9 @@ def index(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None, 
         except OSError:
             entries[i] = Entry(relative, label, error="no such file")
             continue
-        key = f"{relative}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_dev}:{stat.st_ino}"
+        # ctime too, as git's index has it: an in-place rewrite that restores the mtime (rsync --inplace -t)
+        # still changes the ctime, which nothing but the kernel sets
+        key = f"{relative}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_dev}:{stat.st_ino}"
         known = memo.get(key)
         if known:
             entries[i] = Entry(relative, label, *known)
@@ -199,6 +205,10 @@ def read_file(file: Path) -> tuple[str, int, int, int, str]:
             width, height = image.size
             channels = 1 if image.mode in GRAY_MODES else 3
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        if not data:
+            return digest, 0, 0, 0, "cannot be decoded as an image (the file is empty)"
+        if isinstance(exc, UnidentifiedImageError):  # its text names an in-memory object's address: noise
+            return digest, 0, 0, 0, "cannot be decoded as an image (not a PNG, JPEG, BMP or GIF that PIL can read)"
         return digest, 0, 0, 0, f"cannot be decoded as an image ({type(exc).__name__}: {str(exc)[:80]})"
     return digest, height, width, channels, ""
 
@@ -242,8 +252,8 @@ def problems(spec: ImagesData, indexed: Indexed, validation: float, test: float)
         first = indexed.entries[0]
         other = next((e for e in indexed.entries if (e.height, e.width) != (first.height, first.width)), None)
         if other is not None:
-            return [(where, f"the images' sizes differ: {first.path} is {first.height}x{first.width}, {other.path} "
-                            f"is {other.height}x{other.width}; set data.image_size: [height, width] to resize them")]
+            return [(where, f"the images' sizes differ: {first.path} is {first.height} high and {first.width} wide, "
+                            f"{other.path} is {other.height} high and {other.width} wide; set data.image_size: [height, width] to resize them")]
     if target_kind(spec, indexed) == "text" or spec.task == "classification":
         counts = class_counts(indexed)
         if spec.index is None and Path(spec.path).is_dir():
