@@ -185,3 +185,26 @@ def test_table_columns_from_several_requests_are_joined_as_arrow_arrays():
     seen, answers = asyncio.run(scenario())
     assert [s.to_pylist() for s in seen] == [["a", "b", "c"]]
     assert [a["n"].tolist() for a in answers] == [[0], [1, 2]]
+
+
+@pytest.mark.parametrize("imputed", [False, True], ids=["as sent", "imputed"])
+def test_a_small_batchs_text_cells_convert_through_the_memo_as_column_wise_conversion_does(imputed):
+    from pathlib import Path
+
+    from tasks.scoring.model import Model
+    from tasks.serving.call import TextMemo, _convert
+    from tasks.scoring.cells import unseen_cells
+
+    plan = Feature("plan", "plan", "text", ["basic", "pro", "missing"])
+    promo = Feature("promo", "promo", "text", ["False", "True"])  # a true/false column, read as training read it
+    model = Model(Path("."), "classification", [plan, promo], ["no", "yes"], impute=imputed)
+    cells = [" pro ", "pro", None, "", "  ", "TRUE", "true", "1", "0", "False", "max", "basic\t", "pro"]
+    for feature in (plan, promo):
+        memo = TextMemo(model, feature)
+        part = Model(Path("."), "classification", [feature], impute=imputed)
+        (expected,) = _convert(part, pa.record_batch([pa.array(cells, pa.string())], names=[feature.name]))
+        for _ in range(2):  # converted, then remembered
+            texts, unseen = memo(pa.array(cells, pa.string()))
+            assert texts == expected.to_pylist()
+            assert unseen.tolist() == unseen_cells(feature, expected).to_pylist()
+    assert "missing" in texts if imputed else "" in texts

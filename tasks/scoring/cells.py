@@ -8,6 +8,7 @@ cell that is not an ISO date is refused, naming its row (`BadCell`).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Union
 
@@ -25,6 +26,10 @@ from tasks.scoring.read import BadCell, Source, is_binary, is_string
 
 TRUE_SPELLINGS = pacsv.ConvertOptions().true_values  # the spellings pyarrow reads as booleans, which training saw as
 FALSE_SPELLINGS = pacsv.ConvertOptions().false_values  # 'True' / 'False'
+# The same as Arrow arrays, made once: an online request's batch is a few rows, and making a value set costs it
+# more than looking a cell up in one.
+_TRUE, _FALSE, _NULL_MARKERS = (pa.array(values, pa.string()) for values in (TRUE_SPELLINGS, FALSE_SPELLINGS,
+                                                                             NULL_MARKERS))
 
 
 def feature_columns(source: Source, batch: pa.RecordBatch) -> list[Union[np.ndarray, pa.Array]]:
@@ -69,7 +74,12 @@ def unseen(model: Model, columns: list, examples: int = 3) -> dict[str, tuple[in
 
 def unseen_cells(feature: Feature, column: pa.Array) -> pa.BooleanArray:
     """Which cells of a text feature's column hold a value its training split never had."""
-    return pc.invert(pc.is_in(column, value_set=pa.array(feature.vocabulary, pa.string())))
+    return pc.invert(pc.is_in(column, value_set=_vocabulary(tuple(feature.vocabulary))))
+
+
+@functools.lru_cache(maxsize=256)
+def _vocabulary(values: tuple[str, ...]) -> pa.Array:
+    return pa.array(values, pa.string())
 
 
 def _number(name: str, array: pa.Array) -> np.ndarray:
@@ -78,7 +88,7 @@ def _number(name: str, array: pa.Array) -> np.ndarray:
         return np.full(len(array), np.nan, np.float32)
     if is_string(kind):
         trimmed = pc.utf8_trim_whitespace(array.cast(pa.string()))
-        empty = pc.or_(pc.equal(trimmed, ""), pc.is_in(trimmed, value_set=pa.array(NULL_MARKERS)))
+        empty = pc.or_(pc.equal(trimmed, ""), pc.is_in(trimmed, value_set=_NULL_MARKERS))
         cells = pc.if_else(empty, pa.scalar(None, pa.string()), trimmed)
         try:
             values = pc.cast(cells, pa.float64())
@@ -87,7 +97,7 @@ def _number(name: str, array: pa.Array) -> np.ndarray:
             raise BadCell(name, index, f"holds text ({excerpt(cells[index].as_py())}), "
                                         "the model needs numbers") from None
     else:
-        values = pc.cast(array, pa.float64(), safe=False)
+        values = array if kind == pa.float64() else pc.cast(array, pa.float64(), safe=False)
     if values.null_count:  # (a call skipped when there is nothing to fill: it costs an online request ~15 µs)
         values = values.fill_null(math.nan)
     return values.to_numpy(zero_copy_only=False).astype(np.float32)
@@ -103,15 +113,15 @@ def _text(name: str, array: pa.Array, feature: Feature) -> pa.Array:
         text = pc.if_else(array, "True", "False")
     elif is_string(kind) or is_binary(kind):
         try:
-            text = pc.utf8_trim_whitespace(array.cast(pa.string()))
+            text = pc.utf8_trim_whitespace(array if kind == pa.string() else array.cast(pa.string()))
         except pa.ArrowInvalid:
             index = next(j for j, v in enumerate(array.to_pylist()) if not _utf8(v))
             raise BadCell(name, index, "holds a cell that is not UTF-8 text") from None
     else:  # numbers, dates and times: their text, as training kept them
         text = array.cast(pa.string())
     if is_boolean_feature(feature) and not pa.types.is_boolean(kind):  # training read true/false cells
-        text = pc.if_else(pc.is_in(text, value_set=pa.array(TRUE_SPELLINGS)), "True",
-                          pc.if_else(pc.is_in(text, value_set=pa.array(FALSE_SPELLINGS)), "False", text))
+        text = pc.if_else(pc.is_in(text, value_set=_TRUE), "True",
+                          pc.if_else(pc.is_in(text, value_set=_FALSE), "False", text))
     return text.fill_null("") if text.null_count else text
 
 
@@ -122,14 +132,14 @@ def _date(name: str, array: pa.Array, feature: Feature) -> pa.Array:
     first = first_bad_date(text)
     if first is not None:
         raise BadCell(name, first, f"holds {excerpt(text[first].as_py())}, not {dates.EXPECTED}")
-    return pc.if_else(pc.is_in(text, value_set=pa.array(NULL_MARKERS)), "", text)
+    return pc.if_else(pc.is_in(text, value_set=_NULL_MARKERS), "", text)
 
 
 def first_bad_date(text: pa.Array) -> Optional[int]:
     """The index of the first cell of a trimmed text column that is neither empty (a null marker included) nor
     an ISO date, or None."""
     encoded = pc.dictionary_encode(text)
-    markers = pc.is_in(encoded.dictionary, value_set=pa.array(NULL_MARKERS)).to_numpy(zero_copy_only=False)
+    markers = pc.is_in(encoded.dictionary, value_set=_NULL_MARKERS).to_numpy(zero_copy_only=False)
     wrong = dates.parse(encoded.dictionary).bad & ~markers
     if not wrong.any():
         return None

@@ -75,6 +75,14 @@ def predictions(model: Model, outputs: dict, rows: int,
         if len(values) != rows:
             raise DataError(f"{model.path}: the model returned {len(values)} predictions for {rows} rows")
         return [pa.array(values)], values
+    probabilities, index = class_index(model, outputs, rows)
+    labels = class_labels(model.classes, spelling).take(pa.array(index, pa.int64(), mask=index < 0))
+    per_class = np.ascontiguousarray(probabilities.T)
+    return [labels, *(pa.array(per_class[j]) for j in range(len(model.classes)))], index
+
+
+def class_index(model: Model, outputs: dict, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """A classifier's probabilities (float32, rows by classes) and each row's class index, -1 for none."""
     probabilities = np.asarray(outputs["probabilities"], np.float32)
     k = len(model.classes)
     if probabilities.shape != (rows, k):
@@ -82,11 +90,8 @@ def predictions(model: Model, outputs: dict, rows: int,
                         f"expected ({rows}, {k}) for the {k} classes in classes.json")
     index = np.asarray(outputs["class_index"]).astype(np.int64).reshape(-1)
     # a row with a NaN input has NaN probabilities: no class, rather than argmax's arbitrary first one
-    unknown = ~np.isfinite(probabilities).all(axis=1)
-    index[unknown] = -1
-    labels = class_labels(model.classes, spelling).take(pa.array(index, pa.int64(), mask=unknown))
-    per_class = np.ascontiguousarray(probabilities.T)
-    return [labels, *(pa.array(per_class[j]) for j in range(k))], index
+    index[~np.isfinite(probabilities).all(axis=1)] = -1
+    return probabilities, index
 
 
 class Summary:

@@ -1,10 +1,14 @@
-"""The HTTP side: a Starlette app speaking TensorFlow Serving's REST API over a `Registry`.
+"""The HTTP side: TensorFlow Serving's REST API over a `Registry`, as an ASGI app for uvicorn.
 
     GET  /v1/models/NAME[/versions/N|/labels/L]             status (the versions answering, and those loading)
     GET  /v1/models/NAME[/versions/N|/labels/L]/metadata    the signature, and trainflow's columns and classes
     POST /v1/models/NAME[/versions/N|/labels/L]:predict     {"instances": [...]} or {"inputs": {...}}
     GET  /healthz                                           200 with what each label serves
     GET  /metrics                                           Prometheus's text format
+
+`/v1/models/…` is answered by a plain ASGI handler (`ModelAPI`): it is the hot path, and Starlette's routing,
+middleware and request and response objects cost a one-row prediction more than its parsing does. Starlette
+serves the rest (`/healthz`, `/metrics`, 404s) and runs the registry's start and stop.
 
 NAME alone is answered by the first reference the server was given for that name. Every error is
 `{"error": "..."}`: 400 for a request the model cannot take (naming the field, never quoting its value), 404 for
@@ -35,81 +39,107 @@ from tasks.serving.registry import NotFound, Registry
 
 log = logging.getLogger("trainflow.serving")
 
+PREFIX = "/v1/models/"
 PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d{1,9})|/labels/(?P<label>[^/:]+))?"
                   r"(?P<tail>/metadata|:predict|:classify|:regress)?$")
 APIS = {None: "status", "/metadata": "metadata", ":predict": "predict"}
 #: Bodies larger than this are parsed in a worker thread, so a big request does not hold up the others.
 PARSE_IN_THREAD = 256 * 1024
+JSON = [(b"content-type", b"application/json")]
 
 
-def _json(body: dict, code: int = 200, headers: Optional[dict] = None) -> Response:
-    return Response(responses.dumps(body), status_code=code, media_type="application/json", headers=headers)
+class _Gone(Exception):
+    """The client went away before its request was read: nobody to answer."""
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class _Answer(Exception):
+    """An answer other than 200, with its status and extra headers."""
+
+    def __init__(self, status: int, message: str, headers: Optional[list] = None):
+        self.status, self.message, self.headers = status, message, headers or []
+
+
+async def read_body(scope: dict, receive, limit: int) -> bytes:
     """The body, or RequestError 413 past `limit` bytes. A body a little over is read to its end first (up to
     four times the limit), so the client, still sending, gets the answer rather than a broken connection."""
-    declared = request.headers.get("content-length")
+    declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
     if declared is not None and declared.isdigit() and int(declared) > 4 * limit:
         raise RequestError(f"request body of {int(declared)} bytes is over this server's limit of {limit} bytes", 413)
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Gone()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size <= limit:
             chunks.append(chunk)
         elif size > 4 * limit:
             break
+        if not message.get("more_body", False):
+            break
     if size > limit:
         raise RequestError(f"request body over this server's limit of {limit} bytes", 413)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def build_app(registry: Registry) -> Starlette:
-    metrics, limit = registry.metrics, registry.settings.max_body_bytes
+class ModelAPI:
+    """`/v1/models/…` as a plain ASGI handler: status, metadata and predict."""
 
-    async def models(request: Request) -> Response:
+    def __init__(self, registry: Registry):
+        self.registry, self.metrics, self.limit = registry, registry.metrics, registry.settings.max_body_bytes
+
+    async def __call__(self, scope: dict, receive, send) -> None:
         started = time.perf_counter()
-        match = PATH.match(request.path_params["rest"])
+        method, path = scope["method"], scope["path"]
+        match = PATH.match(path[len(PREFIX):])
         api = APIS.get(match["tail"], "other") if match else "other"
         name = match["name"] if match else ""
+        headers = JSON
         try:
-            response = await _answer(request, match, api)
+            status, body = 200, await self._answer(scope, receive, method, match, api)
         except asyncio.CancelledError:
             raise
+        except _Gone:
+            return
         except RequestError as exc:
-            response = _json({"error": exc.message}, exc.status)
+            status, body = exc.status, responses.error(exc.message)
         except NotFound as exc:
-            response = _json({"error": str(exc)}, 404)
+            status, body = 404, responses.error(str(exc))
+        except _Answer as exc:
+            status, body, headers = exc.status, responses.error(exc.message), JSON + exc.headers
         except Exception:
-            log.exception("%s %s failed", request.method, request.url.path[:200])
-            response = _json({"error": "the server failed on this request (its log has the details)"}, 500)
-        metrics.answered(name if name in registry.routes else "", api, response.status_code,
-                         time.perf_counter() - started)
-        return response
+            log.exception("%s %s failed", method, path[:200])
+            status, body = 500, responses.error("the server failed on this request (its log has the details)")
+        self.metrics.answered(name if name in self.registry.routes else "", api, status, time.perf_counter() - started)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
-    async def _answer(request: Request, match: Optional[re.Match], api: str) -> Response:
+    async def _answer(self, scope: dict, receive, method: str, match: Optional[re.Match], api: str) -> bytes:
         if match is None or api == "other":
             what = "classify and regress are not served; use :predict" if match else "no such API"
             raise NotFound(f"{what} (see GET /v1/models/NAME, …/metadata and POST …:predict)")
-        version = int(match["version"]) if match["version"] else None
         wanted = "POST" if api == "predict" else "GET"
-        if request.method != wanted:
-            return _json({"error": f"{api} takes {wanted}, not {request.method}"}, 405, {"Allow": wanted})
+        if method != wanted:
+            raise _Answer(405, f"{api} takes {wanted}, not {method}", [(b"allow", wanted.encode())])
+        registry = self.registry
         name, label = match["name"], match["label"]
+        version = int(match["version"]) if match["version"] else None
         if api == "status":
             entries = registry.status(name, version, label)
             routes = [r for r in registry.routes[name] if label is None or r.label == label]
-            return _json(responses.status(entries, routes))
+            return responses.dumps(responses.status(entries, routes))
         route, served = registry.find(name, version, label)
         if api == "metadata":
-            return _json(responses.metadata(served, registry.routes[name]))
-        return await _predict(request, route, served)
+            return responses.dumps(responses.metadata(served, registry.routes[name]))
+        return await self._predict(scope, receive, route, served)
 
-    async def _predict(request: Request, route, served) -> Response:
-        registry.enter(served)
+    async def _predict(self, scope: dict, receive, route, served) -> bytes:
+        self.registry.enter(served)
         submitted = False
         try:
-            body = await read_body(request, limit)
+            body = await read_body(scope, receive, self.limit)
             if len(body) > PARSE_IN_THREAD:
                 parsed = await asyncio.to_thread(parse, body, served.inputs)
             else:
@@ -124,12 +154,19 @@ def build_app(registry: Registry) -> Starlette:
                             type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
                 raise RequestError(f"the model could not score this request ({type(exc).__name__}); the server's "
                                    "log has TensorFlow's reason") from None
-            answer = responses.predict(served, route, parsed, outputs)
-            return _json(answer)
+            return responses.dumps(responses.predict(served, route, parsed, outputs))
         finally:
             if not submitted:
                 served.batcher.give_up()
-            registry.leave(served)
+            self.registry.leave(served)
+
+
+def build_app(registry: Registry):
+    """The server's ASGI app: `/v1/models/…` to `ModelAPI`, everything else (and the lifespan) to Starlette."""
+    metrics = registry.metrics
+
+    def _json(body: dict, code: int = 200) -> Response:
+        return Response(responses.dumps(body), status_code=code, media_type="application/json")
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok", "models": {name: {r.label: r.current.version.label for r in routes}
@@ -149,7 +186,14 @@ def build_app(registry: Registry) -> Starlette:
         finally:
             await registry.stop()
 
-    return Starlette(routes=[Route("/v1/models/{rest:path}", models, methods=["GET", "POST", "PUT", "DELETE"]),
-                             Route("/healthz", healthz, methods=["GET"]),
-                             Route("/metrics", prometheus, methods=["GET"])],
+    rest = Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), Route("/metrics", prometheus, methods=["GET"])],
                      exception_handlers={HTTPException: not_found}, lifespan=lifespan)
+    models = ModelAPI(registry)
+
+    async def app(scope: dict, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            await models(scope, receive, send)
+        else:
+            await rest(scope, receive, send)
+
+    return app

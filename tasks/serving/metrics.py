@@ -17,6 +17,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._series: dict[tuple, tuple] = {}
         r = self.registry
         self.requests = Counter("trainflow_serving_requests", "HTTP requests answered, by model, API and status code",
                                 ["model", "api", "code"], registry=r)
@@ -38,10 +39,16 @@ class Metrics:
                                      ["model", "label"], registry=r)
 
     def answered(self, model: str, api: str, code: int, seconds: float) -> None:
-        self.requests.labels(model, api, str(code)).inc()
-        if code >= 400:
-            self.errors.labels(model, api, str(code)).inc()
-        self.latency.labels(model, api).observe(seconds)
+        series = self._series.get((model, api, code))
+        if series is None:  # the labels looked up once per kind of answer (a few per model), not per request
+            series = self._series[model, api, code] = (
+                self.requests.labels(model, api, str(code)),
+                self.errors.labels(model, api, str(code)) if code >= 400 else None, self.latency.labels(model, api))
+        requests, errors, latency = series
+        requests.inc()
+        if errors is not None:
+            errors.inc()
+        latency.observe(seconds)
 
     def batched(self, model: str, rows: int, requests: int) -> None:
         self.batch_rows.labels(model).observe(rows)

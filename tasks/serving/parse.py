@@ -112,17 +112,15 @@ class _Where:
     """How a message names a value: `instances[3].age`, `instances[3]`, `inputs.age[3]`, `inputs[3]`."""
 
     def __init__(self, columnar: bool, label: Optional[str]):
-        self.columnar, self.label = columnar, None if label is None else _name(label)
+        self.columnar, self.label = columnar, label  # shown through _name, only when a message needs it
 
     def row(self, i: int) -> str:
-        if self.columnar:
-            return f"inputs{'.' + self.label if self.label else ''}[{i}]"
-        return f"instances[{i}]{'.' + self.label if self.label else ''}"
+        label = "." + _name(self.label) if self.label else ""
+        return f"inputs{label}[{i}]" if self.columnar else f"instances[{i}]{label}"
 
     def whole(self) -> str:
-        if self.columnar:
-            return f"inputs{'.' + self.label if self.label else ''}"
-        return f"instances[*]{'.' + self.label if self.label else ''}"
+        label = "." + _name(self.label) if self.label else ""
+        return f"inputs{label}" if self.columnar else f"instances[*]{label}"
 
 
 def _name(name: str) -> str:
@@ -134,9 +132,13 @@ def _is_bytes(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"b64"}
 
 
-def _named(item: dict, specs: list[TensorSpec], where: str) -> dict[str, Any]:
+def _by_name(specs: list[TensorSpec]) -> dict[str, TensorSpec]:
+    return {name: spec for spec in specs for name in spec.names}
+
+
+def _named(item: dict, specs: list[TensorSpec], where: str, by_name: Optional[dict] = None) -> dict[str, Any]:
     """The values of an object of named inputs, by signature key: every input once, nothing else."""
-    by_name = {name: spec for spec in specs for name in spec.names}
+    by_name = by_name or _by_name(specs)
     found: dict[str, Any] = {}
     for name, value in item.items():
         spec = by_name.get(name)
@@ -162,9 +164,10 @@ def _rows(instances: Any, specs: list[TensorSpec]) -> dict[str, list]:
         raise RequestError("instances: empty; send at least one row")
     columns: dict[str, list] = {spec.key: [] for spec in specs}
     single = specs[0] if len(specs) == 1 else None
+    by_name = _by_name(specs)
     for i, item in enumerate(instances):
         if isinstance(item, dict) and not _is_bytes(item):
-            values = _named(item, specs, f"instances[{i}]")
+            values = _named(item, specs, f"instances[{i}]", by_name)
         elif single is not None:
             values = {single.key: item}
         else:

@@ -22,6 +22,7 @@ answered when. Only versions under the server's artifact root are served: refere
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ import numpy as np
 from tasks.lifecycle.aliases import Aliases, RefError, lookup, resolve, valid_alias
 from tasks.publish.store import Store, Version
 from tasks.scoring.model import InputError, Model, load_model
+from tasks.scoring.outputs import class_labels
 from tasks.serving import call, signature
 from tasks.serving.batching import Batcher
 from tasks.serving.metrics import Metrics
@@ -65,14 +67,21 @@ class Served:
     batcher: Optional[Batcher] = None
     routes: int = 0  # routes answering with it
     users: int = 0  # requests holding it
+    memos: dict = field(default_factory=dict)  # text columns' converted values (`call.TextMemo`), by input key
 
     @property
     def ref(self) -> str:
         return f"{self.version.name}@{self.version.label}"
 
+    @functools.cached_property
+    def class_labels(self) -> tuple[list, list[str]]:
+        """A classifier's labels as `predict` writes them (their JSON values) and as probabilities' keys (text),
+        worked out once rather than per request."""
+        return class_labels(self.model.classes).to_pylist(), [str(c) for c in self.model.classes]
+
     def call(self, inputs: dict) -> dict[str, np.ndarray]:
         """The model on a batch (blocking TensorFlow work: call it from a worker thread)."""
-        return call.call(self.model, self.inputs, inputs)
+        return call.call(self.model, self.inputs, inputs, self.memos)
 
 
 def load_version(version: Version, root: Path) -> Served:

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import orjson
 
-from tasks.scoring.outputs import predictions
+from tasks.scoring.outputs import class_index
 from tasks.serving.call import UNSEEN
 from tasks.serving.parse import Request
 from tasks.serving.registry import Route, Served
@@ -70,10 +70,10 @@ def _ours(served: Served, route: Optional[Route], request: Request, outputs: dic
     if not model.features or model.output_key not in outputs:
         return ours
     if model.task == "classification":
-        (labels, *_), _ = predictions(model, outputs, request.rows)
-        classes = [str(c) for c in model.classes]
-        ours["prediction"] = labels.to_pylist()
-        ours["probabilities"] = [dict(zip(classes, row)) for row in np.asarray(outputs[model.output_key], np.float32)]
+        probabilities, index = class_index(model, outputs, request.rows)
+        labels, names = served.class_labels
+        ours["prediction"] = [labels[i] if i >= 0 else None for i in index.tolist()]
+        ours["probabilities"] = [dict(zip(names, row)) for row in probabilities]
     elif outputs[model.output_key].size == request.rows:  # one value per row, as `predict` writes it
         ours["prediction"] = np.asarray(outputs[model.output_key], np.float32).reshape(-1)
     ours["unseen"] = unseen(served, request, outputs)
@@ -85,13 +85,13 @@ def unseen(served: Served, request: Request, outputs: dict[str, np.ndarray], exa
     its one unknown category), and the first few such values (as sent, trimmed, at most 40 characters)."""
     import pyarrow as pa
 
-    by_column = {spec.feature.name: spec for spec in served.inputs if spec.is_column}
     found = {}
     for key, marks in outputs.items():
         if not key.startswith(UNSEEN) or not marks.any():
             continue
         column = key[len(UNSEEN):]
-        sent = request.inputs[by_column[column].key].filter(pa.array(marks)).to_pylist()
+        spec = next(spec for spec in served.inputs if spec.is_column and spec.feature.name == column)
+        sent = request.inputs[spec.key].filter(pa.array(marks)).to_pylist()
         values = list(dict.fromkeys((v or "").strip()[:40] for v in sent))[:examples]
         found[column] = {"count": int(marks.sum()), "examples": values}
     return found
