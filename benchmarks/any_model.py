@@ -28,6 +28,8 @@ import common  # noqa: F401
 import numpy as np
 from common import ROOT, TRAINFLOW, table, write_section
 
+from tests.shapes import shapes
+
 N, SIZE, BATCH, RATE = 20_000, 16, 128, 0.005
 LAYERS = """\
     - {Reshape: {target_shape: [16, 16, 1]}}
@@ -77,27 +79,6 @@ model.fit(x, y, batch_size={BATCH}, epochs=epochs, shuffle=False, verbose=0)
 seconds = time.perf_counter() - started
 print(json.dumps({{"seconds": seconds, "initial": initial, "loss": model.evaluate(x, y, batch_size=4096, verbose=0)}}))
 """
-
-
-def shapes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy 16x16 outlines of circles, squares and crosses (tests/test_any_model.py's images)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    labels = np.arange(n) % 3
-    rng.shuffle(labels)
-    images = np.zeros((n, SIZE, SIZE), np.float32)
-    for i, label in enumerate(labels):
-        r = rng.uniform(2.5, 4.5)
-        cy, cx = rng.uniform(r + 0.5, SIZE - 1.5 - r, 2)
-        if label == 0:
-            drawn = np.abs(np.hypot(yy - cy, xx - cx) - r) < 0.7
-        elif label == 1:
-            drawn = np.abs(np.maximum(np.abs(yy - cy), np.abs(xx - cx)) - r) < 0.6
-        else:
-            drawn = (((np.abs(yy - cy) < 0.6) & (np.abs(xx - cx) <= r))
-                     | ((np.abs(xx - cx) < 0.6) & (np.abs(yy - cy) <= r)))
-        images[i] = drawn * rng.uniform(0.7, 1.0) + rng.normal(0, 0.25, (SIZE, SIZE))
-    return images, labels
 
 
 def _timed(args: list[str], env: dict) -> tuple[float, dict]:
@@ -206,7 +187,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        images, labels = shapes(N, 0)
+        images, labels = shapes(N, 0, size=SIZE)
         np.savez(folder / "images.npz", images=images, labels=labels)
         proc, url = start_server(folder / "home")
         env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(folder / "home"),

@@ -29,13 +29,15 @@ import common  # noqa: F401
 import numpy as np
 from common import ROOT, TRAINFLOW, table, write_section
 
+from tests.shapes import as_uint8, picture
+
 N, SIZE, BATCH = 20_000, 32, 128
 MEMORY_SIZES = (2_000, 20_000, 200_000)
 CLASSES = ("circle", "square", "cross")
 
 
 def draw(folder: Path, n: int, seed: int = 0) -> None:
-    """n noisy pictures, a third per class, as PNGs in class subfolders (tests/test_images.py's shapes)."""
+    """n noisy pictures, a third per class, as PNGs in class subfolders (tests/shapes.py)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -45,16 +47,8 @@ def draw(folder: Path, n: int, seed: int = 0) -> None:
     for i in range(n):
         label = i % 3
         r = rng.uniform(SIZE * 0.15, SIZE * 0.28)
-        cy, cx = rng.uniform(r + 0.5, SIZE - 1.5 - r, 2)
-        if label == 0:
-            drawn = np.abs(np.hypot(yy - cy, xx - cx) - r) < 0.7
-        elif label == 1:
-            drawn = np.abs(np.maximum(np.abs(yy - cy), np.abs(xx - cx)) - r) < 0.6
-        else:
-            drawn = (((np.abs(yy - cy) < 0.6) & (np.abs(xx - cx) <= r))
-                     | ((np.abs(xx - cx) < 0.6) & (np.abs(yy - cy) <= r)))
-        pixels = drawn * rng.uniform(0.7, 1.0) + rng.normal(0, 0.25, (SIZE, SIZE))
-        Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(folder / CLASSES[label] / f"{i:06d}.png")
+        pixels = picture(label, r, rng.uniform(r + 0.5, SIZE - 1.5 - r, 2), yy, xx, rng)
+        Image.fromarray(as_uint8(pixels)).save(folder / CLASSES[label] / f"{i:06d}.png")
 
 
 SPEC = ("name: pictures\nseed: 0\n"

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import trainflow, write_spec
+from tests.shapes import shapes
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -36,29 +37,6 @@ CNN_MARGIN, SEQUENCE_MARGIN = 0.25, 0.25
 #: both run the same ops in the same order on the same batches (the manual loop is a plain graph for a layer
 #: stack: `tasks.train.steps.compiles_with_xla`).
 TRAINERS_RTOL = 1e-5
-
-
-def shapes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n noisy 16x16 images, a third each of circle outlines (label 0), square outlines (1) and crosses (2), of
-    random size, brightness and position: where a shape is varies more than what it is, which a convolution
-    sees and a linear model of the pixels does not."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    labels = np.arange(n) % 3
-    rng.shuffle(labels)
-    images = np.zeros((n, SIZE, SIZE), np.float32)
-    for i, label in enumerate(labels):
-        r = rng.uniform(2.5, 4.5)
-        cy, cx = rng.uniform(r + 0.5, SIZE - 1.5 - r, 2)
-        if label == 0:
-            drawn = np.abs(np.hypot(yy - cy, xx - cx) - r) < 0.7
-        elif label == 1:
-            drawn = np.abs(np.maximum(np.abs(yy - cy), np.abs(xx - cx)) - r) < 0.6
-        else:
-            drawn = (((np.abs(yy - cy) < 0.6) & (np.abs(xx - cx) <= r))
-                     | ((np.abs(xx - cx) < 0.6) & (np.abs(yy - cy) <= r)))
-        images[i] = drawn * rng.uniform(0.7, 1.0) + rng.normal(0, 0.25, (SIZE, SIZE))
-    return images, labels
 
 
 def walks(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +134,7 @@ training: {epochs: 3, batch_size: 40, optimizer: {kind: adam, learning_rate: 0.0
 def folder(tmp_path_factory):
     """The arrays, a builder module and the artifact root, in one folder."""
     folder = tmp_path_factory.mktemp("any-model")
-    images, labels = shapes(IMAGES, seed=0)
+    images, labels = shapes(IMAGES, seed=0, size=SIZE)
     np.savez(folder / "images.npz", images=images, labels=labels)
     steps, ends = walks(SEQUENCES, seed=1)
     np.savez(folder / "walks.npz", steps=steps, labels=ends)
@@ -354,7 +332,7 @@ def test_the_history_of_more_images_than_one_evaluation_pass_takes_is_that_of_on
     from tasks.train.steps import EVAL_ELEMENTS, Evaluator, Objective
 
     rows = EVAL_ELEMENTS // (SIZE * SIZE) + 904  # two chunks, the second shorter
-    images, labels = shapes(rows, seed=2)
+    images, labels = shapes(rows, seed=2, size=SIZE)
     inputs = keras.Input((SIZE, SIZE))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs)))
     objective = Objective("classification", 3, table=True)

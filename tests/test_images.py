@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import trainflow, write_spec
+from tests.shapes import as_uint8, picture
 from tests.test_any_model import logistic_regression
 
 SIZE, PER_CLASS, CLASSES = 24, 100, ("circle", "square", "cross")
@@ -34,19 +35,10 @@ MARGIN = 0.25
 
 
 def draw(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One noisy picture [size, size] uint8: a circle outline (0), a square outline (1) or a cross (2) of random
-    size, brightness and position, so where a shape is varies more than what it is."""
+    """One noisy picture [size, size] uint8 of the class `label` (`tests/shapes.py`)."""
     yy, xx = np.mgrid[0:size, 0:size]
     r = rng.uniform(size * 0.15, size * 0.28)
-    cy, cx = rng.uniform(r + 0.5, size - 1.5 - r, 2)
-    if label == 0:
-        drawn = np.abs(np.hypot(yy - cy, xx - cx) - r) < 0.7
-    elif label == 1:
-        drawn = np.abs(np.maximum(np.abs(yy - cy), np.abs(xx - cx)) - r) < 0.6
-    else:
-        drawn = ((np.abs(yy - cy) < 0.6) & (np.abs(xx - cx) <= r)) | ((np.abs(xx - cx) < 0.6) & (np.abs(yy - cy) <= r))
-    pixels = drawn * rng.uniform(0.7, 1.0) + rng.normal(0, 0.25, (size, size))
-    return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    return as_uint8(picture(label, r, rng.uniform(r + 0.5, size - 1.5 - r, 2), yy, xx, rng))
 
 
 def draw_folder(folder: Path, per_class: int = PER_CLASS, size: int = SIZE, seed: int = 0) -> Path:
