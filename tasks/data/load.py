@@ -243,15 +243,21 @@ def load_table(spec: DataSpec, seed: int) -> Dataset:
             vocabulary = [str(v) for v, _ in sorted(zip(kept, counts), key=lambda item: (-item[1], item[0]))]
             limit = getattr(spec, "max_categories", len(vocabulary))
             described.append(Feature(name, input_name(name), "text", vocabulary=vocabulary[:limit]))
-    target_mean, target_std = 0.0, 1.0
-    if task == "regression" and spec.normalize:
-        target_mean, target_std = float(y[train].mean()), float(y[train].std()) or 1.0
+    target_mean, target_std = target_scale(task, spec.normalize, y[train])
     schema = Schema(task, target, described, class_labels, spec.normalize, spec.impute, target_mean, target_std)
 
     def part(rows: np.ndarray) -> Split:
         return Split({name: prepared[name][rows] for name in features}, y[rows], rows)
 
     return Dataset(schema, part(index["train"]), part(index["validation"]), part(index["test"]), warnings)
+
+
+def target_scale(task: str, normalize: bool, y_train: np.ndarray) -> tuple[float, float]:
+    """The mean and standard deviation a regression target is trained in units of (its training split's, when
+    `normalize`; a constant target's deviation taken as 1), else (0, 1): the model's head undoes them."""
+    if task == "regression" and normalize:
+        return float(y_train.mean()), float(y_train.std()) or 1.0
+    return 0.0, 1.0
 
 
 # --------------------------------------------------------------------------- arrays
@@ -280,9 +286,7 @@ def load_arrays(spec: ArraysData, seed: int) -> Dataset:
         observed = values[train].astype(np.float64)
         features.append(Feature(key, input_name(key), "tensor", mean=float(observed.mean()) if observed.size else 0.0,
                                 variance=float(observed.var()) if observed.size else 1.0, shape=list(values.shape[1:])))
-    target_mean, target_std = 0.0, 1.0
-    if task == "regression" and spec.normalize:
-        target_mean, target_std = float(y[train].mean()), float(y[train].std()) or 1.0
+    target_mean, target_std = target_scale(task, spec.normalize, y[train])
     schema = Schema(task, spec.y, features, class_labels, spec.normalize, False, target_mean, target_std,
                     list(y.shape[1:]) if task == "regression" else [])
 
@@ -316,9 +320,7 @@ def load_images(spec: ImagesData, seed: int, check=None):
         class_labels, y = [], labels.astype(np.float32)
     split = split_indices(len(y), y if task == "classification" else None, spec.validation_split, spec.test_split,
                           seed)
-    target_mean, target_std = 0.0, 1.0
-    if task == "regression" and spec.normalize:
-        target_mean, target_std = float(y[split["train"]].mean()), float(y[split["train"]].std()) or 1.0
+    target_mean, target_std = target_scale(task, spec.normalize, y[split["train"]])
     feature = Feature(pixels.INPUT, pixels.INPUT, "tensor", shape=list(shape), source=str(source))
     schema = Schema(task, spec.target or "label", [feature], class_labels, bool(spec.normalize), False, target_mean,
                     target_std)

@@ -9,22 +9,17 @@ an `.npz` member is read whole (NumPy cannot map a compressed or zipped member).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from tasks.common import faults
 from tasks.common.errors import DataError
-from tasks.common.files import owned_temp, sweep_stale
 from tasks.data import arrays
 from tasks.scoring.model import InputError, Model, describe, file_format, load_model
-from tasks.scoring.outputs import PREVIEW_ROWS, Scored, Summary, output_fields, predictions, preview_rows
+from tasks.scoring.outputs import Scored, Summary, output_fields, predictions, write_batches
 
 #: Examples per model call: a batch of images is megabytes, not a table's kilobytes per thousand rows.
 BATCH_EXAMPLES = 1024
@@ -79,25 +74,18 @@ def score_arrays(version_dir: Union[Path, str], input_path: Path, output_path: P
     inputs = _open(input_path, [f.name for f in model.features])
     total = len(next(iter(inputs.values())))
     out_schema = pa.schema([pa.field("row", pa.int64()), *output_fields(model)])
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(output_path.parent, (".*.partial",))
-    summary, preview = Summary(model), []
+    summary = Summary(model)
     import tensorflow as tf
 
-    with owned_temp(output_path, "partial") as (partial, _):
-        writer = pacsv.CSVWriter(str(partial), out_schema) if out_fmt == "csv" else pq.ParquetWriter(str(partial), out_schema)
-        with writer:
-            for start in range(0, total, batch_rows):
-                stop = min(total, start + batch_rows)
-                fed = {f.input_name: tf.constant(np.asarray(inputs[f.name][start:stop], np.float32)
-                                                 .reshape(stop - start, *f.shape)) for f in model.features}
-                added, counted = predictions(model, model.signature(**fed), stop - start)
-                out = pa.RecordBatch.from_arrays([pa.array(np.arange(start, stop, dtype=np.int64)), *added],
-                                                 schema=out_schema)
-                writer.write_batch(out)
-                faults.point("scoring-batch")
-                summary.add(counted)
-                if len(preview) < PREVIEW_ROWS:
-                    preview += preview_rows(out.slice(0, PREVIEW_ROWS - len(preview)))
-        os.replace(partial, output_path)
+    def scored():
+        for start in range(0, total, batch_rows):
+            stop = min(total, start + batch_rows)
+            fed = {f.input_name: tf.constant(np.asarray(inputs[f.name][start:stop], np.float32)
+                                             .reshape(stop - start, *f.shape)) for f in model.features}
+            added, counted = predictions(model, model.signature(**fed), stop - start)
+            summary.add(counted)
+            yield pa.RecordBatch.from_arrays([pa.array(np.arange(start, stop, dtype=np.int64)), *added],
+                                             schema=out_schema)
+
+    preview = write_batches(output_path, out_fmt, out_schema, scored())
     return Scored(total, time.perf_counter() - started, summary.result(total), preview, output_path)

@@ -11,7 +11,6 @@ the batch: its row has no prediction, and the summary counts it and names the fi
 from __future__ import annotations
 
 import csv
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,16 +18,12 @@ from typing import Union
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from tasks.common import faults
 from tasks.common.errors import DataError
-from tasks.common.files import owned_temp, sweep_stale
 from tasks.data import images
 from tasks.data.pixels import decode_one
 from tasks.scoring.model import InputError, Model, describe, file_format, load_model
-from tasks.scoring.outputs import PREVIEW_ROWS, Scored, Summary, output_fields, predictions, preview_rows
+from tasks.scoring.outputs import Scored, Summary, output_fields, predictions, write_batches
 
 #: Pictures decoded and scored per model call.
 BATCH_IMAGES = 256
@@ -89,19 +84,17 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
     fields = [pa.field("path", pa.string()), *([pa.field("actual", pa.string())] if actual else []),
               *output_fields(model)]
     out_schema = pa.schema(fields)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(output_path.parent, (".*.partial",))
-    summary, preview, unreadable, right = Summary(model), [], [], 0
+    summary, unreadable, right = Summary(model), [], 0
     import tensorflow as tf
 
-    with owned_temp(output_path, "partial") as (partial, _), ThreadPoolExecutor(images.THREADS) as pool:
-        writer = pacsv.CSVWriter(str(partial), out_schema) if out_fmt == "csv" else pq.ParquetWriter(str(partial), out_schema)
-        with writer:
+    def scored():
+        nonlocal right
+        with ThreadPoolExecutor(images.THREADS) as pool:
             for start in range(0, len(files), batch):
                 names = files[start:start + batch]
                 read = list(pool.map(lambda name: _read(root / name, shape), names))
                 broken = np.array([bool(error) for _, error in read])
-                unreadable += [(name, error) for name, (_, error) in zip(names, read) if error]
+                unreadable.extend((name, error) for name, (_, error) in zip(names, read) if error)
                 good = np.flatnonzero(~broken)
                 if len(good):
                     pixels = np.stack([read[i][0] for i in good]).astype(np.float32)
@@ -122,12 +115,9 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
                         right += sum(1 for i, label in enumerate(labels)
                                      if guessed[i] >= 0 and classes[guessed[i]] == label)
                 columns += [column.take(take) for column in added]
-                out = pa.RecordBatch.from_arrays(columns, schema=out_schema)
-                writer.write_batch(out)
-                faults.point("scoring-batch")
-                if len(preview) < PREVIEW_ROWS:
-                    preview += preview_rows(out.slice(0, PREVIEW_ROWS - len(preview)))
-        os.replace(partial, output_path)
+                yield pa.RecordBatch.from_arrays(columns, schema=out_schema)
+
+    preview = write_batches(output_path, out_fmt, out_schema, scored())
     result = summary.result(len(files))
     result["unreadable"] = len(unreadable)
     result["unreadable_files"] = [f"{name}: {error}" for name, error in unreadable[:NAMED]]

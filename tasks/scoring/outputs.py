@@ -6,15 +6,18 @@ unscored), and a JSON-ready preview of the first rows.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
 
+from tasks.common import faults
 from tasks.common.errors import DataError
+from tasks.common.files import owned_temp, sweep_stale
 from tasks.scoring.model import Model
 
 PREVIEW_ROWS = 10
@@ -167,3 +170,25 @@ def preview_rows(batch: pa.RecordBatch) -> list[dict]:
     single = {f.name for f in batch.schema if pa.types.is_float32(f.type)}
     return [{k: _plain(float(str(np.float32(v))) if k in single and v is not None else v) for k, v in row.items()}
             for row in batch.to_pylist()]
+
+
+def write_batches(output_path: Path, fmt: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> list[dict]:
+    """Write scored batches, as they come, to `output_path` in `fmt` (csv or parquet), crash-safely: under a
+    flock'd temporary name beside it (what killed scorings left there is swept first), renamed into place only
+    once every batch is written, so a failure writes nothing. Returns the first rows, for the preview."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(output_path.parent, (".*.partial",))
+    preview: list[dict] = []
+    with owned_temp(output_path, "partial") as (partial, _):
+        writer = pacsv.CSVWriter(str(partial), schema) if fmt == "csv" else pq.ParquetWriter(str(partial), schema)
+        with writer:
+            for out in batches:
+                writer.write_batch(out)  # Parquet: a row group per batch
+                faults.point("scoring-batch")
+                if len(preview) < PREVIEW_ROWS:
+                    preview += preview_rows(out.slice(0, PREVIEW_ROWS - len(preview)))
+        os.replace(partial, output_path)
+    return preview
