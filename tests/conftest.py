@@ -46,6 +46,11 @@ def pytest_configure(config):
     os.environ["PREFECT_HOME"] = str(home)
     os.environ.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
                        "TRAINFLOW_NO_SERVER": "1"})
+    # One TensorFlow thread per pool in every worker and every process a test starts: the two workers already
+    # fill the two cores, and TensorFlow's default (a pool per core in each process) oversubscribes them, so
+    # its threads spin-wait for a core. Measured on four training modules: 12% less CPU and wall time.
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
 
 #: The migrated empty database `make` builds with the venv; a copy saves the new server its migrations.
