@@ -7,6 +7,10 @@ writer is gone) and renamed into place, so a second epoch, a second run or a sec
 pictures decodes nothing and a killed decode leaves no partial cache. What the task hands on is a
 reference: the dataset's image input holds row numbers into that file (`Feature.source`), never the pixels;
 `rows` reads just the rows it is asked for.
+
+Training streams from that file: an encoded split is a `Rows` view (row numbers and the file), and both trainers
+read each minibatch's rows as they come (`read_batch`, inside their tf.data pipeline or compiled loop), so what a
+run holds is a few batches and the evaluation sample, whatever the number of images.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -24,6 +28,8 @@ from tasks.common.files import owned_temp, sweep_stale
 from tasks.common.hashing import canonical_hash
 from tasks.data import images
 from tasks.data.spec import ImagesData
+
+tf_like = Any  # a tensor of positions (TensorFlow is imported where a batch is read)
 
 #: Pictures decoded per chunk (what the decode holds in memory at once).
 CHUNK = 1024
@@ -98,6 +104,48 @@ def rows(source: str, index: np.ndarray) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"the decoded images {Path(source).name} are gone from the artifact root's cache; run again "
                         "with --refresh to decode them") from None
+
+
+class Rows:
+    """A split's images as a lazy array: row numbers into the decoded cache. `len`, `shape` and `dtype` as an
+    array's; indexing reads just those rows (`rows`), and `np.asarray` reads them all (what a full-batch step asks
+    for). Trainers stream it a minibatch at a time (`read_batch`)."""
+
+    def __init__(self, source: str, index: np.ndarray):
+        self.source, self.index = source, np.asarray(index, np.int64)
+        with open(source, "rb") as handle:
+            np.lib.format.read_magic(handle)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        self.image_shape, self.dtype = tuple(int(d) for d in shape[1:]), np.dtype(dtype)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.image_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.image_shape)
+
+    def __getitem__(self, which) -> np.ndarray:
+        return rows(self.source, self.index[which])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = rows(self.source, self.index)
+        return whole if dtype is None else whole.astype(dtype)
+
+    def read_batch(self, positions: tf_like) -> "tf.Tensor":
+        """The images at these positions of the split (a tensor of int32 or int64), read from the cache as a
+        uint8 tensor [len, *image_shape]: callable in a tf.data map and in a compiled loop."""
+        import tensorflow as tf
+
+        def read(at):
+            return rows(self.source, self.index[at])
+
+        out = tf.numpy_function(read, [positions], tf.uint8, stateful=False)
+        return tf.ensure_shape(out, [None, *self.image_shape])
 
 
 def paths(spec: ImagesData, check=None) -> list[str]:

@@ -125,8 +125,10 @@ def keras_name(feature) -> str:
     return feature.input_name if "/" in feature.name else feature.name
 
 
-def feed(schema: Schema, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Raw columns as the model's inputs: [N, 1] float32 numbers and strings, keyed by `keras_name`."""
+def feed(schema: Schema, columns: dict[str, np.ndarray], images: bool = True) -> dict[str, np.ndarray]:
+    """Raw columns as the model's inputs: [N, 1] float32 numbers and strings, keyed by `keras_name`. An image
+    input's row numbers are read from the decoded cache, or with `images=False` left as row numbers (`pixels_of`
+    reads them a batch at a time)."""
     fed = {}
     for feature in schema.features:
         values = columns[feature.name]
@@ -135,22 +137,33 @@ def feed(schema: Schema, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray
         elif feature.kind in ("text", "date"):
             fed[keras_name(feature)] = np.asarray(values).astype(str).reshape(-1, 1)
         elif feature.source:  # images: row numbers into the decoded cache, read as uint8 (cast per batch)
-            from tasks.data.pixels import resolve
-
-            fed[keras_name(feature)] = resolve(values, feature.source)
+            fed[keras_name(feature)] = pixels_of(schema, keras_name(feature), values) if images else values
         else:
             fed[keras_name(feature)] = np.asarray(values, np.float32)
     return fed
 
 
-def encode(preprocess: keras.Model, schema: Schema, split: Split) -> np.ndarray:
+def pixels_of(schema: Schema, name: str, values: np.ndarray) -> np.ndarray:
+    """An input's batch as the model takes it: an image input's row numbers read from the decoded cache (uint8),
+    any other input as it is."""
+    from tasks.data.pixels import resolve
+
+    source = next((f.source for f in schema.features if f.source and keras_name(f) == name), None)
+    return resolve(values, source)
+
+
+def encode(preprocess: keras.Model, schema: Schema, split: Split):
     """A split's feature matrix, through the preprocessing layers, in batches. Images whose preprocessing is
-    nothing (the layer stack scales them) stay uint8: a quarter of float32's memory, cast per batch by Keras."""
+    nothing (the layer stack scales them) stay on disk: a `tasks.data.pixels.Rows` view of the decoded cache,
+    which the trainers read a minibatch at a time (uint8, cast per batch by Keras), so a split of any size is
+    never held whole."""
+    if len(preprocess.layers) == 1 and len(schema.features) == 1 and schema.features[0].source:
+        from tasks.data.pixels import Rows
+
+        (feature,) = schema.features
+        return Rows(feature.source, split.inputs[feature.name])
     fed = feed(schema, split.inputs)
     n = len(split)
-    if len(preprocess.layers) == 1 and len(fed) == 1 and schema.features[0].source:
-        (pixels,) = fed.values()
-        return pixels
     if n == 0:
         return np.zeros((0, *(int(d) for d in preprocess.output.shape[1:])), np.float32)
     parts = []
@@ -162,10 +175,10 @@ def encode(preprocess: keras.Model, schema: Schema, split: Split) -> np.ndarray:
 
 def predict(full: keras.Model, schema: Schema, columns: dict[str, np.ndarray]) -> np.ndarray:
     """The full model on raw columns (batched): values, or class probabilities."""
-    fed = feed(schema, columns)
+    fed = feed(schema, columns, images=False)  # pictures read a batch at a time: memory flat in the rows scored
     n = len(next(iter(fed.values())))
-    parts = [np.asarray(full({k: tf.constant(v[s:s + ENCODE_BATCH]) for k, v in fed.items()}, training=False))
-             for s in range(0, n, ENCODE_BATCH)]
+    parts = [np.asarray(full({k: tf.constant(pixels_of(schema, k, v[s:s + ENCODE_BATCH])) for k, v in fed.items()},
+                             training=False)) for s in range(0, n, ENCODE_BATCH)]
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 

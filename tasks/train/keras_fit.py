@@ -14,6 +14,7 @@ from tasks.model import models
 from tasks.results import TrainData, TrainResult, columns_of
 from tasks.results import rows as row_dicts
 from tasks.train.driver import DivergenceGuard, Hooks
+from tasks.train.inputs import batch_inputs, in_memory, minibatches
 from tasks.train.resume import Snapshot
 from tasks.train.spec import MAXIMISED, TrainingSpec
 from tasks.train.steps import Evaluator, Objective, make_optimizer, optimizer_variables, shuffled
@@ -79,15 +80,14 @@ class _EpochBatches(keras.callbacks.Callback):
         super().__init__()
         n = len(x)
         self.epoch = tf.Variable(start, dtype=tf.int64, trainable=False)
-        xs, ys = tf.constant(x), tf.constant(y)
+        read, ys = batch_inputs(x), tf.constant(y)
 
-        def epoch_rows(_):
+        def epoch_batches(_):
             rows = shuffled(n, seed, self.epoch.read_value()) if shuffle else tf.range(n)
-            return tf.data.Dataset.from_tensor_slices(rows).batch(batch)
+            return minibatches(read, ys, rows, batch)
 
-        self.dataset = (tf.data.Dataset.from_tensors(np.int64(0)).flat_map(epoch_rows)
-                        .map(lambda rows: (tf.gather(xs, rows), tf.gather(ys, rows)))
-                        .apply(tf.data.experimental.assert_cardinality(-(-n // batch))).prefetch(2))
+        self.dataset = (tf.data.Dataset.from_tensors(np.int64(0)).flat_map(epoch_batches)
+                        .apply(tf.data.experimental.assert_cardinality(-(-n // batch))))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)
@@ -191,7 +191,7 @@ def train_keras(model: models.Model, data: TrainData, spec: TrainingSpec, seed: 
         # One full batch per epoch, as the guide's fit(batch_size=1000) makes it. Feeding fit the same batch
         # from a repeated tf.data pipeline, one step per epoch, gives identical updates without fit's
         # per-epoch array slicing and iterator set-up: ~3 ms instead of ~27 ms per epoch.
-        batches = tf.data.Dataset.from_tensors((data.x, target)).repeat()
+        batches = tf.data.Dataset.from_tensors((in_memory(data.x), target)).repeat()
         model.fit(batches, epochs=stop, initial_epoch=len(rows), steps_per_epoch=1, shuffle=False,
                   verbose=0, callbacks=[callback])
     else:

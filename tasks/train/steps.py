@@ -33,6 +33,7 @@ from tasks.model import models
 from tasks.results import TrainData
 from tasks.train import losses, metrics
 from tasks.train.fastpath import MIN_MOMENTS_EXAMPLES
+from tasks.train.inputs import batch_inputs, evaluation_rows, in_memory, minibatches, streamed
 from tasks.train.spec import CLIP_OPTIONS, MAXIMISED, LossSpec, OptimizerSpec, TrainingSpec
 
 #: Most epochs one compiled call runs; also the static size of its in-graph history.
@@ -150,12 +151,12 @@ class Evaluator:
     def __init__(self, model: models.Model, data: TrainData, loss_fn, objective: Objective = Objective(), seed: int = 0):
         self.model, self.loss_fn, self.objective = model, loss_fn, objective
         x, y, x_val, y_val = data.x, data.y, data.x_val, data.y_val
-        if objective.table:
-            x, y = subsample(x, y, EVAL_ROWS, seed)
-            x_val, y_val = subsample(x_val, y_val, EVAL_ROWS, seed + 1)
-        self.x, self.y = tf.constant(x), tf.constant(y)
+        if objective.table:  # a seeded sample of each split, of at most EVAL_ROWS rows and EVAL_BYTES of inputs
+            x, y = subsample(x, y, evaluation_rows(x, EVAL_ROWS), seed)
+            x_val, y_val = subsample(x_val, y_val, evaluation_rows(x_val, EVAL_ROWS), seed + 1)
+        self.x, self.y = tf.constant(in_memory(x)), tf.constant(y)
         self.has_val = len(data.x_val) > 0
-        self.x_val, self.y_val = tf.constant(x_val), tf.constant(y_val)
+        self.x_val, self.y_val = tf.constant(in_memory(x_val)), tf.constant(y_val)
         self.linear = not objective.table and models.is_linear(model)
         self.metric_names, self.metric_fn = (metrics.graph_metrics(objective.task, objective.classes)
                                              if objective.table else ([], None))
@@ -251,7 +252,7 @@ def _layer_names(model) -> list[str]:
     return out
 
 
-def compiles_with_xla(model: models.Model, spec: TrainingSpec, n: int, batch: int) -> bool:
+def compiles_with_xla(model: models.Model, spec: TrainingSpec, n: int, batch: int, stream: bool = False) -> bool:
     """Whether the tape step's loop is XLA-compiled. Only where XLA changes nothing but the time:
 
     - whole batches only (XLA needs static shapes);
@@ -259,9 +260,11 @@ def compiles_with_xla(model: models.Model, spec: TrainingSpec, n: int, batch: in
       on the same seed (even with the algorithm named), so the compiled loop took its minibatches in another
       order than Keras's fit (tf.data) and the two trainers' histories parted at the first epoch;
     - Dense networks only (`XLA_LAYERS`): on this 2-core CPU XLA took ~20 s to compile a two-Conv2D stack that
-      trains its 15 epochs in ~1 s as a plain graph (a layer stack or builder is Keras layers of any kind).
+      trains its 15 epochs in ~1 s as a plain graph (a layer stack or builder is Keras layers of any kind);
+    - inputs in memory: a streamed minibatch is read by a Python call (`tf.numpy_function`), which XLA cannot
+      compile.
     """
-    if n % batch or spec.shuffle:
+    if n % batch or spec.shuffle or stream:
         return False
     return not isinstance(model, keras.Model) or set(_layer_names(model)) <= XLA_LAYERS
 
@@ -289,7 +292,11 @@ class TapeStep:
         self.stopping = EarlyStopping(spec.early_stopping, self.names, models.state(model), self._initial) \
             if spec.early_stopping else None
         lr = tf.constant(spec.optimizer.learning_rate, tf.float32)
-        x, y = tf.constant(data.x), tf.constant(objective.training_target(data.y))
+        # streamed images are read a minibatch at a time; a full batch (or inputs in memory) is one tensor
+        stream = streamed(data.x) and num_batches > 1
+        x = None if stream else tf.constant(in_memory(data.x))
+        read = batch_inputs(data.x) if stream else None
+        y = tf.constant(objective.training_target(data.y))
         seed_t = tf.constant(seed, tf.int64)
         optimizer, stopping = self.optimizer, self.stopping
         keras_model = isinstance(model, keras.Model)
@@ -309,6 +316,15 @@ class TapeStep:
                 step(x, y)
                 return
             order = shuffled(n, seed_t, epoch) if spec.shuffle else tf.range(n)
+            if stream:
+                batches = iter(minibatches(read, y, order, batch))
+
+                def read_step(i):
+                    step(*batches.get_next())
+                    return i + 1
+
+                tf.while_loop(lambda i: i < num_batches, read_step, (tf.constant(0),))
+                return
             xs, ys = tf.gather(x, order), tf.gather(y, order)
 
             def batch_step(i):
@@ -332,7 +348,7 @@ class TapeStep:
             return history[..., None], ran
 
         # Written with explicit while loops, so autograph's source conversion (~0.4 s per run) is not needed.
-        self.xla = compiles_with_xla(model, spec, n, batch)
+        self.xla = compiles_with_xla(model, spec, n, batch, stream)
         self.run = tf.function(run, jit_compile=self.xla, reduce_retracing=True, autograph=False)
 
     def initial(self) -> np.ndarray:

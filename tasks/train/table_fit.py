@@ -28,6 +28,7 @@ from tasks.train import metrics as task_metrics
 from tasks.train.driver import Hooks, drive
 from tasks.train.fastpath import choose_step, step_kind
 from tasks.train.guard import TrainingMadeWorse, improvement_problem
+from tasks.train.inputs import streamed
 from tasks.train.manual import train
 from tasks.train.resume import Held
 from tasks.train.spec import MAXIMISED, TrainingSpec
@@ -83,7 +84,7 @@ def finish(core, encoded: Encoded, training: TrainingSpec, result: TrainResult) 
     dataset, schema = encoded.dataset, encoded.dataset.schema
     test = None
     if len(dataset.test):
-        predicted = np.asarray(core.predict(encoded.test, batch_size=tabular.ENCODE_BATCH, verbose=0))
+        predicted = predicted_on(core, encoded.test)
         if predicted.ndim == 2 and predicted.shape[1] == 1:
             predicted = predicted[:, 0]
         test = TestOutputs(dataset.test.rows, dataset.test.target, predicted)
@@ -93,6 +94,16 @@ def finish(core, encoded: Encoded, training: TrainingSpec, result: TrainResult) 
     events = tensorboard.event_files(result.columns, result.initial)
     empty = np.zeros(0, np.float32)
     return Trained(result, empty, empty, empty, empty, events, schema=schema, test=test)
+
+
+def predicted_on(core, inputs) -> np.ndarray:
+    """The core's predictions on a split's encoded inputs, `ENCODE_BATCH` rows at a time; streamed images are
+    read a batch at a time too (the same batches `predict` forms from an array, so the same values)."""
+    size = tabular.ENCODE_BATCH
+    if not streamed(inputs):
+        return np.asarray(core.predict(inputs, batch_size=size, verbose=0))
+    return np.concatenate([np.asarray(core.predict(inputs[lo:lo + size], batch_size=size, verbose=0))
+                           for lo in range(0, len(inputs), size)])
 
 
 # --------------------------------------------------------------------------- the network step

@@ -1,0 +1,56 @@
+"""Where a minibatch's inputs come from: a tensor in memory, or (images) the decoded cache on disk.
+
+An images split reaches the trainers as a `tasks.data.pixels.Rows` view, never as pixels. Both trainers take
+their minibatches through `batch_inputs`, so the Keras and manual trainers read the same rows in the same order
+(the epoch's `steps.shuffled` permutation) whether the inputs are in memory or streamed, and a streamed run
+equals an in-memory one to the bit; what a streamed run holds is a few batches in flight and the evaluation
+sample (`evaluation_rows`), whatever the number of images.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tasks.data.pixels import Rows
+
+#: Minibatches read from the cache at once, ahead of the step that takes them (tf.data keeps their order).
+READERS = 2
+#: The most input bytes a per-epoch evaluation sample of one split holds (64 MiB): an image set's per-epoch
+#: metrics then come from a seeded sample whose size does not grow with the set (32x32 RGB: 21,845 rows).
+EVAL_BYTES = 2**26
+
+
+def streamed(x) -> bool:
+    """Whether these inputs stay on disk and are read a minibatch at a time."""
+    return isinstance(x, Rows)
+
+
+def batch_inputs(x) -> Callable[[tf.Tensor], tf.Tensor]:
+    """rows -> that minibatch's inputs: read from the decoded cache (streamed) or gathered from memory."""
+    if streamed(x):
+        return x.read_batch
+    xs = tf.constant(x)
+    return lambda rows: tf.gather(xs, rows)
+
+
+def minibatches(read: Callable[[tf.Tensor], tf.Tensor], y: tf.Tensor, order: tf.Tensor, batch: int) -> tf.data.Dataset:
+    """One epoch's (inputs, targets) minibatches in `order` (`read`: `batch_inputs`), read ahead while the step
+    before trains."""
+    return (tf.data.Dataset.from_tensor_slices(order).batch(batch)
+            .map(lambda rows: (read(rows), tf.gather(y, rows)), num_parallel_calls=READERS, deterministic=True)
+            .prefetch(READERS))
+
+
+def evaluation_rows(x, rows: int) -> int:
+    """How many rows of a split the per-epoch evaluation samples: `rows`, or fewer when that many inputs would
+    pass `EVAL_BYTES` (large pictures)."""
+    width = int(np.prod(x.shape[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize if len(x.shape) > 1 else 4
+    return max(1, min(rows, EVAL_BYTES // max(1, width)))
+
+
+def in_memory(x) -> np.ndarray:
+    """These inputs as an array (a streamed split read whole: only for a full batch or a bounded sample)."""
+    return np.asarray(x)
