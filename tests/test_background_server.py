@@ -173,9 +173,9 @@ def test_an_auto_started_server_stops_once_idle_and_never_while_a_run_is_in_prog
     faults = tmp_path / "faults"
     faults.mkdir()
     with _fresh_home(tmp_path) as home:
-        env = _env(home, TRAINFLOW_SERVER_IDLE_MINUTES="0.1", TRAINFLOW_FAULT="publish-build:pause",
+        env = _env(home, TRAINFLOW_SERVER_IDLE_MINUTES="0.05", TRAINFLOW_FAULT="publish-build:pause",
                    TRAINFLOW_FAULT_DIR=str(faults))
-        # The run starts the server, then holds still inside its flow for longer than the idle limit (6 s).
+        # The run starts the server, then holds still inside its flow for longer than the idle limit (3 s).
         # own process: the run is paused and released from here while its server is watched
         proc = subprocess.Popen([str(BIN / "trainflow"), "run", str(spec), "--set", "training.epochs=2"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
@@ -183,8 +183,8 @@ def test_an_auto_started_server_stops_once_idle_and_never_while_a_run_is_in_prog
             _wait(lambda: (faults / "publish-build").exists() or proc.poll() is not None, 300, "the run to pause")
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             record = _record(home)
-            assert record["auto"] and record["idle_minutes"] == 0.1
-            time.sleep(14)  # two idle windows and more
+            assert record["auto"] and record["idle_minutes"] == 0.05
+            time.sleep(7)  # two idle windows and more
             assert _servers(home) == [record["pid"]] and _record(home) == record, "kept while the run is going"
         finally:
             (faults / "publish-build").unlink(missing_ok=True)
@@ -194,5 +194,5 @@ def test_an_auto_started_server_stops_once_idle_and_never_while_a_run_is_in_prog
         assert "Published small v0001" in stdout and STARTED in stderr
         stopped = _wait(lambda: _ours(home) == {}, 90, "the idle server and its watcher to stop")
         assert not (home / "trainflow-server.json").exists()
-        assert stopped - ended > 3, "it waited for the idle limit after the run ended"
-        assert "idle for 0.1 min; stopping it" in (home / "trainflow-server.log").read_text()
+        assert stopped - ended > 1.5, "it waited for the idle limit after the run ended"
+        assert "idle for 0.05 min; stopping it" in (home / "trainflow-server.log").read_text()
