@@ -43,9 +43,10 @@ $(CHROMIUM):
 # worker starts its own Prefect server, lazily, from the template database.
 # The venv and Chromium are built side by side (-j2: pip and apt wait on the network and the disk, not on each
 # other), which saves the shorter of the two on a fresh machine.
+# --durations=20: every run prints its twenty slowest tests, where the suite's time goes (issue 26).
 test:  ## the whole suite, slow end-to-end tests included
 	$(MAKE) --no-print-directory -j2 $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --durations=20
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"

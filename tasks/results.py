@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -20,18 +20,10 @@ class TrainData:
     """What a trainer fits: the encoded training and validation inputs and their targets (the validation arrays
     empty when there is none). The guide's x [N]; a table's encoded matrix [N, width]; an array [N, ...]."""
 
-    x: np.ndarray  # float32, [N, ...]
+    x: Any  # float32 [N, ...] in memory, or pictures streamed from the decoded cache (`tasks.data.pixels.Rows`)
     y: np.ndarray
-    x_val: np.ndarray  # empty when there is no validation split
+    x_val: Any  # the same kind as x; empty when there is no validation split
     y_val: np.ndarray
-
-    @property
-    def x_all(self) -> np.ndarray:
-        return np.concatenate([self.x, self.x_val])
-
-    @property
-    def y_all(self) -> np.ndarray:
-        return np.concatenate([self.y, self.y_val])
 
 
 @dataclass(frozen=True)

@@ -84,11 +84,15 @@ def test_a_streamed_split_trains_exactly_as_the_same_split_in_memory(images, tra
 @pytest.mark.parametrize("trainer", ["manual", "keras"])
 def test_training_reads_a_minibatch_or_the_evaluation_sample_at_a_time_never_the_split(images, trainer, monkeypatch):
     from tasks.data import pixels
+    from tasks.model import tabular
     from tasks.train import inputs
+    from tasks.train.manual import train
+    from tasks.train.table_fit import encode, objective_of, predicted_on
 
     spec, dataset = images
-    sample = 24  # rows of the per-epoch evaluation sample: EVAL_BYTES made small for this test
+    sample = 20  # rows of the per-epoch evaluation sample: EVAL_BYTES made small for this test
     monkeypatch.setattr(inputs, "EVAL_BYTES", sample * int(np.prod(dataset.schema.features[0].shape)))
+    monkeypatch.setattr(tabular, "ENCODE_BATCH", 8)  # the test predictions too, in chunks smaller than a split
     reads, read = [], pixels.rows
 
     def counted(source, index):
@@ -96,9 +100,27 @@ def test_training_reads_a_minibatch_or_the_evaluation_sample_at_a_time_never_the
         return read(source, index)
 
     monkeypatch.setattr(pixels, "rows", counted)
-    result, predicted, _ = _train(spec, dataset, trainer, in_memory=False)
-    train_rows = len(dataset.train)
-    assert result.epochs == 3 and len(predicted) == len(dataset.test)
-    assert train_rows > 4 * max(BATCH, sample), "the split is much larger than what is read at once"
+    encoded = encode(spec.model, spec.seed, dataset)
+    _, _, core = tabular.build(spec.model, spec.seed, dataset.schema)
+    training = spec.training.model_copy(update={"trainer": trainer})
+    result = train(tabular.trained_core(core), encoded.data, training, spec.seed, None, objective_of(dataset.schema))
+    train_rows, val_rows = len(dataset.train), len(encoded.data.x_val)
+    assert result.epochs == 3
+    assert min(train_rows, val_rows) > max(BATCH, sample), "each split is larger than what is read at once"
     assert reads.count(BATCH) >= 3 * (train_rows // BATCH), "each epoch's minibatches were read as they came"
-    assert max(reads) <= max(BATCH, sample, len(dataset.test)), f"a read of {max(reads)} rows"
+    assert reads.count(sample) == 2, "one seeded evaluation sample of each split, read once"
+    assert max(reads) <= max(BATCH, sample), f"a read of {max(reads)} rows during training"
+    during_training = len(reads)
+    predicted = predicted_on(core, encoded.test)
+    assert len(predicted) == len(dataset.test) and max(reads[during_training:]) <= 8, "predicted a chunk at a time"
+
+
+def test_a_decoded_cache_gone_from_the_artifact_root_says_how_to_make_it_again(tmp_path):
+    from tasks.common.errors import DataError
+    from tasks.data.pixels import Rows, rows
+
+    gone = str(tmp_path / "0123abcd.npy")
+    for reader in (lambda: Rows(gone, np.arange(3)), lambda: rows(gone, np.arange(3))):
+        with pytest.raises(DataError, match=r"0123abcd\.npy are gone from the artifact root's cache; run again with "
+                                             r"--refresh"):
+            reader()

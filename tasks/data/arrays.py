@@ -42,14 +42,14 @@ def headers(path: Path) -> dict[str, Header]:
             out = {}
             for file in sorted(path.glob("*.npy")):
                 with file.open("rb") as handle:
-                    out[file.stem] = _header(handle)
+                    out[file.stem] = npy_header(handle)
             return out
         with zipfile.ZipFile(path) as archive:
             out = {}
             for name in archive.namelist():
                 if name.endswith(".npy"):
                     with archive.open(name) as handle:
-                        out[name.removesuffix(".npy")] = _header(handle)
+                        out[name.removesuffix(".npy")] = npy_header(handle)
             return out
     except FileNotFoundError:
         raise TransientDataError(f"{path.name}: no such data file") from None
@@ -59,7 +59,9 @@ def headers(path: Path) -> dict[str, Header]:
         raise TransientDataError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
 
 
-def _header(handle) -> Header:
+def npy_header(handle) -> Header:
+    """The shape and dtype of the .npy file open at `handle` (version 1.0 or 2.0 header); leaves the handle at
+    the first byte of data."""
     version = np.lib.format.read_magic(handle)
     shape, _, dtype = (np.lib.format.read_array_header_1_0(handle) if version == (1, 0) else
                        np.lib.format.read_array_header_2_0(handle))

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from tasks.common.errors import DataError
 from tasks.common.files import owned_temp, sweep_stale
 from tasks.common.hashing import canonical_hash
 from tasks.data import images
+from tasks.data.arrays import Header, npy_header
 from tasks.data.spec import ImagesData
 
 tf_like = Any  # a tensor of positions (TensorFlow is imported where a batch is read)
@@ -85,25 +87,33 @@ def rows(source: str, index: np.ndarray) -> np.ndarray:
     """The decoded images at these row numbers, uint8: only those rows are read, one `pread` per run of
     consecutive rows (not a memory map, whose touched pages would count as the process's memory)."""
     index = np.asarray(index, np.int64)
+    with _opened(source) as (handle, header):
+        shape, dtype = header.shape, header.dtype
+        offset, fd = handle.tell(), handle.fileno()
+        size = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        out = np.empty((len(index), *shape[1:]), dtype)
+        flat = out.reshape(len(index), size // dtype.itemsize).view(np.uint8)
+        if len(index) and (index.min() < 0 or index.max() >= shape[0]):
+            raise DataError(f"the decoded images {Path(source).name} hold {shape[0]} rows, not row {index.max()}")
+        breaks = np.flatnonzero(np.diff(index) != 1) + 1
+        for run in np.split(np.arange(len(index)), breaks) if len(index) else []:
+            first, count = int(index[run[0]]), len(run)
+            data = os.pread(fd, count * size, offset + first * size)
+            flat[run[0]:run[0] + count] = np.frombuffer(data, np.uint8).reshape(count, -1)
+        return out
+
+
+@contextmanager
+def _opened(source: str) -> Iterator[tuple[Any, Header]]:
+    """The decoded cache open at its first row, with its header; a cache gone from the artifact root (purged,
+    or another root) is a DataError that says how to make it again."""
     try:
-        with open(source, "rb") as handle:
-            np.lib.format.read_magic(handle)
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-            offset, fd = handle.tell(), handle.fileno()
-            size = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
-            out = np.empty((len(index), *shape[1:]), dtype)
-            flat = out.reshape(len(index), size // np.dtype(dtype).itemsize).view(np.uint8)
-            if len(index) and (index.min() < 0 or index.max() >= shape[0]):
-                raise DataError(f"the decoded images {Path(source).name} hold {shape[0]} rows, not row {index.max()}")
-            breaks = np.flatnonzero(np.diff(index) != 1) + 1
-            for run in np.split(np.arange(len(index)), breaks) if len(index) else []:
-                first, count = int(index[run[0]]), len(run)
-                data = os.pread(fd, count * size, offset + first * size)
-                flat[run[0]:run[0] + count] = np.frombuffer(data, np.uint8).reshape(count, -1)
-            return out
+        handle = open(source, "rb")
     except FileNotFoundError:
         raise DataError(f"the decoded images {Path(source).name} are gone from the artifact root's cache; run again "
                         "with --refresh to decode them") from None
+    with handle:
+        yield handle, npy_header(handle)
 
 
 class Rows:
@@ -113,10 +123,8 @@ class Rows:
 
     def __init__(self, source: str, index: np.ndarray):
         self.source, self.index = source, np.asarray(index, np.int64)
-        with open(source, "rb") as handle:
-            np.lib.format.read_magic(handle)
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-        self.image_shape, self.dtype = tuple(int(d) for d in shape[1:]), np.dtype(dtype)
+        with _opened(source) as (_, header):
+            self.image_shape, self.dtype = tuple(int(d) for d in header.shape[1:]), header.dtype
 
     def __len__(self) -> int:
         return len(self.index)

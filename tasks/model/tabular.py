@@ -125,10 +125,11 @@ def keras_name(feature) -> str:
     return feature.input_name if "/" in feature.name else feature.name
 
 
-def feed(schema: Schema, columns: dict[str, np.ndarray], images: bool = True) -> dict[str, np.ndarray]:
-    """Raw columns as the model's inputs: [N, 1] float32 numbers and strings, keyed by `keras_name`. An image
-    input's row numbers are read from the decoded cache, or with `images=False` left as row numbers (`pixels_of`
-    reads them a batch at a time)."""
+def feed(schema: Schema, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Raw columns as the model's inputs: [N, 1] float32 numbers and strings, keyed by `keras_name`; an image
+    input's row numbers read from the decoded cache (uint8, cast per batch)."""
+    from tasks.data.pixels import resolve
+
     fed = {}
     for feature in schema.features:
         values = columns[feature.name]
@@ -136,20 +137,11 @@ def feed(schema: Schema, columns: dict[str, np.ndarray], images: bool = True) ->
             fed[keras_name(feature)] = np.asarray(values, np.float32).reshape(-1, 1)
         elif feature.kind in ("text", "date"):
             fed[keras_name(feature)] = np.asarray(values).astype(str).reshape(-1, 1)
-        elif feature.source:  # images: row numbers into the decoded cache, read as uint8 (cast per batch)
-            fed[keras_name(feature)] = pixels_of(schema, keras_name(feature), values) if images else values
+        elif feature.source:  # images: row numbers into the decoded cache
+            fed[keras_name(feature)] = resolve(values, feature.source)
         else:
             fed[keras_name(feature)] = np.asarray(values, np.float32)
     return fed
-
-
-def pixels_of(schema: Schema, name: str, values: np.ndarray) -> np.ndarray:
-    """An input's batch as the model takes it: an image input's row numbers read from the decoded cache (uint8),
-    any other input as it is."""
-    from tasks.data.pixels import resolve
-
-    source = next((f.source for f in schema.features if f.source and keras_name(f) == name), None)
-    return resolve(values, source)
 
 
 def encode(preprocess: keras.Model, schema: Schema, split: Split):
@@ -171,15 +163,6 @@ def encode(preprocess: keras.Model, schema: Schema, split: Split):
         batch = {k: tf.constant(v[start:start + ENCODE_BATCH]) for k, v in fed.items()}
         parts.append(np.asarray(preprocess(batch), np.float32))
     return np.concatenate(parts)
-
-
-def predict(full: keras.Model, schema: Schema, columns: dict[str, np.ndarray]) -> np.ndarray:
-    """The full model on raw columns (batched): values, or class probabilities."""
-    fed = feed(schema, columns, images=False)  # pictures read a batch at a time: memory flat in the rows scored
-    n = len(next(iter(fed.values())))
-    parts = [np.asarray(full({k: tf.constant(pixels_of(schema, k, v[s:s + ENCODE_BATCH])) for k, v in fed.items()},
-                             training=False)) for s in range(0, n, ENCODE_BATCH)]
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def serving_signature(schema: Schema) -> list[tf.TensorSpec]:

@@ -36,18 +36,25 @@ def batch_inputs(x) -> Callable[[tf.Tensor], tf.Tensor]:
     return lambda rows: tf.gather(xs, rows)
 
 
-def minibatches(read: Callable[[tf.Tensor], tf.Tensor], y: tf.Tensor, order: tf.Tensor, batch: int) -> tf.data.Dataset:
-    """One epoch's (inputs, targets) minibatches in `order` (`read`: `batch_inputs`), read ahead while the step
-    before trains."""
-    return (tf.data.Dataset.from_tensor_slices(order).batch(batch)
-            .map(lambda rows: (read(rows), tf.gather(y, rows)), num_parallel_calls=READERS, deterministic=True)
-            .prefetch(READERS))
+def minibatches(read: Callable[[tf.Tensor], tf.Tensor], y: tf.Tensor, order: tf.Tensor, batch: int,
+                reads_disk: bool = False) -> tf.data.Dataset:
+    """One epoch's (inputs, targets) minibatches in `order` (`read`: `batch_inputs`). Read from disk
+    (`reads_disk`), READERS of them are read ahead, in order, while the step before trains; gathered from
+    memory, one at a time (a parallel gather only competes with the step for the cores)."""
+    batches = tf.data.Dataset.from_tensor_slices(order).batch(batch)
+    pair = lambda rows: (read(rows), tf.gather(y, rows))  # noqa: E731
+    if not reads_disk:
+        return batches.map(pair)
+    return batches.map(pair, num_parallel_calls=READERS, deterministic=True).prefetch(READERS)
 
 
 def evaluation_rows(x, rows: int) -> int:
-    """How many rows of a split the per-epoch evaluation samples: `rows`, or fewer when that many inputs would
-    pass `EVAL_BYTES` (large pictures)."""
-    width = int(np.prod(x.shape[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize if len(x.shape) > 1 else 4
+    """How many rows of a split the per-epoch evaluation samples: `rows`, or, for streamed pictures, fewer when
+    that many would pass `EVAL_BYTES` (the sample is then read whole). Inputs in memory keep `rows`, the rule
+    the fused steps' samples follow too (`tasks.train.rows`), so a fused trial equals its lone run."""
+    if not streamed(x):
+        return rows
+    width = int(np.prod(x.shape[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize
     return max(1, min(rows, EVAL_BYTES // max(1, width)))
 
 

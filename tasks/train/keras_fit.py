@@ -14,7 +14,7 @@ from tasks.model import models
 from tasks.results import TrainData, TrainResult, columns_of
 from tasks.results import rows as row_dicts
 from tasks.train.driver import DivergenceGuard, Hooks
-from tasks.train.inputs import batch_inputs, in_memory, minibatches
+from tasks.train.inputs import batch_inputs, in_memory, minibatches, streamed
 from tasks.train.resume import Snapshot
 from tasks.train.spec import MAXIMISED, TrainingSpec
 from tasks.train.steps import Evaluator, Objective, make_optimizer, optimizer_variables, shuffled
@@ -76,18 +76,18 @@ class _EpochBatches(keras.callbacks.Callback):
     new iterator every epoch and its last block stops where the epoch's data ends, and the epoch's order is
     read when that iterator starts."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, seed: int, start: int):
+    def __init__(self, x, y: np.ndarray, batch: int, shuffle: bool, seed: int, start: int):
         super().__init__()
         n = len(x)
         self.epoch = tf.Variable(start, dtype=tf.int64, trainable=False)
-        read, ys = batch_inputs(x), tf.constant(y)
+        read, ys, reads_disk = batch_inputs(x), tf.constant(y), streamed(x)
 
         def epoch_batches(_):
             rows = shuffled(n, seed, self.epoch.read_value()) if shuffle else tf.range(n)
-            return minibatches(read, ys, rows, batch)
+            return minibatches(read, ys, rows, batch, reads_disk)
 
         self.dataset = (tf.data.Dataset.from_tensors(np.int64(0)).flat_map(epoch_batches)
-                        .apply(tf.data.experimental.assert_cardinality(-(-n // batch))))
+                        .apply(tf.data.experimental.assert_cardinality(-(-n // batch))).prefetch(2))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)

@@ -317,7 +317,7 @@ class TapeStep:
                 return
             order = shuffled(n, seed_t, epoch) if spec.shuffle else tf.range(n)
             if stream:
-                batches = iter(minibatches(read, y, order, batch))
+                batches = iter(minibatches(read, y, order, batch, reads_disk=True))
 
                 def read_step(i):
                     step(*batches.get_next())

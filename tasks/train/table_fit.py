@@ -50,7 +50,7 @@ class Encoded:
 
     dataset: Dataset
     data: TrainData  # encoded train and validation inputs, with their targets
-    test: np.ndarray  # the encoded test matrix
+    test: Any  # the encoded test matrix (pictures: a `Rows` view, as `TrainData.x`)
 
 
 def encode(model: ModelSpec, seed: int, dataset: Dataset) -> Encoded:
