@@ -233,6 +233,23 @@ def test_moving_touching_and_adding_images(place, least, tmp_path):
     assert _states(result)["data"] == "Completed" and _states(result)["train"] == "Completed", result["tasks"]
 
 
+def test_with_artifacts_the_plans_content_index_is_under_that_root_and_the_run_reads_it(tmp_path):
+    """`plan --artifacts ROOT` (and `run`) validate an images spec, which hashes every picture into the content
+    index: that index goes under ROOT, where the data task looks, not into ./artifacts of the working folder."""
+    from tasks.data import images
+    from tasks.data.spec import ImagesData
+
+    draw_folder(tmp_path / "shapes", per_class=8)
+    spec = write_spec(tmp_path, "name: shapes\ndata: {kind: images, path: shapes}\n")
+    root = tmp_path / "elsewhere"
+    out = trainflow("plan", str(spec), "--artifacts", str(root), cwd=tmp_path, env={"TRAINFLOW_ARTIFACTS": None})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (root / ".cache" / "images" / "index.json").is_file()
+    assert not (tmp_path / "artifacts").exists(), "nothing written to ./artifacts"
+    again = images.index(ImagesData(kind="images", path=str(tmp_path / "shapes")), store=root / ".cache" / "images")
+    assert again.hashed == 0 and len(again.entries) == 24, "the data task under ROOT reads no picture again"
+
+
 INDEXED = """\
 name: indexed
 data: {kind: images, index: labels.csv, path_column: file, target: label}

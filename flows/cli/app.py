@@ -38,6 +38,16 @@ def _main(version: bool = typer.Option(False, "--version", callback=_show_versio
 SetOption = typer.Option(None, "--set", "-s", metavar="PATH=VALUE", help="Override a spec field, e.g. training.epochs=50.")
 ArtifactsOption = typer.Option(None, "--artifacts", "-a", envvar="TRAINFLOW_ARTIFACTS",
                                help="Artifact root (default ./artifacts).")
+
+
+def use_artifact_root(artifacts: Optional[Path]) -> None:
+    """--artifacts for this whole command, spec loading included: validating an images spec hashes every picture
+    into a content index under the artifact root (`tasks.data.images.default_store`), and without this it went to
+    ./artifacts while the run indexed them all again under --artifacts."""
+    if artifacts is not None:
+        os.environ["TRAINFLOW_ARTIFACTS"] = str(Path(artifacts).absolute())
+
+
 JsonOption = typer.Option(False, "--json", help="Print one JSON object per spec on stdout, a line each; logs go to stderr.")
 DebugOption = typer.Option(False, "--debug", help="Show tracebacks.")
 NoServerOption = typer.Option(False, "--no-server", help="With no Prefect server running, use Prefect's temporary "

@@ -22,6 +22,7 @@ from flows.cli.app import (
     load_one,
     print_ui,
     stdout_to_stderr,
+    use_artifact_root,
 )
 from flows.cli.lifecycle import predict_file
 
@@ -41,6 +42,7 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
 
     With no Prefect server running, the first run starts one in the background and says so (see --no-server)."""
     check_server_settings()
+    use_artifact_root(artifacts)
     with errors(debug):
         from flows.run.order import run_order
         from flows.run.plan import artifact_root
@@ -244,6 +246,7 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
         from tasks.publish.store import Store
         from tasks.train.fastpath import choose_step
 
+        use_artifact_root(artifacts)
         resolved = load_one(spec, overrides)
         root = artifact_root(artifacts)
         the_plan = compile_plan(resolved)
