@@ -166,25 +166,34 @@ def test_predict_on_a_folder_writes_a_row_per_image_and_names_a_broken_file(plac
     folder = tmp_path / "new"
     draw_folder(folder, per_class=5, seed=7)
     (folder / "square" / "broken.png").write_bytes(b"not a picture at all")
+    from PIL import Image
+
+    Image.fromarray(draw(0, 2 * SIZE, np.random.default_rng(3))).save(folder / "circle" / "large.png")
     out = tmp_path / "scored.csv"
     ran = trainflow("predict", f"{result['name']}@{result['version']}", str(folder), "--output", str(out),
-                    "--artifacts", str(place / "artifacts"))
+                    "--artifacts", str(place / "artifacts"), "--json")
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    summary = json.loads(ran.stdout)["summary"]
+    assert summary["resized"] == 1 and summary["resized_files"] == [f"circle/large.png ({2 * SIZE}x{2 * SIZE})"]
+    assert f"1 picture(s) were not the {SIZE}x{SIZE} the model was trained on and were resized" in ran.stderr
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 3 * 5 + 1, "one row per picture, the broken one included"
+    assert len(rows) == 3 * 5 + 2, "one row per picture, the broken and the resized one included"
+    assert next(r for r in rows if r["path"] == "circle/large.png")["prediction"] in CLASSES, "a resized one is scored"
     assert set(rows[0]) == {"path", "actual", "prediction", *(f"probability_{c}" for c in sorted(CLASSES))}
     broken = next(r for r in rows if r["path"] == "square/broken.png")
     assert broken["prediction"] == "", "a picture that cannot be decoded gets no prediction"
     scored = [r for r in rows if r["path"] != "square/broken.png"]
     assert np.mean([r["actual"] == r["prediction"] for r in scored]) >= 0.8
-    assert "square/broken.png" in ran.stderr and "Accuracy against the class subfolders" in ran.stdout
+    assert "square/broken.png" in ran.stderr and summary["accuracy"] >= 0.8
+    plain = trainflow("predict", f"{result['name']}@{result['version']}", str(folder), "--output", str(out),
+                      "--artifacts", str(place / "artifacts"))
+    assert "Accuracy against the class subfolders" in plain.stdout
     import tensorflow as tf
 
     saved = tf.saved_model.load(str(place / "artifacts" / result["name"] / result["version"] / "checkpoint" / "saved_model"))
     files = [folder / "circle" / "circle_000.png", folder / "cross" / "cross_001.png"]
     encoded = saved.signatures["serving_bytes"](image_bytes=tf.constant([f.read_bytes() for f in files]))
-    from PIL import Image
 
     pixels = np.stack([np.asarray(Image.open(f), np.float32)[..., None] for f in files])
     decoded = saved.signatures["serving_default"](image=tf.constant(pixels))

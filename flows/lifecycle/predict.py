@@ -95,6 +95,9 @@ def warnings(summary: dict) -> list[str]:
     if summary.get("unreadable"):
         out.append(f"{summary['unreadable']} picture(s) could not be decoded and got no prediction: "
                    + "; ".join(summary.get("unreadable_files", [])))
+    if summary.get("resized"):
+        out.append(f"{summary['resized']} picture(s) were not the {summary['image_size']} the model was trained on "
+                   "and were resized (bilinear) to it before scoring: " + "; ".join(summary.get("resized_files", [])))
     if summary["unscored"]:
         out.append(f"{summary['unscored']} row(s) have an empty feature cell and got no prediction (an empty "
                    "`prediction`, NaN probabilities); a version trained with `data.impute: true` fills them as "

@@ -69,18 +69,25 @@ def decode(indexed: images.Indexed, shape: tuple[int, int, int], store: Path) ->
 def decode_one(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     """One picture's bytes as uint8 [height, width, channels]: converted to grey or RGB, resized (bilinear)
     when its size is another. DataError when the bytes are not a picture PIL reads."""
+    return decode_sized(data, shape)[0]
+
+
+def decode_sized(data: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """`decode_one`'s pixels and the picture's own (height, width), before any resize: what scoring reports
+    when a picture was not the size the model was trained on."""
     from PIL import Image, UnidentifiedImageError
 
     height, width, channels = shape
     try:
         with Image.open(io.BytesIO(data)) as image:
             converted = image.convert("L" if channels == 1 else "RGB")
-            if converted.size != (width, height):
+            own = converted.size
+            if own != (width, height):
                 converted = converted.resize((width, height), Image.BILINEAR)
             pixels = np.asarray(converted, np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot be decoded as an image ({type(exc).__name__})") from None
-    return pixels.reshape(height, width, channels)
+    return pixels.reshape(height, width, channels), (own[1], own[0])
 
 
 def rows(source: str, index: np.ndarray) -> np.ndarray:

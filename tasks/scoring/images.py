@@ -5,7 +5,8 @@ classes), `prediction` and `probability_<class>`.
 
 Streamed: pictures are decoded (PIL, in threads; resized and converted as in training) and scored
 `BATCH_IMAGES` at a time, so memory does not grow with the folder. A file that cannot be decoded does not stop
-the batch: its row has no prediction, and the summary counts it and names the first few (`unreadable`).
+the batch: its row has no prediction, and the summary counts it and names the first few (`unreadable`). A
+picture of another size than the model's is resized to it and scored, and counted and named (`resized`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from tasks.common.errors import DataError
 from tasks.data import images
-from tasks.data.pixels import decode_one
+from tasks.data.pixels import decode_sized
 from tasks.scoring.model import InputError, Model, describe, file_format, load_model
 from tasks.scoring.outputs import Scored, Summary, output_fields, predictions, write_batches
 
@@ -60,11 +61,13 @@ def check_images(model: Model, path: Path) -> None:
         raise InputError(f"{path.name}: no pictures ({', '.join(images.SUFFIXES)}) to score")
 
 
-def _read(file: Path, shape: tuple) -> tuple[np.ndarray, str]:
+def _read(file: Path, shape: tuple) -> tuple[np.ndarray, str, tuple[int, int]]:
+    """(pixels at the model's shape, why it cannot be decoded or "", the picture's own (height, width))."""
     try:
-        return decode_one(file.read_bytes(), shape), ""
+        pixels, own = decode_sized(file.read_bytes(), shape)
+        return pixels, "", own
     except (DataError, OSError) as exc:
-        return np.zeros(shape, np.uint8), str(exc)
+        return np.zeros(shape, np.uint8), str(exc), tuple(shape[:2])
 
 
 def score_images(version_dir: Union[Path, str], input_path: Path, output_path: Path,
@@ -84,7 +87,7 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
     fields = [pa.field("path", pa.string()), *([pa.field("actual", pa.string())] if actual else []),
               *output_fields(model)]
     out_schema = pa.schema(fields)
-    summary, unreadable, right = Summary(model), [], 0
+    summary, unreadable, resized, right = Summary(model), [], [], 0
     import tensorflow as tf
 
     def scored():
@@ -93,8 +96,9 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
             for start in range(0, len(files), batch):
                 names = files[start:start + batch]
                 read = list(pool.map(lambda name: _read(root / name, shape), names))
-                broken = np.array([bool(error) for _, error in read])
-                unreadable.extend((name, error) for name, (_, error) in zip(names, read) if error)
+                broken = np.array([bool(error) for _, error, _ in read])
+                unreadable.extend((name, error) for name, (_, error, _) in zip(names, read) if error)
+                resized.extend((name, own) for name, (_, _, own) in zip(names, read) if own != shape[:2])
                 good = np.flatnonzero(~broken)
                 if len(good):
                     pixels = np.stack([read[i][0] for i in good]).astype(np.float32)
@@ -121,6 +125,9 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
     result = summary.result(len(files))
     result["unreadable"] = len(unreadable)
     result["unreadable_files"] = [f"{name}: {error}" for name, error in unreadable[:NAMED]]
+    result["image_size"] = f"{shape[0]}x{shape[1]}"
+    result["resized"] = len(resized)  # scored, but not at the size the model learnt from: worth knowing
+    result["resized_files"] = [f"{name} ({h}x{w})" for name, (h, w) in resized[:NAMED]]
     if actual:
         scored = len(files) - len(unreadable)
         result["accuracy"] = right / scored if scored else None
