@@ -175,6 +175,7 @@ def test_predict_on_a_folder_writes_a_row_per_image_and_names_a_broken_file(plac
     assert ran.returncode == 0, ran.stdout + ran.stderr
     summary = json.loads(ran.stdout)["summary"]
     assert summary["resized"] == 1 and summary["resized_files"] == [f"circle/large.png ({2 * SIZE}x{2 * SIZE})"]
+    assert summary["unscored"] == summary["unreadable"] == 1, "the broken picture got no prediction"
     assert f"1 picture(s) were not the {SIZE}x{SIZE} the model was trained on and were resized" in ran.stderr
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
@@ -188,7 +189,8 @@ def test_predict_on_a_folder_writes_a_row_per_image_and_names_a_broken_file(plac
     assert "square/broken.png" in ran.stderr and summary["accuracy"] >= 0.8
     plain = trainflow("predict", f"{result['name']}@{result['version']}", str(folder), "--output", str(out),
                       "--artifacts", str(place / "artifacts"))
-    assert "Accuracy against the class subfolders" in plain.stdout
+    assert "Accuracy against the class subfolders" in plain.stdout and "Scored 16 of 17 rows" in plain.stdout
+    assert "empty feature cell" not in plain.stderr, "an undecodable picture is not an empty cell"
     import tensorflow as tf
 
     saved = tf.saved_model.load(str(place / "artifacts" / result["name"] / result["version"] / "checkpoint" / "saved_model"))
@@ -290,6 +292,35 @@ def test_a_picture_listed_twice_in_an_index_is_refused_at_its_second_line(tmp_pa
     _, found, problems = images.listing(spec)
     assert problems == [("data.index", "labels.csv:4: 'pics/cross/cross_000.png' is already on line 2; each "
                                        "picture must be listed once")]
+
+
+def test_a_number_target_with_a_few_text_values_is_refused_naming_them_not_learnt_as_classes(tmp_path, artifacts):
+    """A typo in a numeric target would turn a regression into a classification with a class per number."""
+    draw_folder(tmp_path / "pics", per_class=10, size=16)
+    files = sorted(f.relative_to(tmp_path).as_posix() for f in (tmp_path / "pics").rglob("*.png"))
+    sizes = ["big" if i in (4, 17) else f"{i % 7 + 3}" for i in range(len(files))]
+    (tmp_path / "labels.csv").write_text("file,radius\n" + "".join(f"{f},{r}\n" for f, r in zip(files, sizes)))
+    base = "name: sized\ndata: {kind: images, index: labels.csv, path_column: file, target: radius"
+    auto = trainflow("validate", str(write_spec(tmp_path, base + "}\n", "auto.yaml")))
+    assert auto.returncode == 2, auto.stdout
+    assert (f"data.target: the target 'radius' holds numbers except 'big' for {files[4]} (also {files[17]}); "
+            "fix those values, or set data.task: classification to learn each value as a class") in auto.stderr, \
+        auto.stderr
+    regression = trainflow("validate", str(write_spec(tmp_path, base + ", task: regression}\n", "reg.yaml")))
+    assert regression.returncode == 2 and "holds numbers except 'big'" in regression.stderr
+    assert "set data.task: classification" not in regression.stderr, "the spec said regression"
+    classes = trainflow("validate", str(write_spec(tmp_path, base + ", task: classification}\n", "cls.yaml")))
+    assert "holds numbers except" not in classes.stderr, "asked for classes, each value is one"
+
+
+def test_several_undecodable_files_are_named_together(tmp_path, artifacts):
+    def make(folder):
+        for name in ("a", "b", "c", "d", "e"):
+            (folder / "cross" / f"{name}.png").write_bytes(b"not a picture")
+
+    err = _bad(tmp_path, make)
+    assert "data.path: cross/a.png: cannot be decoded" in err and "(also cross/b.png, cross/c.png, cross/d.png and " \
+                                                                  "1 more)" in err, err
 
 
 def test_a_path_in_an_index_outside_the_data_roots_is_refused_before_any_image_is_read(tmp_path, artifacts):

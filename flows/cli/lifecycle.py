@@ -46,9 +46,10 @@ def predict_file(model: str, input_path, output, artifacts, as_json: bool, debug
                 raise
             fail(f"{label}{exc}", 2)
     trial = f", trial {result['trial']} (the sweep's best)" if result.get("trial") else ""
-    typer.echo(f"Scored {result['rows']} rows with {result['model']}{trial}: {result['output']}")
     summary = result["summary"]
-    typer.echo("Classes: " + ", ".join(f"{k}: {v}" for k, v in summary["class_counts"].items()) if "class_counts"
+    done = f"{result['rows'] - summary['unscored']} of {result['rows']}" if summary["unscored"] else f"{result['rows']}"
+    typer.echo(f"Scored {done} rows with {result['model']}{trial}: {result['output']}")
+    typer.echo("Predicted classes: " + ", ".join(f"{k}: {v}" for k, v in summary["class_counts"].items()) if "class_counts"
                in summary else "Predictions: " + ", ".join(f"{k} {v:.5g}" for k, v in summary.items()
                                                           if isinstance(v, float)))
     if summary.get("unseen"):

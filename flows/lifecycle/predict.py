@@ -98,8 +98,9 @@ def warnings(summary: dict) -> list[str]:
     if summary.get("resized"):
         out.append(f"{summary['resized']} picture(s) were not the {summary['image_size']} the model was trained on "
                    "and were resized (bilinear) to it before scoring: " + "; ".join(summary.get("resized_files", [])))
-    if summary["unscored"]:
-        out.append(f"{summary['unscored']} row(s) have an empty feature cell and got no prediction (an empty "
+    empty = summary["unscored"] - summary.get("unreadable", 0)  # pictures that cannot be decoded: said above
+    if empty:
+        out.append(f"{empty} row(s) have an empty feature cell and got no prediction (an empty "
                    "`prediction`, NaN probabilities); a version trained with `data.impute: true` fills them as "
                    "training did")
     for column, count in summary.get("unseen", {}).items():

@@ -243,11 +243,13 @@ def problems(spec: ImagesData, indexed: Indexed, validation: float, test: float)
         return [(where, f"empty: {what}")]
     broken = [e for e in indexed.entries if e.error]
     if broken:
-        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
-        return [(where, f"{broken[0].path}: {broken[0].error}{more}")]
+        return [(where, f"{broken[0].path}: {broken[0].error}{_also(broken)}")]
     if spec.index and not all(e.label for e in indexed.entries):
         empty = next(e for e in indexed.entries if not e.label)
         return [("data.target", f"{empty.path}: the target '{spec.target}' is empty")]
+    stray = _stray_text(spec, indexed)
+    if stray:
+        return [stray]
     if not spec.image_size:
         first = indexed.entries[0]
         other = next((e for e in indexed.entries if (e.height, e.width) != (first.height, first.width)), None)
@@ -272,16 +274,54 @@ def problems(spec: ImagesData, indexed: Indexed, validation: float, test: float)
     return out
 
 
+#: Named beside the first of several files a problem holds for.
+ALSO_NAMED = 3
+#: An index's target whose values are numbers in at least this share of its rows, but not in all, is refused under
+#: task auto: a typo would otherwise turn a regression into a classification with a class per distinct number.
+MOSTLY_NUMBERS = 0.9
+
+
+def _also(entries: list[Entry]) -> str:
+    """" (also b.png, c.png and 4 more)" for the entries after the first, "" for one."""
+    rest = [e.path for e in entries[1:]]
+    if not rest:
+        return ""
+    named, more = rest[:ALSO_NAMED], len(rest) - ALSO_NAMED
+    return f" (also {', '.join(named)}" + (f" and {more} more)" if more > 0 else ")")
+
+
+def _number(label: str) -> bool:
+    try:
+        float(label)
+    except ValueError:
+        return False
+    return True
+
+
+def _stray_text(spec: ImagesData, indexed: Indexed) -> Optional[tuple[str, str]]:
+    """An index's target that is numbers but for a few text cells (under task auto), or that holds text under
+    task regression: refused, naming the first such value and its picture."""
+    if spec.index is None or spec.task == "classification":
+        return None
+    texts = [e for e in indexed.entries if not _number(e.label)]
+    mostly = len(texts) <= (1 - MOSTLY_NUMBERS) * len(indexed.entries)
+    if not texts or (spec.task == "auto" and not mostly):
+        return None
+    from tasks.data.tables import excerpt  # a value from the user's file: quoted short and escaped
+
+    first = texts[0]
+    head = (f"the target '{spec.target}' holds numbers except {excerpt(first.label)} for {first.path}{_also(texts)}"
+            if mostly else f"data.task is regression, and the target '{spec.target}' holds text: "
+                           f"{excerpt(first.label)} for {first.path}{_also(texts)}")
+    return ("data.target", head + "; fix those values" +
+            (", or set data.task: classification to learn each value as a class" if spec.task == "auto" else ""))
+
+
 def target_kind(spec: ImagesData, indexed: Indexed) -> str:
     """"number" when an index's target column holds only numbers (regression under task auto), else "text"."""
-    if spec.index is None:
+    if spec.index is None or not indexed.entries:
         return "text"
-    try:
-        for label in indexed.labels():
-            float(label)
-    except ValueError:
-        return "text"
-    return "number" if indexed.entries else "text"
+    return "number" if all(_number(label) for label in indexed.labels()) else "text"
 
 
 def class_counts(indexed: Indexed) -> dict[str, int]:

@@ -123,6 +123,7 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
 
     preview = write_batches(output_path, out_fmt, out_schema, scored())
     result = summary.result(len(files))
+    result["unscored"] += len(unreadable)  # rows without a prediction, whatever the reason (scripts check it)
     result["unreadable"] = len(unreadable)
     result["unreadable_files"] = [f"{name}: {error}" for name, error in unreadable[:NAMED]]
     result["image_size"] = f"{shape[0]}x{shape[1]}"
