@@ -169,6 +169,7 @@ def test_predict_on_a_folder_writes_a_row_per_image_and_names_a_broken_file(plac
     from PIL import Image
 
     Image.fromarray(draw(0, 2 * SIZE, np.random.default_rng(3))).save(folder / "circle" / "large.png")
+    Image.fromarray(draw(0, SIZE, np.random.default_rng(4))).convert("RGB").save(folder / "circle" / "colour.png")
     out = tmp_path / "scored.csv"
     ran = trainflow("predict", f"{result['name']}@{result['version']}", str(folder), "--output", str(out),
                     "--artifacts", str(place / "artifacts"), "--json")
@@ -176,10 +177,12 @@ def test_predict_on_a_folder_writes_a_row_per_image_and_names_a_broken_file(plac
     summary = json.loads(ran.stdout)["summary"]
     assert summary["resized"] == 1 and summary["resized_files"] == [f"circle/large.png ({2 * SIZE}x{2 * SIZE})"]
     assert summary["unscored"] == summary["unreadable"] == 1, "the broken picture got no prediction"
+    assert summary["converted"] == 1 and summary["converted_files"] == ["circle/colour.png"]
+    assert "1 picture(s) were not grayscale, the model's colour mode, and were converted" in ran.stderr
     assert f"1 picture(s) were not the {SIZE}x{SIZE} the model was trained on and were resized" in ran.stderr
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 3 * 5 + 2, "one row per picture, the broken and the resized one included"
+    assert len(rows) == 3 * 5 + 3, "one row per picture, the broken, the resized and the converted one included"
     assert next(r for r in rows if r["path"] == "circle/large.png")["prediction"] in CLASSES, "a resized one is scored"
     assert set(rows[0]) == {"path", "actual", "prediction", *(f"probability_{c}" for c in sorted(CLASSES))}
     broken = next(r for r in rows if r["path"] == "square/broken.png")
@@ -189,7 +192,7 @@ def test_predict_on_a_folder_writes_a_row_per_image_and_names_a_broken_file(plac
     assert "square/broken.png" in ran.stderr and summary["accuracy"] >= 0.8
     plain = trainflow("predict", f"{result['name']}@{result['version']}", str(folder), "--output", str(out),
                       "--artifacts", str(place / "artifacts"))
-    assert "Accuracy against the class subfolders" in plain.stdout and "Scored 16 of 17 rows" in plain.stdout
+    assert "Accuracy against the class subfolders" in plain.stdout and "Scored 17 of 18 rows" in plain.stdout
     assert "empty feature cell" not in plain.stderr, "an undecodable picture is not an empty cell"
     import tensorflow as tf
 
@@ -200,6 +203,17 @@ def test_predict_on_a_folder_writes_a_row_per_image_and_names_a_broken_file(plac
     pixels = np.stack([np.asarray(Image.open(f), np.float32)[..., None] for f in files])
     decoded = saved.signatures["serving_default"](image=tf.constant(pixels))
     np.testing.assert_allclose(encoded["probabilities"].numpy(), decoded["probabilities"].numpy(), atol=1e-6)
+    other = tmp_path / "other"
+    draw_folder(other, per_class=1, seed=8)
+    os.rename(other / "cross", other / "triangle")
+    unnamed = trainflow("predict", f"{result['name']}@{result['version']}", str(other), "--output", str(out),
+                        "--artifacts", str(place / "artifacts"))
+    assert unnamed.returncode == 0 and "Accuracy" not in unnamed.stdout
+    assert "no accuracy: the subfolder(s) triangle/ are not among the model's classes (circle, cross, square)" \
+        in unnamed.stderr, unnamed.stderr
+    nowhere = trainflow("predict", f"{result['name']}@{result['version']}", str(tmp_path / "nowhere"), "--output",
+                        str(out), "--artifacts", str(place / "artifacts"))
+    assert nowhere.returncode == 2 and "nowhere: no such folder or file" in nowhere.stderr, nowhere.stderr
     strict = trainflow("predict", f"{result['name']}@{result['version']}", str(folder), "--output", str(out),
                        "--artifacts", str(place / "artifacts"), "--strict")
     assert strict.returncode == 2 and "could not be decoded (--strict" in strict.stderr, strict.stderr
@@ -292,6 +306,9 @@ def test_a_picture_listed_twice_in_an_index_is_refused_at_its_second_line(tmp_pa
     _, found, problems = images.listing(spec)
     assert problems == [("data.index", "labels.csv:4: 'pics/cross/cross_000.png' is already on line 2; each "
                                        "picture must be listed once")]
+    misspelt = spec.model_copy(update={"target": "lable"})
+    assert images.listing(misspelt)[2] == [("data.target", "'lable' is not a column of labels.csv (did you mean "
+                                                           "'label'?); it has: file, label")]
 
 
 def test_a_number_target_with_a_few_text_values_is_refused_naming_them_not_learnt_as_classes(tmp_path, artifacts):

@@ -98,6 +98,11 @@ def warnings(summary: dict) -> list[str]:
     if summary.get("resized"):
         out.append(f"{summary['resized']} picture(s) were not the {summary['image_size']} the model was trained on "
                    "and were resized (bilinear) to it before scoring: " + "; ".join(summary.get("resized_files", [])))
+    if summary.get("converted"):
+        out.append(f"{summary['converted']} picture(s) were not {summary['color_mode']}, the model's colour mode, "
+                   "and were converted to it before scoring: " + "; ".join(summary.get("converted_files", [])))
+    if summary.get("no_actual"):
+        out.append(summary["no_actual"])
     empty = summary["unscored"] - summary.get("unreadable", 0)  # pictures that cannot be decoded: said above
     if empty:
         out.append(f"{empty} row(s) have an empty feature cell and got no prediction (an empty "

@@ -28,6 +28,7 @@ from typing import Callable, Optional
 from tasks.common.errors import DataError
 from tasks.common.files import write_atomic
 from tasks.common.hashing import canonical_hash
+from tasks.common.suggest import did_you_mean
 from tasks.data.spec import ImagesData
 
 #: The picture formats read, by file suffix (lower case).
@@ -119,7 +120,8 @@ def _index_rows(spec: ImagesData, check) -> tuple[Path, list[tuple[Path, str]], 
         return root, [], [("data.index", f"{table.name}: not a CSV table ({type(exc).__name__})")]
     for where, column in (("data.path_column", spec.path_column), ("data.target", spec.target)):
         if column not in columns:
-            return root, [], [(where, f"'{column}' is not a column of {table.name}; it has: {', '.join(columns)}")]
+            return root, [], [(where, f"'{column}' is not a column of {table.name}{did_you_mean(column, columns)}; "
+                                      f"it has: {', '.join(columns)}")]
     found, lines = [], {}
     for number, row in enumerate(rows, start=2):
         name = (row.get(spec.path_column) or "").strip()
@@ -338,7 +340,10 @@ def summary(spec: ImagesData, indexed: Indexed, task: str) -> str:
     if task == "classification":
         counts = class_counts(indexed)
         text += f"; {len(counts)} classes: " + ", ".join(f"{label} {count}" for label, count in sorted(counts.items()))
-    return text + (f" ({indexed.hashed} read now, the rest from the content index)" if indexed.hashed else "")
+    if not indexed.hashed:
+        return text
+    rest = ", the rest from the content index" if indexed.hashed < len(indexed.entries) else ""
+    return text + f" ({indexed.hashed} read now{rest})"
 
 
 def fingerprint(spec: ImagesData) -> dict:

@@ -72,22 +72,22 @@ def decode_one(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     return decode_sized(data, shape)[0]
 
 
-def decode_sized(data: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    """`decode_one`'s pixels and the picture's own (height, width), before any resize: what scoring reports
-    when a picture was not the size the model was trained on."""
+def decode_sized(data: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """`decode_one`'s pixels and the picture's own (height, width, channels), before any resize or conversion:
+    what scoring reports when a picture was not the size or colour the model was trained on."""
     from PIL import Image, UnidentifiedImageError
 
     height, width, channels = shape
     try:
         with Image.open(io.BytesIO(data)) as image:
+            own = (image.size[1], image.size[0], 1 if image.mode in images.GRAY_MODES else 3)
             converted = image.convert("L" if channels == 1 else "RGB")
-            own = converted.size
-            if own != (width, height):
+            if converted.size != (width, height):
                 converted = converted.resize((width, height), Image.BILINEAR)
             pixels = np.asarray(converted, np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot be decoded as an image ({type(exc).__name__})") from None
-    return pixels.reshape(height, width, channels), (own[1], own[0])
+    return pixels.reshape(height, width, channels), own
 
 
 def rows(source: str, index: np.ndarray) -> np.ndarray:

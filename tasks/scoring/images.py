@@ -6,7 +6,9 @@ classes), `prediction` and `probability_<class>`.
 Streamed: pictures are decoded (PIL, in threads; resized and converted as in training) and scored
 `BATCH_IMAGES` at a time, so memory does not grow with the folder. A file that cannot be decoded does not stop
 the batch: its row has no prediction, and the summary counts it and names the first few (`unreadable`). A
-picture of another size than the model's is resized to it and scored, and counted and named (`resized`).
+picture of another size or colour mode than the model's is resized or converted to it and scored, and counted
+and named (`resized`, `converted`); a folder whose subfolders are not all classes gets no `actual` and says why
+(`no_actual`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def listing(path: Path) -> tuple[Path, list[str]]:
     if path.is_dir():
         files = sorted(f.relative_to(path).as_posix() for f in path.rglob("*") if f.is_file() and images.is_image(f))
         return path, files
+    if not path.exists():
+        raise InputError(f"{path.name}: no such folder or file; the model takes pictures: a folder of them, or an "
+                         "index .csv with a path column")
     if path.suffix.lower() != ".csv" or not path.is_file():
         raise InputError(f"{path.name}: the model takes pictures: give a folder of them, or an index .csv with a "
                          "path column")
@@ -61,13 +66,13 @@ def check_images(model: Model, path: Path) -> None:
         raise InputError(f"{path.name}: no pictures ({', '.join(images.SUFFIXES)}) to score")
 
 
-def _read(file: Path, shape: tuple) -> tuple[np.ndarray, str, tuple[int, int]]:
-    """(pixels at the model's shape, why it cannot be decoded or "", the picture's own (height, width))."""
+def _read(file: Path, shape: tuple) -> tuple[np.ndarray, str, tuple[int, int, int]]:
+    """(pixels at the model's shape, why it cannot be decoded or "", the picture's own (height, width, channels))."""
     try:
         pixels, own = decode_sized(file.read_bytes(), shape)
         return pixels, "", own
     except (DataError, OSError) as exc:
-        return np.zeros(shape, np.uint8), str(exc), tuple(shape[:2])
+        return np.zeros(shape, np.uint8), str(exc), tuple(shape)
 
 
 def score_images(version_dir: Union[Path, str], input_path: Path, output_path: Path,
@@ -87,7 +92,7 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
     fields = [pa.field("path", pa.string()), *([pa.field("actual", pa.string())] if actual else []),
               *output_fields(model)]
     out_schema = pa.schema(fields)
-    summary, unreadable, resized, right = Summary(model), [], [], 0
+    summary, unreadable, own_shapes, right = Summary(model), [], [], 0
     import tensorflow as tf
 
     def scored():
@@ -98,7 +103,7 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
                 read = list(pool.map(lambda name: _read(root / name, shape), names))
                 broken = np.array([bool(error) for _, error, _ in read])
                 unreadable.extend((name, error) for name, (_, error, _) in zip(names, read) if error)
-                resized.extend((name, own) for name, (_, _, own) in zip(names, read) if own != shape[:2])
+                own_shapes.extend((name, own) for name, (_, _, own) in zip(names, read) if own != shape)
                 good = np.flatnonzero(~broken)
                 if len(good):
                     pixels = np.stack([read[i][0] for i in good]).astype(np.float32)
@@ -127,8 +132,19 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
     result["unreadable"] = len(unreadable)
     result["unreadable_files"] = [f"{name}: {error}" for name, error in unreadable[:NAMED]]
     result["image_size"] = f"{shape[0]}x{shape[1]}"
-    result["resized"] = len(resized)  # scored, but not at the size the model learnt from: worth knowing
-    result["resized_files"] = [f"{name} ({h}x{w})" for name, (h, w) in resized[:NAMED]]
+    # scored, but not at the size or in the colours the model learnt from: worth knowing
+    resized = [(name, own) for name, own in own_shapes if own[:2] != shape[:2]]
+    result["resized"] = len(resized)
+    result["resized_files"] = [f"{name} ({h}x{w})" for name, (h, w, _) in resized[:NAMED]]
+    converted = [name for name, own in own_shapes if own[2] != shape[2]]
+    result["color_mode"] = "grayscale" if shape[2] == 1 else "rgb"
+    result["converted"] = len(converted)
+    result["converted_files"] = converted[:NAMED]
+    if model.task == "classification" and not actual and any(tops):
+        others = sorted({top for top in tops if top not in classes and top is not None})
+        result["no_actual"] = (f"no accuracy: the subfolder(s) {', '.join(f'{o}/' for o in others[:NAMED])} "
+                               f"are not among the model's classes ({', '.join(classes)})" if others else
+                               "no accuracy: some pictures are not in a class subfolder")
     if actual:
         scored = len(files) - len(unreadable)
         result["accuracy"] = right / scored if scored else None
