@@ -29,7 +29,6 @@ from tasks.common.files import owned_temp, sweep_stale
 from tasks.common.hashing import canonical_hash
 from tasks.data import images
 from tasks.data.arrays import Header, npy_header
-from tasks.data.spec import ImagesData
 
 tf_like = Any  # a tensor of positions (TensorFlow is imported where a batch is read)
 
@@ -161,11 +160,6 @@ class Rows:
 
         out = tf.numpy_function(read, [positions], tf.uint8, stateful=False)
         return tf.ensure_shape(out, [None, *self.image_shape])
-
-
-def paths(spec: ImagesData, check=None) -> list[str]:
-    """Each image's path relative to the folder, in row order (what a row number of the dataset refers to)."""
-    return [e.path for e in images.index(spec, check).entries]
 
 
 def resolve(values: np.ndarray, source: Optional[str]) -> np.ndarray:
