@@ -75,6 +75,18 @@ def _read(file: Path, shape: tuple) -> tuple[np.ndarray, str, tuple[int, int, in
         return np.zeros(shape, np.uint8), str(exc), tuple(shape)
 
 
+class _Tally:
+    """How many pictures something holds for, and the first `NAMED` of them."""
+
+    def __init__(self):
+        self.count, self.named = 0, []
+
+    def add(self, name: str) -> None:
+        self.count += 1
+        if len(self.named) < NAMED:
+            self.named.append(name)
+
+
 def score_images(version_dir: Union[Path, str], input_path: Path, output_path: Path,
                  batch: int = BATCH_IMAGES) -> Scored:
     """Score every picture of `input_path` into `output_path`; nothing is written when it fails."""
@@ -92,7 +104,8 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
     fields = [pa.field("path", pa.string()), *([pa.field("actual", pa.string())] if actual else []),
               *output_fields(model)]
     out_schema = pa.schema(fields)
-    summary, unreadable, own_shapes, right = Summary(model), [], [], 0
+    summary, unreadable, right = Summary(model), [], 0
+    resized, converted = _Tally(), _Tally()  # counts and the first few names: memory flat in the folder's size
     import tensorflow as tf
 
     def scored():
@@ -103,7 +116,11 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
                 read = list(pool.map(lambda name: _read(root / name, shape), names))
                 broken = np.array([bool(error) for _, error, _ in read])
                 unreadable.extend((name, error) for name, (_, error, _) in zip(names, read) if error)
-                own_shapes.extend((name, own) for name, (_, _, own) in zip(names, read) if own != shape)
+                for name, (_, _, own) in zip(names, read):
+                    if own[:2] != shape[:2]:
+                        resized.add(f"{name} ({own[0]}x{own[1]})")
+                    if own[2] != shape[2]:
+                        converted.add(name)
                 good = np.flatnonzero(~broken)
                 if len(good):
                     pixels = np.stack([read[i][0] for i in good]).astype(np.float32)
@@ -133,13 +150,9 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
     result["unreadable_files"] = [f"{name}: {error}" for name, error in unreadable[:NAMED]]
     result["image_size"] = f"{shape[0]}x{shape[1]}"
     # scored, but not at the size or in the colours the model learnt from: worth knowing
-    resized = [(name, own) for name, own in own_shapes if own[:2] != shape[:2]]
-    result["resized"] = len(resized)
-    result["resized_files"] = [f"{name} ({h}x{w})" for name, (h, w, _) in resized[:NAMED]]
-    converted = [name for name, own in own_shapes if own[2] != shape[2]]
+    result["resized"], result["resized_files"] = resized.count, resized.named
     result["color_mode"] = "grayscale" if shape[2] == 1 else "rgb"
-    result["converted"] = len(converted)
-    result["converted_files"] = converted[:NAMED]
+    result["converted"], result["converted_files"] = converted.count, converted.named
     if model.task == "classification" and not actual and any(tops):
         others = sorted({top for top in tops if top not in classes and top is not None})
         result["no_actual"] = (f"no accuracy: the subfolder(s) {', '.join(f'{o}/' for o in others[:NAMED])} "
