@@ -104,7 +104,11 @@ def test_the_least_spec_beats_logistic_regression_and_the_trivial_baseline_on_he
     metrics = json.loads((version / "metrics.json").read_text())
     x, y = pixels_and_labels(place / "shapes")
     with open(version / "test_predictions.csv") as handle:
-        scored = np.array(sorted(int(row["row"]) for row in csv.DictReader(handle)))
+        held_out = list(csv.DictReader(handle))
+    scored = np.array(sorted(int(row["row"]) for row in held_out))
+    pictures = sorted(f.relative_to(place / "shapes").as_posix() for f in (place / "shapes").rglob("*.png"))
+    assert [row["path"] for row in held_out] == [pictures[int(row["row"])] for row in held_out], "each row's picture"
+    assert all(row["path"].split("/")[0] == row["actual"] for row in held_out)
     index = split_indices(len(y), y, 0.2, 0.2, 42)
     assert np.array_equal(index["test"], scored), "the held-out images are the version's own"
     predicted = logistic_regression(x[index["train"]], y[index["train"]], x[index["test"]])

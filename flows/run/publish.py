@@ -51,7 +51,7 @@ def experiment_files(spec: Spec, seed: int, plan: Plan, outputs: dict[str, Any],
         "metrics.json": report.json_bytes(result.metrics),
         **({"schema.json": report.json_bytes(trained.schema.as_json()),
             "classes.json": report.json_bytes(trained.schema.classes)} if trained.schema is not None else {}),
-        **({"test_predictions.csv": report.test_predictions_csv(trained.schema, trained.test, _lines(spec, trained))}
+        **({"test_predictions.csv": report.test_predictions_csv(trained.schema, trained.test, _located(spec, trained))}
            if trained.test is not None else {}),
         **{f"checkpoint/{name}": data for name, data in outputs["checkpoint_files"].items()},
         **{f"tensorboard/{name}": data for name, data in trained.events.items()},
@@ -76,15 +76,25 @@ def model_summary_of(outputs: dict[str, Any]) -> Optional[dict]:
     return getattr(outputs.get("initial"), "summary", None)
 
 
-def _lines(spec: Spec, trained) -> Optional[list[int]]:
-    """For a CSV file, each test row's line in the file (what messages cite), beside its 0-based row index."""
-    from tasks.data.spec import CsvData
+def _located(spec: Spec, trained) -> Optional[tuple[str, list]]:
+    """Where each test row is, beside its 0-based row index: a CSV file's line (what messages cite), or a
+    picture's path (from the content index the data task read, under the decoded cache's store)."""
+    from tasks.data.spec import CsvData, ImagesData
 
-    if not isinstance(spec.data, CsvData):
-        return None
-    from tasks.data.tables import csv_lines
+    if isinstance(spec.data, CsvData):
+        from tasks.data.tables import csv_lines
 
-    return csv_lines(spec.data.path, trained.test.rows)
+        return "line", csv_lines(spec.data.path, trained.test.rows)
+    if isinstance(spec.data, ImagesData):
+        from tasks.data import images, pixels
+
+        (feature,) = trained.schema.features  # its source: <store>/decoded/<digest of the index and shape>.npy
+        store = Path(feature.source).parent.parent
+        indexed = images.index(spec.data, store=store)
+        if str(pixels.cache_path(store, indexed, tuple(feature.shape))) != feature.source:
+            return None  # the pictures changed since the data task read them: their rows are not these paths
+        return "path", [indexed.entries[row].path for row in trained.test.rows.tolist()]
+    return None
 
 
 @task(name="publish", cache_policy=NO_CACHE, persist_result=False)

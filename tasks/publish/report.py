@@ -68,17 +68,19 @@ class HistoryCsv:
             handle.write(buffer.getvalue().encode())
 
 
-def test_predictions_csv(schema, test, lines: Optional[list[int]] = None) -> bytes:
+def test_predictions_csv(schema, test, located: Optional[tuple[str, list]] = None) -> bytes:
     """The final model on every test row: `row`, its 0-based index among the data rows (its position in a
-    scored copy of the file, and in pandas); for a CSV file `line`, the file line messages cite (the header is
-    line 1); the actual and predicted values (original labels for classification) and, for classification,
-    each class's probability."""
+    scored copy of the file, and in pandas); then where the row is, when known (`located`: a CSV file's `line`,
+    the file line messages cite, the header being line 1; a picture's `path`, relative to its folder); the actual
+    and predicted values (original labels for classification) and, for classification, each class's
+    probability."""
     from tasks.train.metrics import probabilities
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    where = [[r] for r in test.rows.tolist()] if lines is None else [list(p) for p in zip(test.rows.tolist(), lines)]
-    head = ["row"] if lines is None else ["row", "line"]
+    rows = test.rows.tolist()
+    where = [[r] for r in rows] if located is None else [list(p) for p in zip(rows, located[1])]
+    head = ["row"] if located is None else ["row", located[0]]
     if schema.task == "regression":
         writer.writerow([*head, "actual", "prediction"])
         writer.writerows([*w, a, p] for w, a, p in zip(where, np.asarray(test.target).tolist(),
