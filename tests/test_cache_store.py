@@ -120,7 +120,16 @@ def test_list_show_and_diff(artifacts, tmp_path):
     assert json.loads(trainflow("show", "small", "--json").stdout)["previous"] == "v0001"
     diff = json.loads(trainflow("diff", "small@v1", "small@v2", "--json").stdout)
     assert diff["spec"] == ["training.epochs (5 → 8)"]
+    assert diff["data"] is None, "the same generated data"
     assert diff["metrics"]["epochs"]["delta"] == 3
+    from flows.cli.browse import _data_change
+
+    def read(sha: str, size: int) -> dict:  # a manifest whose data task read a file
+        return {"tasks": [{"name": "data", "inputs": {"file": {"sha256": sha, "size": size}}}]}
+
+    assert _data_change(read("a" * 64, 10), read("a" * 64, 10)) is None
+    assert _data_change(read("a" * 64, 10), read("b" * 64, 1200))["what"] == \
+        "the file's content changed (sha256 aaaaaaaaaaaa → bbbbbbbbbbbb, 10 → 1,200 bytes)"
     assert trainflow("show", "small@v9").returncode == 2
 
 

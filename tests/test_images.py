@@ -260,6 +260,10 @@ def test_moving_touching_and_adding_images(place, least, tmp_path):
     Image.fromarray(draw(0, SIZE, np.random.default_rng(99))).save(moved / "renamed" / "circle" / "extra.png")
     result, _ = _run(place, "name: shapes\ndata: {kind: images, path: moved/renamed}\n", "added.yaml")
     assert _states(result)["data"] == "Completed" and _states(result)["train"] == "Completed", result["tasks"]
+    diff = trainflow("diff", f"shapes@{result['version']}", "--artifacts", str(place / "artifacts"))
+    assert diff.returncode == 0, diff.stderr
+    assert f"data: the pictures' content changed ({3 * PER_CLASS:,} → {3 * PER_CLASS + 1:,} pictures)" in diff.stdout, \
+        diff.stdout
 
 
 def test_with_artifacts_the_plans_content_index_is_under_that_root_and_the_run_reads_it(tmp_path):

@@ -129,18 +129,39 @@ def diff(a: str = typer.Argument(..., help="NAME@vA (alone: compared with the ve
                        and isinstance(mb["metrics"].get(k), (int, float)) else None,
                        "change": judge(k, ma["metrics"].get(k), mb["metrics"].get(k))}
                    for k in sorted(set(ma["metrics"]) | set(mb["metrics"]))}
+        data = _data_change(ma, mb)
         if as_json:
             typer.echo(json.dumps({"a": f"{older.name}@{older.label}", "b": f"{newer.name}@{newer.label}",
-                                   "spec": changes, "metrics": metrics}))
+                                   "spec": changes, "data": data, "metrics": metrics}))
             return
         typer.echo(f"{older.name}@{older.label} → {newer.name}@{newer.label}")
         typer.echo("spec:" if changes else "spec: identical")
         for change in changes:
             typer.echo(f"  {change}")
+        if data:
+            typer.echo(f"data: {data['what']}")
         typer.echo("metrics (better or worse by each metric's direction: accuracy, auc, r2 up; losses, rmse, mae down):")
         for key, m in metrics.items():
             delta = f"  ({m['delta']:+.4g}{', ' + m['change'] if m['change'] else ''})" if m["delta"] is not None else ""
             typer.echo(f"  {key:<16} {_short_value(m['a'])} → {_short_value(m['b'])}{delta}")
+
+
+def _data_change(older: dict, newer: dict) -> Optional[dict]:
+    """What changed in the data file's (or the pictures') content between two versions, as their data tasks'
+    keys recorded it: the same spec can read other data (a file rewritten in place, a picture added)."""
+    def content(manifest: dict) -> Optional[dict]:
+        data = next((t for t in manifest.get("tasks", []) if t.get("name") == "data"), {})
+        return (data.get("inputs") or {}).get("file")
+
+    a, b = content(older), content(newer)
+    if a == b or a is None or b is None:
+        return None
+    if "images" in a and "images" in b:
+        what = f"the pictures' content changed ({a.get('count', 0):,} → {b.get('count', 0):,} pictures)"
+    else:
+        what = (f"the file's content changed (sha256 {str(a.get('sha256'))[:12]} → {str(b.get('sha256'))[:12]}, "
+                f"{a.get('size', 0):,} → {b.get('size', 0):,} bytes)")
+    return {"what": what, "a": a, "b": b}
 
 
 def _short_value(value) -> str:
