@@ -42,6 +42,16 @@ def run_spec(spec: Union[str, Path, Spec, dict], overrides: Iterable[str] = (), 
     own exception for a failed run (nothing is published).
     """
     prepare(debug=tracebacks)
+    from flows.run.plan import export_root
+
+    restore = export_root(artifacts)  # an images spec's content index under this run's root, from validation on
+    try:
+        return _run_spec(spec, overrides, artifacts, refresh, use_cache, tracebacks, no_server)
+    finally:
+        restore()
+
+
+def _run_spec(spec, overrides, artifacts, refresh, use_cache, tracebacks, no_server) -> dict:
     resolved = as_spec(spec, overrides)
     from flows.spec.build import check_build
 

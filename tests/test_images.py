@@ -281,6 +281,16 @@ def test_with_artifacts_the_plans_content_index_is_under_that_root_and_the_run_r
     assert not (tmp_path / "artifacts").exists(), "nothing written to ./artifacts"
     again = images.index(ImagesData(kind="images", path=str(tmp_path / "shapes")), store=root / ".cache" / "images")
     assert again.hashed == 0 and len(again.entries) == 24, "the data task under ROOT reads no picture again"
+    from flows.api import as_spec
+    from flows.run.plan import export_root
+
+    other = tmp_path / "python-api"
+    restore = export_root(other)  # what run_spec(spec, artifacts=other) does around its validation and run
+    try:
+        as_spec(str(spec))
+    finally:
+        restore()
+    assert (other / ".cache" / "images" / "index.json").is_file() and not (tmp_path / "artifacts").exists()
 
 
 INDEXED = """\

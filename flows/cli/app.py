@@ -41,11 +41,11 @@ ArtifactsOption = typer.Option(None, "--artifacts", "-a", envvar="TRAINFLOW_ARTI
 
 
 def use_artifact_root(artifacts: Optional[Path]) -> None:
-    """--artifacts for this whole command, spec loading included: validating an images spec hashes every picture
-    into a content index under the artifact root (`tasks.data.images.default_store`), and without this it went to
-    ./artifacts while the run indexed them all again under --artifacts."""
-    if artifacts is not None:
-        os.environ["TRAINFLOW_ARTIFACTS"] = str(Path(artifacts).absolute())
+    """--artifacts for this whole command, spec loading included (`flows.run.plan.export_root`): without it an
+    images spec's content index went to ./artifacts while the run indexed every picture again under --artifacts."""
+    from flows.run.plan import export_root
+
+    export_root(artifacts)
 
 
 JsonOption = typer.Option(False, "--json", help="Print one JSON object per spec on stdout, a line each; logs go to stderr.")

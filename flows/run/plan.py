@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from flows.run.graph import NODES, PUBLISH_MODULES, PUBLISH_READS, upstream
 from flows.spec import Spec
@@ -241,6 +241,24 @@ def _short(value: Any) -> str:
 def artifact_root(explicit: Optional[str | os.PathLike] = None) -> Path:
     """--artifacts, else $TRAINFLOW_ARTIFACTS, else ./artifacts."""
     return Path(explicit or os.environ.get("TRAINFLOW_ARTIFACTS") or "artifacts").absolute()
+
+
+def export_root(explicit: Optional[str | os.PathLike]) -> Callable[[], None]:
+    """`explicit` (when given) as $TRAINFLOW_ARTIFACTS, and what undoes it: what runs before a run is told its
+    root then uses that root too (validating an images spec hashes every picture into the content index under
+    `tasks.data.images.default_store`, which the run's data task reads under the run's root)."""
+    if explicit is None:
+        return lambda: None
+    before = os.environ.get("TRAINFLOW_ARTIFACTS")
+    os.environ["TRAINFLOW_ARTIFACTS"] = str(Path(explicit).absolute())
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop("TRAINFLOW_ARTIFACTS", None)
+        else:
+            os.environ["TRAINFLOW_ARTIFACTS"] = before
+
+    return restore
 
 
 def results_dir(root: Path) -> Path:
