@@ -39,7 +39,7 @@ THREADS = min(8, (os.cpu_count() or 2) * 2)
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per picture, so no per-instance dict
 class Entry:
     """One image: where it is (relative to the folder), its label (text; an index's number as written), its
     content's sha256, and what decoding it found: height, width, 1 or 3 channels, or why it cannot be decoded."""
