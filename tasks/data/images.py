@@ -245,7 +245,8 @@ def problems(spec: ImagesData, indexed: Indexed, validation: float, test: float)
         return [(where, f"empty: {what}")]
     broken = [e for e in indexed.entries if e.error]
     if broken:
-        return [(where, f"{broken[0].path}: {broken[0].error}{_also(broken)}")]
+        return [(where, f"{_line_of(spec, indexed.root, broken[0].path)}{broken[0].path}: {broken[0].error}"
+                        f"{_also(broken)}")]
     if spec.index and not all(e.label for e in indexed.entries):
         empty = next(e for e in indexed.entries if not e.label)
         return [("data.target", f"{empty.path}: the target '{spec.target}' is empty")]
@@ -290,6 +291,22 @@ def _also(entries: list[Entry]) -> str:
         return ""
     named, more = rest[:ALSO_NAMED], len(rest) - ALSO_NAMED
     return f" (also {', '.join(named)}" + (f" and {more} more)" if more > 0 else ")")
+
+
+def _line_of(spec: ImagesData, root: Path, relative: str) -> str:
+    """"labels.csv:7: " when an index names this picture on line 7 (read again: only on the way to an error),
+    "" for a folder's picture."""
+    if spec.index is None:
+        return ""
+    try:
+        with open(spec.index, newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.DictReader(handle), start=2):
+                name = (row.get(spec.path_column) or "").strip()
+                if name and _relative(root / name, root) == relative:
+                    return f"{Path(spec.index).name}:{number}: "
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass
+    return ""
 
 
 def _number(label: str) -> bool:
