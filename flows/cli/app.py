@@ -40,14 +40,6 @@ ArtifactsOption = typer.Option(None, "--artifacts", "-a", envvar="TRAINFLOW_ARTI
                                help="Artifact root (default ./artifacts).")
 
 
-def use_artifact_root(artifacts: Optional[Path]) -> None:
-    """--artifacts for this whole command, spec loading included (`flows.run.plan.export_root`): without it an
-    images spec's content index went to ./artifacts while the run indexed every picture again under --artifacts."""
-    from flows.run.plan import export_root
-
-    export_root(artifacts)
-
-
 JsonOption = typer.Option(False, "--json", help="Print one JSON object per spec on stdout, a line each; logs go to stderr.")
 DebugOption = typer.Option(False, "--debug", help="Show tracebacks.")
 NoServerOption = typer.Option(False, "--no-server", help="With no Prefect server running, use Prefect's temporary "

@@ -22,7 +22,6 @@ from flows.cli.app import (
     load_one,
     print_ui,
     stdout_to_stderr,
-    use_artifact_root,
 )
 from flows.cli.lifecycle import predict_file
 
@@ -42,11 +41,11 @@ def run(paths: List[Path] = typer.Argument(..., help="Spec files or folders of t
 
     With no Prefect server running, the first run starts one in the background and says so (see --no-server)."""
     check_server_settings()
-    use_artifact_root(artifacts)
     with errors(debug):
         from flows.run.order import run_order
-        from flows.run.plan import artifact_root
+        from flows.run.plan import artifact_root, export_root
 
+        export_root(artifacts)  # the whole command's root, from validation on (an images spec's content index)
         specs = [spec for spec, _ in run_order(load_all(paths, overrides, with_paths=True), artifact_root(artifacts))]
         check_builds(specs, debug)
     from flows.api import run_spec
@@ -242,11 +241,11 @@ def plan(spec: Path = typer.Argument(..., help="The spec file."), overrides: Opt
          artifacts: Optional[Path] = ArtifactsOption, as_json: bool = JsonOption, debug: bool = DebugOption) -> None:
     """Show which tasks will run and which are cached, and why, without running anything."""
     with errors(debug):
-        from flows.run.plan import artifact_root, cached_tasks, compile_plan, explain
+        from flows.run.plan import artifact_root, cached_tasks, compile_plan, explain, export_root
         from tasks.publish.store import Store
         from tasks.train.fastpath import choose_step
 
-        use_artifact_root(artifacts)
+        export_root(artifacts)  # validation's content index under this root
         resolved = load_one(spec, overrides)
         root = artifact_root(artifacts)
         the_plan = compile_plan(resolved)

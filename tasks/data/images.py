@@ -294,19 +294,13 @@ def _also(entries: list[Entry]) -> str:
 
 
 def _line_of(spec: ImagesData, root: Path, relative: str) -> str:
-    """"labels.csv:7: " when an index names this picture on line 7 (read again: only on the way to an error),
-    "" for a folder's picture."""
+    """"labels.csv:7: " when an index names this picture on line 7 (its rows read again, by `_index_rows`: only on
+    the way to an error), "" for a folder's picture."""
     if spec.index is None:
         return ""
-    try:
-        with open(spec.index, newline="", encoding="utf-8") as handle:
-            for number, row in enumerate(csv.DictReader(handle), start=2):
-                name = (row.get(spec.path_column) or "").strip()
-                if name and _relative(root / name, root) == relative:
-                    return f"{Path(spec.index).name}:{number}: "
-    except (OSError, UnicodeDecodeError, csv.Error):
-        pass
-    return ""
+    _, found, _ = _index_rows(spec, None)  # one entry per data line, in order: line = position + 2
+    line = next((number for number, (file, _) in enumerate(found, start=2) if _relative(file, root) == relative), None)
+    return f"{Path(spec.index).name}:{line}: " if line else ""
 
 
 def _number(label: str) -> bool:

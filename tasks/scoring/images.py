@@ -104,8 +104,9 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
     fields = [pa.field("path", pa.string()), *([pa.field("actual", pa.string())] if actual else []),
               *output_fields(model)]
     out_schema = pa.schema(fields)
-    summary, unreadable, right = Summary(model), [], 0
-    resized, converted = _Tally(), _Tally()  # counts and the first few names: memory flat in the folder's size
+    summary, right = Summary(model), 0
+    # counts and the first few names: memory flat in the folder's size
+    unreadable, resized, converted = _Tally(), _Tally(), _Tally()
     import tensorflow as tf
 
     def scored():
@@ -115,8 +116,9 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
                 names = files[start:start + batch]
                 read = list(pool.map(lambda name: _read(root / name, shape), names))
                 broken = np.array([bool(error) for _, error, _ in read])
-                unreadable.extend((name, error) for name, (_, error, _) in zip(names, read) if error)
-                for name, (_, _, own) in zip(names, read):
+                for name, (_, error, own) in zip(names, read):
+                    if error:
+                        unreadable.add(f"{name}: {error}")
                     if own[:2] != shape[:2]:
                         resized.add(f"{name} ({own[0]}x{own[1]})")
                     if own[2] != shape[2]:
@@ -145,9 +147,8 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
 
     preview = write_batches(output_path, out_fmt, out_schema, scored())
     result = summary.result(len(files))
-    result["unscored"] += len(unreadable)  # rows without a prediction, whatever the reason (scripts check it)
-    result["unreadable"] = len(unreadable)
-    result["unreadable_files"] = [f"{name}: {error}" for name, error in unreadable[:NAMED]]
+    result["unscored"] += unreadable.count  # rows without a prediction, whatever the reason (scripts check it)
+    result["unreadable"], result["unreadable_files"] = unreadable.count, unreadable.named
     result["image_size"] = f"{shape[0]}x{shape[1]}"
     # scored, but not at the size or in the colours the model learnt from: worth knowing
     result["resized"], result["resized_files"] = resized.count, resized.named
@@ -159,6 +160,6 @@ def score_images(version_dir: Union[Path, str], input_path: Path, output_path: P
                                f"are not among the model's classes ({', '.join(classes)})" if others else
                                "no accuracy: some pictures are not in a class subfolder")
     if actual:
-        scored = len(files) - len(unreadable)
+        scored = len(files) - unreadable.count
         result["accuracy"] = right / scored if scored else None
     return Scored(len(files), time.perf_counter() - started, result, preview, output_path)
