@@ -43,9 +43,14 @@ def test_rows_and_columns_give_the_same_inputs_and_a_column_takes_its_own_name_o
     by_columns = parse(_body({"inputs": {"age": [30, None], "annual_income": [5e4, 1], "plan": [" pro", True]}}), TABLE)
     assert not by_rows.columnar and by_columns.columnar and by_rows.rows == by_columns.rows == 2
     for key in ("age", "annual_income", "plan"):
-        assert by_rows.inputs[key].equals(by_columns.inputs[key])
-    assert by_rows.inputs["age"].to_pylist() == [30.0, None], "an empty number cell, as in a file"
-    assert by_rows.inputs["plan"].to_pylist() == [" pro", "True"], "true/false as training read it; trimmed later"
+        assert by_rows.inputs[key] == by_columns.inputs[key]
+    assert by_rows.inputs["age"] == [30.0, None] and type(by_rows.inputs["age"][0]) is float, \
+        "a whole number and an empty cell, as a file's number column holds them"
+    assert by_rows.inputs["plan"] == [" pro", "True"], "true/false as training read it; trimmed later"
+    assert parse(_body({"instances": [{**rows[0], "age": 2**60}]}), TABLE).inputs["age"] == [float(2**60)], \
+        "a whole number past float64's exact range is still a number"
+    assert _refused({"instances": [{**rows[0], "age": 2**1100}]}, TABLE) == \
+        "instances[0].age: a number too large where the model takes a number"
     assert _refused({"instances": [{"age": 1, "annual income": 2, "annual_income": 3, "plan": "x"}]}, TABLE) == \
         "instances[0]: annual_income and 'annual income' name the same input; give one"
 
@@ -74,7 +79,7 @@ def test_bytes_come_as_b64_objects_and_nan_as_tensorflow_serving_accepts_it():
     assert _refused({"instances": [{"b64": "not base64!"}]}, BYTES) == "instances[0]: not valid base64 in 'b64'"
     assert _refused({"instances": [3]}, BYTES) == "instances[0]: a number where the model takes text (one value per row)"
     line = [TensorSpec("x", "float32", "DT_FLOAT", (), Feature("x", "x", "number"))]
-    assert np.isnan(parse(b'{"instances": [NaN, 1.0]}', line).inputs["x"].to_pylist()[0])
+    assert np.isnan(parse(b'{"instances": [NaN, 1.0]}', line).inputs["x"][0])
 
 
 def test_the_body_itself_is_checked_and_never_quoted():
@@ -177,13 +182,13 @@ def test_table_columns_from_several_requests_are_joined_as_arrow_arrays():
         jobs = []
         for values in (["a"], ["b", "c"]):
             batcher.expect()
-            jobs.append(batcher.submit({"plan": pa.array(values)}, len(values), ()))
+            jobs.append(batcher.submit({"plan": values}, len(values), ()))
         answers = await asyncio.gather(*jobs)
         await batcher.close()
         return seen, answers
 
     seen, answers = asyncio.run(scenario())
-    assert [s.to_pylist() for s in seen] == [["a", "b", "c"]]
+    assert seen == [["a", "b", "c"]]
     assert [a["n"].tolist() for a in answers] == [[0], [1, 2]]
 
 
@@ -204,7 +209,7 @@ def test_a_small_batchs_text_cells_convert_through_the_memo_as_column_wise_conve
         part = Model(Path("."), "classification", [feature], impute=imputed)
         (expected,) = _convert(part, pa.record_batch([pa.array(cells, pa.string())], names=[feature.name]))
         for _ in range(2):  # converted, then remembered
-            texts, unseen = memo(pa.array(cells, pa.string()))
+            texts, unseen = memo(cells)
             assert texts == expected.to_pylist()
             assert unseen.tolist() == unseen_cells(feature, expected).to_pylist()
     assert "missing" in texts if imputed else "" in texts

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
-import pyarrow as pa
 
 log = logging.getLogger("trainflow.serving")
 
@@ -203,5 +202,5 @@ class Batcher:
 
 
 def _join(parts: list):
-    """Requests' values of one input, row after row: NumPy arrays, or Arrow arrays (a table's columns)."""
-    return pa.concat_arrays(parts) if isinstance(parts[0], pa.Array) else np.concatenate(parts)
+    """Requests' values of one input, row after row: NumPy arrays, or lists of cells (a table's columns)."""
+    return [cell for part in parts for cell in part] if isinstance(parts[0], list) else np.concatenate(parts)

@@ -1,7 +1,7 @@
 """One model call on a batch of requests' rows, in a worker thread (blocking TensorFlow work).
 
-A table's columns arrive as the Arrow arrays a file's columns would be (`parse.py`) and are turned into the
-model's inputs by batch prediction's own functions (`tasks/scoring/cells.py`: text trimmed, true/false cells as
+A table's columns arrive as lists of the cells a file's columns would hold (`parse.py`); each becomes one Arrow
+array per batch and is turned into the model's inputs by batch prediction's own functions (`tasks/scoring/cells.py`: text trimmed, true/false cells as
 training saw them, empty cells imputed when the version was trained so, the distinct texts gathered into one
 tensor), once per batch rather than once per request; which cells hold a value training never saw is returned
 beside the outputs, one boolean per row under `UNSEEN + column`, so each caller counts its own rows. Any other
@@ -34,9 +34,11 @@ UNSEEN = "trainflow unseen "
 MEMO_ROWS = 256
 #: The most values a memo holds per column; it starts again empty past that (request values cannot grow it).
 MEMO_VALUES = 4096
+#: The Arrow type of a column's cells, by whether the feature is a number (else text, dates included).
+CELLS = {True: pa.float64(), False: pa.string()}
 
 
-def call(model: Model, specs: list[TensorSpec], inputs: dict[str, Union[np.ndarray, pa.Array]],
+def call(model: Model, specs: list[TensorSpec], inputs: dict[str, Union[np.ndarray, list]],
          memos: Optional[dict[str, "TextMemo"]] = None) -> dict[str, np.ndarray]:
     """The signature on a batch; its outputs as NumPy arrays, rows first, and the unseen-cell marks. `memos`
     (by input key, kept by the caller from call to call) lets small batches' text columns skip the Arrow calls."""
@@ -46,7 +48,7 @@ def call(model: Model, specs: list[TensorSpec], inputs: dict[str, Union[np.ndarr
     columns = [spec for spec in specs if spec.is_column]
     if memos is not None and columns and len(inputs[columns[0].key]) <= MEMO_ROWS:
         for spec in columns:
-            if spec.feature.kind == "text" and inputs[spec.key].type == pa.string():
+            if spec.feature.kind == "text":
                 memo = memos.get(spec.key) or memos.setdefault(spec.key, TextMemo(model, spec.feature))
                 texts, unseen = memo(inputs[spec.key])
                 fed[spec.key] = tf.constant(texts, tf.string)
@@ -54,7 +56,8 @@ def call(model: Model, specs: list[TensorSpec], inputs: dict[str, Union[np.ndarr
         columns = [spec for spec in columns if spec.key not in fed]
     if columns:
         features = [spec.feature for spec in columns]
-        batch = pa.RecordBatch.from_arrays([inputs[spec.key] for spec in columns], names=[f.name for f in features])
+        batch = pa.RecordBatch.from_arrays([pa.array(inputs[spec.key], CELLS[spec.feature.kind == "number"])
+                                            for spec in columns], names=[f.name for f in features])
         part = replace(model, features=features)
         converted = _convert(part, batch)
         for feature, column in zip(features, converted):
@@ -81,8 +84,7 @@ class TextMemo:
         self.part, self.feature = replace(model, features=[feature]), feature
         self.known: dict[Optional[str], tuple[str, bool]] = {}
 
-    def __call__(self, column: pa.Array) -> tuple[list[str], np.ndarray]:
-        cells = column.to_pylist()
+    def __call__(self, cells: list[Optional[str]]) -> tuple[list[str], np.ndarray]:
         known = self.known
         new = [value for value in dict.fromkeys(cells) if value not in known]
         if new:

@@ -8,8 +8,10 @@
 Each input is checked against the signature (`signature.py`) alone: its dtype (numbers, whole numbers, true/false,
 text, `{"b64": ...}` bytes) and its shape per row, whatever its rank. An input that is a table column is checked
 as JSON can hold a file's cells (numbers or null in a number column; text, numbers, true/false or null in a text
-column) and kept as the Arrow array a file's column would be: the model call converts a batch of them as
-`trainflow predict` converts a file's (`tasks/scoring/cells.py`) and counts the values training never saw.
+column) and kept as a list of the cells a file's column would hold (numbers or None; text or None): the model
+call turns a whole batch's cells into one Arrow array per column and converts it as `trainflow predict` converts a
+file's (`tasks/scoring/cells.py`), counting the values training never saw. (An Arrow array per request and column
+cost a one-row request more than the rest of its parsing; one per batch costs it almost nothing.)
 
 A problem is a `RequestError` (HTTP 400) naming the field, e.g. `instances[3].age: text where the model takes a
 number`; a message never repeats a value the request sent, only where it was.
@@ -35,6 +37,8 @@ from tasks.data.tables import excerpt
 from tasks.serving.signature import TensorSpec, numpy_dtype
 
 TOP_LEVEL = ("instances", "inputs", "signature_name")
+FLOAT_CELLS = {float, type(None)}
+TEXT_CELLS = {str, type(None)}
 SIGNATURES = ("", "serving_default")
 
 
@@ -51,7 +55,7 @@ class Request:
     """A checked request: one array per signature input (rows first), and what the response needs of it."""
 
     columnar: bool  # sent as "inputs": the response is "outputs" (else "predictions")
-    inputs: dict[str, Union[np.ndarray, pa.Array]]  # a table column as the Arrow array a file's column would be
+    inputs: dict[str, Union[np.ndarray, list]]  # a table column as a list of cells (`Cells`)
     rows: int
     shapes: tuple  # each input's shape per row: only requests alike in this share a model call
 
@@ -95,7 +99,7 @@ def parse(body: bytes, specs: list[TensorSpec]) -> Request:
         rows = len(next(iter(columns.values())))
     else:
         raise RequestError("missing 'instances' (rows) or 'inputs' (columns)")
-    inputs: dict[str, Union[np.ndarray, pa.Array]] = {}
+    inputs: dict[str, Union[np.ndarray, list]] = {}
     for spec in specs:
         where = _Where(columnar, spec.label if (len(specs) > 1 or columnar) else None)
         if spec.is_column:
@@ -219,46 +223,43 @@ def _kind(value: Any) -> str:
     return "bytes" if _is_bytes(value) else "an object"
 
 
-def _cells(values: list, spec: TensorSpec, where: _Where) -> pa.Array:
-    """A table column's values as an Arrow array of what a file's column would hold: numbers (null for an empty
-    cell) or text."""
+def _cells(values: list, spec: TensorSpec, where: _Where) -> list:
+    """A table column's values as the cells a file's column would hold: numbers (None for an empty cell) in a
+    number column, text (or None) in any other."""
     kinds = set(map(type, values))
     if spec.feature.kind == "number":
-        if kinds <= {int, float, type(None)}:
-            try:
-                return pa.array(values, pa.float64())
-            except (OverflowError, pa.ArrowInvalid):
-                pass  # a whole number too large for a float: named below
+        if kinds <= FLOAT_CELLS:
+            return values
+        cells = []
         for i, value in enumerate(values):
-            if type(value) not in (int, float, type(None)) or (type(value) is int and abs(value) > 2**1023):
+            if value is None or type(value) is float:
+                cells.append(value)
+            elif type(value) is int and abs(value) <= 2**1023:
+                cells.append(float(value))  # a whole number as a file's number column holds it
+            else:
                 held = "a number too large" if type(value) is int else _kind(value)
                 shape = " (one number per row)" if isinstance(value, (list, dict)) else ""
                 raise RequestError(f"{where.row(i)}: {held} where the model takes a number{shape}")
-    if kinds <= {str, type(None)}:
-        return _dates(pa.array(values, pa.string()), spec, where)
-    text = []
-    for i, value in enumerate(values):
-        if value is None or type(value) is str:
-            text.append(value)
-        elif type(value) is bool:
-            text.append("True" if value else "False")  # as training read a true/false cell
-        elif type(value) in (int, float):
-            text.append(pa.array([value]).cast(pa.string())[0].as_py())  # a number's text, as from a file
-        else:
-            raise RequestError(f"{where.row(i)}: {_kind(value)} where the model takes text (one value per row)")
-    return _dates(pa.array(text, pa.string()), spec, where)
-
-
-def _dates(cells: pa.Array, spec: TensorSpec, where: _Where) -> pa.Array:
-    """A date column's cells as they are, once every one is empty or an ISO date (the model's layer parses them)."""
-    if spec.feature.kind != "date":
         return cells
-    from tasks.scoring.cells import first_bad_date
+    if not kinds <= TEXT_CELLS:
+        text = []
+        for i, value in enumerate(values):
+            if value is None or type(value) is str:
+                text.append(value)
+            elif type(value) is bool:
+                text.append("True" if value else "False")  # as training read a true/false cell
+            elif type(value) in (int, float):
+                text.append(pa.array([value]).cast(pa.string())[0].as_py())  # a number's text, as from a file
+            else:
+                raise RequestError(f"{where.row(i)}: {_kind(value)} where the model takes text (one value per row)")
+        values = text
+    if spec.feature.kind == "date":
+        from tasks.scoring.cells import first_bad_date
 
-    first = first_bad_date(pc.utf8_trim_whitespace(cells.fill_null("")))
-    if first is not None:
-        raise RequestError(f"{where.row(first)}: text that is not {dates.EXPECTED}")
-    return cells
+        first = first_bad_date(pc.utf8_trim_whitespace(pa.array(values, pa.string()).fill_null("")))
+        if first is not None:
+            raise RequestError(f"{where.row(first)}: text that is not {dates.EXPECTED}")
+    return values
 
 
 def _tensor(values: Any, spec: TensorSpec, where: _Where) -> np.ndarray:

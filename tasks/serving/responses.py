@@ -83,15 +83,13 @@ def _ours(served: Served, route: Optional[Route], request: Request, outputs: dic
 def unseen(served: Served, request: Request, outputs: dict[str, np.ndarray], examples: int = 3) -> dict:
     """Per text column of this request: how many cells held a value training never saw (the model scored them as
     its one unknown category), and the first few such values (as sent, trimmed, at most 40 characters)."""
-    import pyarrow as pa
-
     found = {}
     for key, marks in outputs.items():
         if not key.startswith(UNSEEN) or not marks.any():
             continue
         column = key[len(UNSEEN):]
         spec = next(spec for spec in served.inputs if spec.is_column and spec.feature.name == column)
-        sent = request.inputs[spec.key].filter(pa.array(marks)).to_pylist()
+        sent = [cell for cell, mark in zip(request.inputs[spec.key], marks) if mark]
         values = list(dict.fromkeys((v or "").strip()[:40] for v in sent))[:examples]
         found[column] = {"count": int(marks.sum()), "examples": values}
     return found

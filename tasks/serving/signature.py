@@ -93,9 +93,7 @@ def numpy_dtype(spec: TensorSpec):
 
 def warm_up_rows(specs: list[TensorSpec]) -> dict:
     """One row every input accepts (a feature's mean or first known value, else zeros, one where a size is free),
-    as a request holds it (a table column as an Arrow array): the request a new version must answer first."""
-    import pyarrow as pa
-
+    as a request holds it (a table column as a list of cells): the request a new version must answer first."""
     rows = {}
     for spec in specs:
         shape = (1, *(1 if d is None else d for d in spec.shape))
@@ -103,7 +101,7 @@ def warm_up_rows(specs: list[TensorSpec]) -> dict:
             text = spec.feature.kind in ("text", "date")
             value = ("1970-01-01" if spec.feature.kind == "date" else (spec.feature.vocabulary or [""])[0]) if text \
                 else spec.feature.mean
-            rows[spec.key] = pa.array([value], pa.string() if text else pa.float64())
+            rows[spec.key] = [value if text else float(value)]
         elif spec.dtype == "string":
             value = spec.feature.vocabulary[0] if spec.feature is not None and spec.feature.vocabulary else ""
             rows[spec.key] = np.full(shape, value, dtype=object)
