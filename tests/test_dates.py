@@ -238,7 +238,7 @@ def test_an_online_request_with_a_bad_date_is_refused_naming_the_field():
              TensorSpec("price", "float32", "DT_FLOAT", (), Feature("price", "price", "number"))]
     ok = parse(json.dumps({"instances": [{"day": "2030-03-04", "price": 1}, {"day": None, "price": 2},
                                          {"day": "NA", "price": 3}]}).encode(), specs)
-    assert ok.inputs["day"].to_pylist() == ["2030-03-04", None, "NA"]  # empty cells, as in a file
+    assert ok.inputs["day"] == ["2030-03-04", None, "NA"]  # empty cells, as in a file
     with pytest.raises(RequestError) as caught:
         parse(json.dumps({"instances": [{"day": "2030-03-04", "price": 1}, {"day": "soon", "price": 2}]}).encode(), specs)
     assert caught.value.message.startswith("instances[1].day: text that is not an ISO date")
