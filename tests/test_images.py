@@ -406,3 +406,60 @@ def test_an_index_table_with_a_number_to_regress_trains(place, prefect_server):
     metrics = json.loads((version / "metrics.json").read_text())
     assert json.loads((version / "schema.json").read_text())["task"] == "regression"
     assert metrics["test_rmse"] < metrics["baseline_test_rmse"], metrics
+
+
+@pytest.mark.slow
+def test_serve_model_answers_for_pictures_as_decoded_pixels_and_as_the_files_bytes_as_predict_does(place, least, tmp_path):
+    """TensorFlow Serving's two ways to send a picture: decoded pixels to `serving_default`, or the file itself as
+    {"b64": ...} to `serving_bytes` (`signature_name`). Both answer with `predict`'s probabilities."""
+    import base64
+    import http.client
+
+    from PIL import Image
+
+    from tasks.serving.server import Background
+
+    result, _ = least
+    folder = draw_folder(tmp_path / "new", per_class=2, seed=11)
+    out = tmp_path / "scored.csv"
+    ran = trainflow("predict", f"{result['name']}@{result['version']}", str(folder), "--output", str(out),
+                    "--artifacts", str(place / "artifacts"))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    with open(out) as handle:
+        scored = list(csv.DictReader(handle))
+    files = [folder / row["path"] for row in scored]
+    pixels = [np.asarray(Image.open(f), np.float32)[..., None].tolist() for f in files]  # [h, w, 1], 0-255
+    encoded = [{"b64": base64.b64encode(f.read_bytes()).decode()} for f in files]
+
+    def post(url: str, body: dict) -> tuple[int, dict]:
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        connection.request("POST" if body else "GET", f"/v1/models/{result['name']}" + (":predict" if body else "/metadata"),
+                           body=json.dumps(body).encode() if body else None)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+
+    with Background(place / "artifacts", [f"{result['name']}@{result['version']}"]) as url:
+        code, by_pixels = post(url, {"instances": pixels})
+        assert code == 200, by_pixels
+        code, by_bytes = post(url, {"signature_name": "serving_bytes", "instances": encoded})
+        assert code == 200, by_bytes
+        code, by_columns = post(url, {"signature_name": "serving_bytes", "inputs": {"image_bytes": encoded[:2]}})
+        assert code == 200 and len(by_columns["outputs"]["class_index"]) == 2, by_columns
+        code, refused = post(url, {"signature_name": "serving_other", "instances": encoded})
+        assert code == 400 and refused["error"] == \
+            "signature_name: this model's signatures are 'serving_default', 'serving_bytes'"
+        code, refused = post(url, {"signature_name": "serving_bytes", "instances": [{"b64": "bm90IGEgcGljdHVyZQ=="}]})
+        assert code == 400 and "could not score" in refused["error"], "a file that is no picture is refused"
+        code, meta = post(url, {})
+        assert code == 200
+    signatures = meta["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) == {"serving_default", "serving_bytes"}
+    assert signatures["serving_bytes"]["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+    assert [d["size"] for d in signatures["serving_default"]["inputs"]["image"]["tensor_shape"]["dim"]] == \
+        ["-1", str(SIZE), str(SIZE), "1"]
+    wanted = [[float(row[f"probability_{c}"]) for c in sorted(CLASSES)] for row in scored]
+    for answer in (by_pixels, by_bytes):
+        got = [[p[c] for c in sorted(CLASSES)] for p in answer["trainflow"]["probabilities"]]
+        assert np.allclose(got, wanted, atol=1e-5), (got, wanted)
+        assert answer["trainflow"]["prediction"] == [row["prediction"] for row in scored]

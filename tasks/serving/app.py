@@ -141,12 +141,16 @@ class ModelAPI:
         try:
             body = await read_body(scope, receive, self.limit)
             if len(body) > PARSE_IN_THREAD:
-                parsed = await asyncio.to_thread(parse, body, served.inputs)
+                parsed = await asyncio.to_thread(parse, body, served.inputs, served.others)
             else:
-                parsed = parse(body, served.inputs)
+                parsed = parse(body, served.inputs, served.others)
+            batcher = served.endpoints[parsed.signature].batcher
+            if batcher is not served.batcher:  # expected by serving_default's batcher when it arrived
+                served.batcher.give_up()
+                batcher.expect()
             submitted = True
             try:
-                outputs = await served.batcher.submit(parsed.inputs, parsed.rows, parsed.shapes)
+                outputs = await batcher.submit(parsed.inputs, parsed.rows, parsed.shapes)
             except Exception as exc:
                 if not type(exc).__module__.startswith("tensorflow"):
                     raise

@@ -39,9 +39,10 @@ CELLS = {True: pa.float64(), False: pa.string()}
 
 
 def call(model: Model, specs: list[TensorSpec], inputs: dict[str, Union[np.ndarray, list]],
-         memos: Optional[dict[str, "TextMemo"]] = None) -> dict[str, np.ndarray]:
-    """The signature on a batch; its outputs as NumPy arrays, rows first, and the unseen-cell marks. `memos`
-    (by input key, kept by the caller from call to call) lets small batches' text columns skip the Arrow calls."""
+         memos: Optional[dict[str, "TextMemo"]] = None, function=None) -> dict[str, np.ndarray]:
+    """A signature (`serving_default`, or `function` whose inputs `specs` are) on a batch; its outputs as NumPy
+    arrays, rows first, and the unseen-cell marks. `memos` (by input key, kept by the caller from call to call)
+    lets small batches' text columns skip the Arrow calls."""
     import tensorflow as tf
 
     fed, marks = {}, {}
@@ -67,7 +68,7 @@ def call(model: Model, specs: list[TensorSpec], inputs: dict[str, Union[np.ndarr
     for spec in specs:
         if not spec.is_column:
             fed[spec.key] = tf.constant(inputs[spec.key], dtype=spec.dtype)
-    outputs = {key: value.numpy() for key, value in model.signature(**fed).items()}
+    outputs = {key: value.numpy() for key, value in (function or model.signature)(**fed).items()}
     return {**outputs, **marks}
 
 

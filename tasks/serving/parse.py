@@ -4,6 +4,8 @@
   several (a table's columns), the value itself when it takes one (`{"instances": [1.0, 2.0]}` for the guide's `x`,
   `[[...16 values...], ...]` for an array of 16 per row). An object form is accepted for a single input too.
 - Columnar format, `{"inputs": {...}}`: one list of rows per named input, or the list itself for a single input.
+- `signature_name` picks another of the version's signatures (an images model's `serving_bytes`, which takes the
+  files' bytes as `{"b64": ...}`); without it, `serving_default`.
 
 Each input is checked against the signature (`signature.py`) alone: its dtype (numbers, whole numbers, true/false,
 text, `{"b64": ...}` bytes) and its shape per row, whatever its rank. An input that is a table column is checked
@@ -58,6 +60,7 @@ class Request:
     inputs: dict[str, Union[np.ndarray, list]]  # a table column as a list of cells (`Cells`)
     rows: int
     shapes: tuple  # each input's shape per row: only requests alike in this share a model call
+    signature: str = "serving_default"  # the signature asked for (`signature_name`)
 
 
 def decode(body: bytes) -> dict:
@@ -80,16 +83,22 @@ def decode(body: bytes) -> dict:
     return data
 
 
-def parse(body: bytes, specs: list[TensorSpec]) -> Request:
-    """Check a predict request's body against the signature's inputs; RequestError names what is wrong."""
+def parse(body: bytes, specs: list[TensorSpec], others: Optional[dict[str, list[TensorSpec]]] = None) -> Request:
+    """Check a predict request's body against the inputs of the signature it asks for (`specs`, serving_default's,
+    unless its `signature_name` is one of `others`); RequestError names what is wrong."""
     data = decode(body)
     unknown = [k for k in data if k not in TOP_LEVEL]
     if unknown:
         raise RequestError(f"{_name(unknown[0])}: not a field of a predict request{did_you_mean(unknown[0], TOP_LEVEL)}"
                            "; send 'instances' (rows) or 'inputs' (columns)")
     signature = data.get("signature_name", "")
-    if signature not in SIGNATURES:
-        raise RequestError("signature_name: this server serves the 'serving_default' signature only")
+    others = others or {}
+    if signature in others:
+        specs = others[signature]
+    elif signature not in SIGNATURES:
+        served = ", ".join(repr(name) for name in (SIGNATURES[1], *others))
+        raise RequestError(f"signature_name: this model's signatures are {served}" if others else
+                           "signature_name: this server serves the 'serving_default' signature only")
     if "instances" in data and "inputs" in data:
         raise RequestError("give 'instances' (rows) or 'inputs' (columns), not both")
     if "instances" in data:
@@ -106,7 +115,8 @@ def parse(body: bytes, specs: list[TensorSpec]) -> Request:
             inputs[spec.key] = _cells(columns[spec.key], spec, where)
         else:
             inputs[spec.key] = _tensor(columns[spec.key], spec, where)
-    return Request(columnar, inputs, rows, tuple(() if s.is_column else inputs[s.key].shape[1:] for s in specs))
+    return Request(columnar, inputs, rows, tuple(() if s.is_column else inputs[s.key].shape[1:] for s in specs),
+                   signature if signature in others else SIGNATURES[1])
 
 
 # --------------------------------------------------------------------------- the two shapes of a request

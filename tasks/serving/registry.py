@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -55,16 +55,30 @@ class NotFound(Exception):
     """A request for a model, version or label this server does not serve (HTTP 404)."""
 
 
+#: The signature a request gets when it names none (TensorFlow Serving's rule).
+DEFAULT = "serving_default"
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """One signature of a served version: its function, what it takes and gives, and the batcher feeding it (each
+    signature batches with its own kind: `serving_default`'s decoded pictures never share a call with
+    `serving_bytes`' files)."""
+
+    function: Any
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    batcher: Optional[Batcher] = None
+
+
 @dataclass(eq=False)
 class Served:
-    """One loaded, checked version: its signature, what it takes and gives, and the batcher feeding it."""
+    """One loaded, checked version: its signatures (`serving_default` first), and how it is being used."""
 
     version: Version
     model: Model
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    endpoints: dict[str, Endpoint]
     seconds: float = 0.0  # how long loading and checking took
-    batcher: Optional[Batcher] = None
     routes: int = 0  # routes answering with it
     users: int = 0  # requests holding it
     memos: dict = field(default_factory=dict)  # text columns' converted values (`call.TextMemo`), by input key
@@ -73,20 +87,40 @@ class Served:
     def ref(self) -> str:
         return f"{self.version.name}@{self.version.label}"
 
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self.endpoints[DEFAULT].inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self.endpoints[DEFAULT].outputs
+
+    @property
+    def batcher(self) -> Optional[Batcher]:
+        """`serving_default`'s: every request is expected there when it arrives (`Registry.enter`)."""
+        return self.endpoints[DEFAULT].batcher
+
+    @property
+    def others(self) -> dict[str, list[TensorSpec]]:
+        """The other signatures' inputs, by name: what a request's `signature_name` may ask for."""
+        return {name: endpoint.inputs for name, endpoint in self.endpoints.items() if name != DEFAULT}
+
     @functools.cached_property
     def class_labels(self) -> tuple[list, list[str]]:
         """A classifier's labels as `predict` writes them (their JSON values) and as probabilities' keys (text),
         worked out once rather than per request."""
         return class_labels(self.model.classes).to_pylist(), [str(c) for c in self.model.classes]
 
-    def call(self, inputs: dict) -> dict[str, np.ndarray]:
-        """The model on a batch (blocking TensorFlow work: call it from a worker thread)."""
-        return call.call(self.model, self.inputs, inputs, self.memos)
+    def call(self, inputs: dict, name: str = DEFAULT) -> dict[str, np.ndarray]:
+        """A signature on a batch (blocking TensorFlow work: call it from a worker thread)."""
+        endpoint = self.endpoints[name]
+        return call.call(self.model, endpoint.inputs, inputs, self.memos, endpoint.function)
 
 
 def load_version(version: Version, root: Path) -> Served:
     """Load a version and check it before it may answer anything: inside the artifact root, its model files
-    matching its manifest, its signature taking what it describes, and a warm-up row answered in shape."""
+    matching its manifest, its signature taking what it describes, and a warm-up row answered in shape (by
+    `serving_default`; an images model's `serving_bytes` is the same model behind a decoder, in the same SavedModel)."""
     started = time.perf_counter()
     label = f"{version.name}@{version.label}"
     if not version.path.resolve().is_relative_to(root.resolve()):
@@ -95,7 +129,11 @@ def load_version(version: Version, root: Path) -> Served:
         model = load_model(version.path)
     except InputError as exc:
         raise ServeError(str(exc)) from None
-    served = Served(version, model, signature.inputs(model), signature.outputs(model))
+    functions = {DEFAULT: model.signature, **{name: function for name, function in sorted(
+        model.saved_model.signatures.items()) if name != DEFAULT}}
+    served = Served(version, model, {name: Endpoint(function, signature.inputs(model, function),
+                                                    signature.outputs(model, function))
+                                     for name, function in functions.items()})
     try:
         answer = served.call(signature.warm_up_rows(served.inputs))
     except Exception as exc:  # TensorFlow's own errors: the version cannot answer
@@ -187,8 +225,7 @@ class Registry:
         for task in list(self._tasks):
             task.cancel()
         for served in {id(r.current): r.current for r in self.all_routes()}.values():
-            if served.batcher is not None:
-                await served.batcher.close()
+            await self._close(served)
         self.model_pool.shutdown(wait=False, cancel_futures=True)
         self.load_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -226,7 +263,7 @@ class Registry:
     def leave(self, served: Served) -> None:
         served.users -= 1
         if served.users == 0 and served.routes == 0:
-            self._background(served.batcher.close())
+            self._background(self._close(served))
 
     def status(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> list[dict]:
         """TensorFlow Serving's model_version_status entries: the versions answering, and those loading."""
@@ -321,18 +358,26 @@ class Registry:
             await self._note(route, "served", target.label, previous, f"loaded and checked in {served.seconds:.2f} s")
 
     def _start_batcher(self, served: Served) -> None:
-        if served.batcher is None:
-            name = served.version.name
-            served.batcher = Batcher(served.call, self.settings.max_batch, self.settings.batch_timeout_ms / 1000,
-                                     self.model_pool, lambda rows, n: self.metrics.batched(name, rows, n))
-            served.batcher.start()
+        name = served.version.name
+        for signature_name, endpoint in served.endpoints.items():
+            if endpoint.batcher is None:
+                endpoint.batcher = Batcher(functools.partial(served.call, name=signature_name), self.settings.max_batch,
+                                           self.settings.batch_timeout_ms / 1000, self.model_pool,
+                                           lambda rows, n: self.metrics.batched(name, rows, n))
+                endpoint.batcher.start()
+
+    @staticmethod
+    async def _close(served: Served) -> None:
+        for endpoint in served.endpoints.values():
+            if endpoint.batcher is not None:
+                await endpoint.batcher.close()
 
     def _release(self, served: Served) -> None:
         served.routes -= 1
         if served.routes == 0:
             self._loaded.pop((served.version.name, served.version.label), None)
-            if served.users == 0 and served.batcher is not None:
-                self._background(served.batcher.close())
+            if served.users == 0:
+                self._background(self._close(served))
 
     def _publish(self, route: Route) -> None:
         self.metrics.version.labels(route.name, route.label).set(route.current.version.number)

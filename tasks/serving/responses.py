@@ -4,7 +4,8 @@
   one output, else an object of the outputs (`{"probabilities": [...], "class_index": 1}`);
 - predict, columnar request: `{"outputs": ...}`, the output itself, or an object of them, rows first;
 - status: `{"model_version_status": [{"version": "2", "state": "AVAILABLE", "status": {...}}]}`;
-- metadata: `{"model_spec": {...}, "metadata": {"signature_def": {"signature_def": {"serving_default": ...}}}}`;
+- metadata: `{"model_spec": {...}, "metadata": {"signature_def": {"signature_def": {"serving_default": ...}}}}`
+  (and `serving_bytes` beside it for an images model);
 - errors: `{"error": "..."}`.
 
 `trainflow` holds what TensorFlow Serving has no field for: the version that answered (`model`, `version`, and the
@@ -51,7 +52,7 @@ def _plain(key: str, value: np.ndarray) -> Any:
 
 
 def predict(served: Served, route: Optional[Route], request: Request, outputs: dict[str, np.ndarray]) -> dict:
-    keys = [spec.key for spec in served.outputs]
+    keys = [spec.key for spec in served.endpoints[request.signature].outputs]
     plain = {key: _plain(key, outputs[key]) for key in keys}
     if request.columnar:
         body: dict[str, Any] = {"outputs": plain[keys[0]] if len(keys) == 1 else plain}
@@ -104,15 +105,15 @@ def status(entries: list[dict], routes: list[Route]) -> dict:
 
 def metadata(served: Served, routes: list[Route]) -> dict:
     model = served.model
-    signature = {"inputs": {spec.key: spec.tensor_info() for spec in served.inputs},
-                 "outputs": {spec.key: spec.tensor_info() for spec in served.outputs},
-                 "method_name": "tensorflow/serving/predict"}
+    signatures = {name: {"inputs": {spec.key: spec.tensor_info(name) for spec in endpoint.inputs},
+                         "outputs": {spec.key: spec.tensor_info(name) for spec in endpoint.outputs},
+                         "method_name": "tensorflow/serving/predict"} for name, endpoint in served.endpoints.items()}
     columns = [{"name": spec.label, "input": spec.key, "kind": spec.feature.kind if spec.is_column else None,
                 "dtype": spec.dtype, "shape": [None if d is None else d for d in spec.shape],
                 **({"values": list(spec.feature.vocabulary)} if spec.feature and spec.feature.kind == "text" else {})}
                for spec in served.inputs]
     return {"model_spec": {"name": served.version.name, "signature_name": "", "version": str(served.version.number)},
-            "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
+            "metadata": {"signature_def": {"signature_def": signatures}},
             "trainflow": {"model": served.ref, "version": served.version.number, "task": model.task,
                           "classes": list(model.classes), "inputs": columns,
                           "labels": {r.label: r.current.version.number for r in routes}}}

@@ -1,4 +1,5 @@
-"""What a served version takes and gives, read from its SavedModel's `serving_default` signature.
+"""What a served version takes and gives, read from its SavedModel's signatures (`serving_default`, and an images
+model's `serving_bytes`).
 
 Every input is a name, a dtype and a shape with a leading batch axis: a table's column (`[N]`, float32 or
 string), the guide's `x` (`[N]`), an array (`[N, 16, 16]`), encoded image bytes (`[N]` string). Request
@@ -50,11 +51,11 @@ class TensorSpec:
             return "one value per row"
         return "[" + ", ".join("any" if d is None else str(d) for d in self.shape) + "] per row"
 
-    def tensor_info(self) -> dict:
+    def tensor_info(self, signature: str = "serving_default") -> dict:
         """TensorFlow Serving's TensorInfo in JSON, as its metadata API writes it (the batch axis is size -1)."""
         dims = [{"size": "-1", "name": ""}] + [{"size": str(-1 if d is None else d), "name": ""} for d in self.shape]
         return {"dtype": self.datatype, "tensor_shape": {"dim": dims, "unknown_rank": False},
-                "name": f"serving_default_{self.key}:0"}
+                "name": f"{signature}_{self.key}:0"}
 
 
 def _spec(key: str, tensor, feature: Optional[Feature] = None) -> TensorSpec:
@@ -65,17 +66,18 @@ def _spec(key: str, tensor, feature: Optional[Feature] = None) -> TensorSpec:
                       tuple(dims[1:]), feature)
 
 
-def inputs(model: Model) -> list[TensorSpec]:
-    """The signature's inputs, a table's in the model's feature order, others in the signature's name order."""
-    _, specs = model.signature.structured_input_signature
+def inputs(model: Model, function=None) -> list[TensorSpec]:
+    """A signature's inputs (`serving_default`'s unless `function` is another), a table's in the model's feature
+    order, others in the signature's name order."""
+    _, specs = (function or model.signature).structured_input_signature
     by_key = {f.input_name: f for f in model.features}
     ordered = [f.input_name for f in model.features if f.input_name in specs]
     ordered += sorted(k for k in specs if k not in by_key)
     return [_spec(key, specs[key], by_key.get(key)) for key in ordered]
 
 
-def outputs(model: Model) -> list[TensorSpec]:
-    return [_spec(key, spec) for key, spec in sorted(model.signature.structured_outputs.items())]
+def outputs(model: Model, function=None) -> list[TensorSpec]:
+    return [_spec(key, spec) for key, spec in sorted((function or model.signature).structured_outputs.items())]
 
 
 def numpy_dtype(spec: TensorSpec):
