@@ -37,6 +37,8 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 THREADS = min(8, (os.cpu_count() or 2) * 2)
 #: PIL modes that are one band of grey; every other mode is read as RGB.
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+#: Files read (hashed and decoded) per batch of threaded work.
+READ_CHUNK = 1024
 
 
 @dataclass(frozen=True, slots=True)  # slots: one per picture, so no per-instance dict
@@ -162,10 +164,12 @@ def index(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None, 
             todo.append((i, file, relative, label, key))
     if todo:
         with ThreadPoolExecutor(THREADS) as pool:
-            read = list(pool.map(lambda item: read_file(item[1]), todo))
-        for (i, _, relative, label, key), values in zip(todo, read):
-            entries[i] = Entry(relative, label, *values)
-            memo[key] = list(values)
+            # a chunk at a time: pool.map submits every item at once, a future (~1 KB) per file held to the end
+            for start in range(0, len(todo), READ_CHUNK):
+                chunk = todo[start:start + READ_CHUNK]
+                for (i, _, relative, label, key), values in zip(chunk, pool.map(lambda item: read_file(item[1]), chunk)):
+                    entries[i] = Entry(relative, label, *values)
+                    memo[key] = list(values)
         try:
             memo_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(memo_path, json.dumps({"version": 1, "files": memo}).encode())

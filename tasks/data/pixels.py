@@ -50,13 +50,14 @@ def decode(indexed: images.Indexed, shape: tuple[int, int, int], store: Path) ->
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target.parent, (".*.partial",))  # what a killed decode left
-    files = [indexed.root / e.path for e in indexed.entries]
+    entries = indexed.entries
     with owned_temp(target, "partial") as (temp, handle), ThreadPoolExecutor(images.THREADS) as pool:
         # written, not memory-mapped: a mapped file's written pages count in the process's resident memory
         np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                                                      "fortran_order": False, "shape": (len(files), *shape)})
-        for start in range(0, len(files), CHUNK):
-            chunk = list(pool.map(lambda f: decode_one(f.read_bytes(), shape), files[start:start + CHUNK]))
+                                                      "fortran_order": False, "shape": (len(entries), *shape)})
+        for start in range(0, len(entries), CHUNK):  # each chunk's paths made as it is read: a Path is ~0.5 KB
+            files = [indexed.root / e.path for e in entries[start:start + CHUNK]]
+            chunk = list(pool.map(lambda f: decode_one(f.read_bytes(), shape), files))
             if chunk:
                 handle.write(np.stack(chunk).tobytes())
         handle.flush()
