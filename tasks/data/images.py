@@ -23,7 +23,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from tasks.common.errors import DataError
 from tasks.common.files import write_atomic
@@ -37,8 +37,8 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 THREADS = min(8, (os.cpu_count() or 2) * 2)
 #: PIL modes that are one band of grey; every other mode is read as RGB.
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
-#: Files read (hashed and decoded) per batch of threaded work.
-READ_CHUNK = 1024
+#: Files a thread pool works on at once (`in_chunks`): what reading or decoding holds in memory at a time.
+CHUNK = 1024
 
 
 @dataclass(frozen=True, slots=True)  # slots: one per picture, so no per-instance dict
@@ -164,10 +164,8 @@ def index(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None, 
             todo.append((i, file, relative, label, key))
     if todo:
         with ThreadPoolExecutor(THREADS) as pool:
-            # a chunk at a time: pool.map submits every item at once, a future (~1 KB) per file held to the end
-            for start in range(0, len(todo), READ_CHUNK):
-                chunk = todo[start:start + READ_CHUNK]
-                for (i, _, relative, label, key), values in zip(chunk, pool.map(lambda item: read_file(item[1]), chunk)):
+            for chunk, read in in_chunks(pool, lambda item: read_file(item[1]), todo):
+                for (i, _, relative, label, key), values in zip(chunk, read):
                     entries[i] = Entry(relative, label, *values)
                     memo[key] = list(values)
         try:
@@ -178,6 +176,14 @@ def index(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None, 
     done = sorted((e for e in entries if e is not None), key=lambda e: e.path)
     digest = canonical_hash([[e.path, e.sha256, e.label] for e in done])
     return Indexed(root, done, digest, len(todo), problems)
+
+
+def in_chunks(pool: ThreadPoolExecutor, work: Callable, items: list) -> Iterator[tuple[list, list]]:
+    """(items, their results) a CHUNK at a time, in order: `pool.map` alone submits every item at once and holds
+    a future (~1 KB) per file until the last is done."""
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start:start + CHUNK]
+        yield chunk, list(pool.map(work, chunk))
 
 
 def _relative(file: Path, root: Path) -> str:

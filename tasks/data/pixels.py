@@ -32,8 +32,6 @@ from tasks.data.arrays import Header, npy_header
 
 tf_like = Any  # a tensor of positions (TensorFlow is imported where a batch is read)
 
-#: Pictures decoded per chunk (what the decode holds in memory at once).
-CHUNK = 1024
 #: The one input of an images dataset.
 INPUT = "image"
 
@@ -55,11 +53,9 @@ def decode(indexed: images.Indexed, shape: tuple[int, int, int], store: Path) ->
         # written, not memory-mapped: a mapped file's written pages count in the process's resident memory
         np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
                                                       "fortran_order": False, "shape": (len(entries), *shape)})
-        for start in range(0, len(entries), CHUNK):  # each chunk's paths made as it is read: a Path is ~0.5 KB
-            files = [indexed.root / e.path for e in entries[start:start + CHUNK]]
-            chunk = list(pool.map(lambda f: decode_one(f.read_bytes(), shape), files))
-            if chunk:
-                handle.write(np.stack(chunk).tobytes())
+        read = lambda entry: decode_one((indexed.root / entry.path).read_bytes(), shape)  # noqa: E731
+        for _, chunk in images.in_chunks(pool, read, entries):
+            handle.write(np.stack(chunk).tobytes())
         handle.flush()
         os.fsync(handle.fileno())
         os.replace(temp, target)
