@@ -45,7 +45,8 @@ def _events(api: str, name: str, resource: str | None = None) -> list[dict]:
 @pytest.fixture
 def trainflow_server(tmp_path, artifacts):
     """`trainflow server start` on a PREFECT_HOME of its own, and the environment of a user who set no
-    PREFECT_API_URL: their commands must find the server by themselves."""
+    PREFECT_API_URL: their commands must find the server by themselves. One server serves the whole test:
+    each start costs a Prefect server's ~5 s of CPU."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_URL")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     # own process: the background server outlives the command that starts it
@@ -56,7 +57,7 @@ def trainflow_server(tmp_path, artifacts):
     try:
         yield env, status["api_url"]
     finally:
-        # own process: stop ends the server process
+        # own process: stop ends the server process (a no-op if the test stopped it already)
         _cli("server", "stop", env=env)
 
 
@@ -75,8 +76,11 @@ def _automation(api: str, name: str, match: dict) -> str:
 
 
 @pytest.mark.slow
-def test_beside_a_running_server_alias_takes_under_3_s_and_automations_fire_on_alias_and_predict(
-        tmp_path, artifacts, trainflow_server):
+def test_beside_a_running_server_run_alias_predict_and_deploy_use_it_and_stop_ends_it(tmp_path, artifacts,
+                                                                                      trainflow_server):
+    """Beside one `trainflow server start`: a run reports to it; `alias` takes under 3 s and automations on the
+    server fire on its event and on predict's; `deploy` registers its deployment there; `server stop` ends it
+    and `status` then says so. One server for all of it (merged from two tests, each of which started one)."""
     env, api = trainflow_server
     _table(tmp_path)
     spec = write_spec(tmp_path, TINY_CHURN)
@@ -107,10 +111,6 @@ def test_beside_a_running_server_alias_takes_under_3_s_and_automations_fire_on_a
     _wait_for(lambda: _events(api, "prefect.automation.triggered", f"prefect.automation.{scored}"), 60,
               "the automation on the running server to fire on trainflow.prediction.completed")
 
-
-@pytest.mark.slow
-def test_deploy_beside_a_running_server_registers_its_deployments_there(tmp_path, artifacts, trainflow_server):
-    env, api = trainflow_server
     _post(f"{api}/work_pools/", {"name": "choice-pool", "type": "process"})
     scoring = write_spec(tmp_path, "name: nightly\npredict: {model: churn@production, input: new.csv, "
                                    "output: scored.csv}\n", "nightly.yaml")
@@ -119,6 +119,14 @@ def test_deploy_beside_a_running_server_registers_its_deployments_there(tmp_path
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     found = _post(f"{api}/deployments/filter", {"deployments": {"name": {"any_": ["nightly"]}}})
     assert [d["name"] for d in found] == ["nightly"]
+
+    # own process: stop ends the server process
+    stopped = _cli("server", "stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    # own process: status after the stop
+    assert not json.loads(_cli("server", "status", "--json", env=env).stdout)["running"]
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{api}/health", timeout=5)
 
 
 def test_alias_without_a_server_sends_nothing_and_says_so(tmp_path, artifacts):
