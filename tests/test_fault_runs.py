@@ -227,8 +227,10 @@ def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port)}
     env.pop("PREFECT_API_URL", None)
-    # own process: a Prefect server this test kills or hangs
-    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    # own process: a Prefect server this test kills or hangs. The faults are in its process, not in its
+    # background services or its UI, so it runs without them: healthy in ~3.5 s instead of ~7.5 s here.
+    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-services", "--no-ui"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.time() + 120
