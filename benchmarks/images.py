@@ -184,7 +184,8 @@ def main() -> None:
         "read each minibatch from the decoded cache as it comes (`tasks/train/inputs.py`), and the per-epoch "
         "evaluation takes a seeded sample of at most 64 MiB of pixels per split. So training adds a near-constant "
         "amount over the data task while the split's pixels grow 100x; the data task's own peak grows with the "
-        "number of files (its content index is held as Python objects, about 1.5 KB per file on a first run), not with pixels. "
+        "number of files (its listing and entries are held as Python objects, about 1.1 KB per file; the content "
+        "index is looked up on disk a chunk at a time, `tasks/data/image_memo.py`), not with pixels. "
         "Holding a split that fits 64 MiB in memory, instead of reading each minibatch from the cache, was tried "
         "(2026-12-07): the epoch took the same time and the peak rose, so training streams at every size."]))
 

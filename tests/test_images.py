@@ -277,7 +277,7 @@ def test_with_artifacts_the_plans_content_index_is_under_that_root_and_the_run_r
     root = tmp_path / "elsewhere"
     out = trainflow("plan", str(spec), "--artifacts", str(root), cwd=tmp_path, env={"TRAINFLOW_ARTIFACTS": None})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert (root / ".cache" / "images" / "index.json").is_file()
+    assert (root / ".cache" / "images" / "index.sqlite").is_file()
     assert not (tmp_path / "artifacts").exists(), "nothing written to ./artifacts"
     again = images.index(ImagesData(kind="images", path=str(tmp_path / "shapes")), store=root / ".cache" / "images")
     assert again.hashed == 0 and len(again.entries) == 24, "the data task under ROOT reads no picture again"
@@ -290,7 +290,7 @@ def test_with_artifacts_the_plans_content_index_is_under_that_root_and_the_run_r
         as_spec(str(spec))
     finally:
         restore()
-    assert (other / ".cache" / "images" / "index.json").is_file() and not (tmp_path / "artifacts").exists()
+    assert (other / ".cache" / "images" / "index.sqlite").is_file() and not (tmp_path / "artifacts").exists()
 
 
 INDEXED = """\
@@ -376,13 +376,13 @@ def test_a_path_in_an_index_outside_the_data_roots_is_refused_before_any_image_i
     with pytest.raises(SpecError) as raised:
         validate_data(spec, lanes=lanes)
     assert "data.index" in str(raised.value) and "outside the data roots" in str(raised.value), str(raised.value)
-    assert not (artifacts / ".cache" / "images" / "index.json").exists(), "no image was read, none indexed"
+    assert not (artifacts / ".cache" / "images" / "index.sqlite").exists(), "no image was read, none indexed"
     # without the outside row, the same index validates inside the lanes
     (data / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
     resolved = validate_data(spec, lanes=lanes).data
     assert resolved.index == str((data / "labels.csv").resolve())
     assert resolved.cache == str(artifacts / ".cache" / "images"), "a deployment's caches stay in its artifact root"
-    assert (artifacts / ".cache" / "images" / "index.json").is_file()
+    assert (artifacts / ".cache" / "images" / "index.sqlite").is_file()
 
 
 REGRESSED = """\

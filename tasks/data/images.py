@@ -3,8 +3,8 @@
 The images' identity is their content, not where they are: the data key is the sha256 of the sorted list of
 (path relative to the folder, the file's sha256, its label), so moving or renaming the folder keeps every
 cached result, and adding, removing, relabelling or editing one image changes the key. Hashing every file on
-every plan would cost a read of the whole folder, so an index file under the artifact root remembers each
-file's hash (and its decoded size and mode) under (relative path, size, mtime_ns, ctime_ns, inode), git's rule for its
+every plan would cost a read of the whole folder, so an index under the artifact root (`image_memo`, SQLite)
+remembers each file's hash (and its decoded size and mode) under (relative path, size, mtime_ns, ctime_ns, inode), git's rule for its
 own index: an unchanged file is not read again, a touched file is re-hashed (and its key does not change when
 its bytes did not), a renamed folder keeps its files' inodes and is not re-read. `Indexed.hashed` counts the
 files read this time.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,9 +25,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from tasks.common.errors import DataError
-from tasks.common.files import write_atomic
 from tasks.common.hashing import canonical_hash
 from tasks.common.suggest import did_you_mean
+from tasks.data.image_memo import Memo
 from tasks.data.spec import ImagesData
 
 #: The picture formats read, by file suffix (lower case).
@@ -140,42 +139,48 @@ def _index_rows(spec: ImagesData, check) -> tuple[Path, list[tuple[Path, str]], 
 
 
 def index(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None, store: Optional[Path] = None) -> Indexed:
-    """The data section's images with their hashes, from the index file where a file is unchanged, else read
-    (hashed and decoded) now; the index file is then rewritten (atomically; a lost race only costs a re-hash)."""
+    """The data section's images with their hashes, from the content index (`image_memo`) where a file is
+    unchanged, else read (hashed and decoded) now and added to it: a CHUNK of files at a time, so what this
+    holds besides the entries is one chunk's lookups and reads."""
     root, found, problems = listing(spec, check)
-    memo_path = (store or store_of(spec)) / "index.json"
-    memo = _read_memo(memo_path)
-    entries: list[Optional[Entry]] = [None] * len(found)
-    todo = []
-    for i, (file, label) in enumerate(found):
-        relative = _relative(file, root)
-        try:
-            stat = file.stat()
-        except OSError:
-            entries[i] = Entry(relative, label, error="no such file")
-            continue
-        # ctime too, as git's index has it: an in-place rewrite that restores the mtime (rsync --inplace -t)
-        # still changes the ctime, which nothing but the kernel sets
-        key = f"{relative}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_dev}:{stat.st_ino}"
-        known = memo.get(key)
-        if known:
-            entries[i] = Entry(relative, label, *known)
-        else:
-            todo.append((i, file, relative, label, key))
-    if todo:
+    folder = store or store_of(spec)
+    try:
+        (folder / "index.json").unlink(missing_ok=True)  # the memo's earlier form, read and written whole
+    except OSError:
+        pass
+    memo = Memo(folder)
+    entries: list[Entry] = []
+    hashed = 0
+    try:
         with ThreadPoolExecutor(THREADS) as pool:
-            for chunk, read in in_chunks(pool, lambda item: read_file(item[1]), todo):
-                for (i, _, relative, label, key), values in zip(chunk, read):
-                    entries[i] = Entry(relative, label, *values)
-                    memo[key] = list(values)
-        try:
-            memo_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(memo_path, json.dumps({"version": 1, "files": memo}).encode())
-        except OSError:
-            pass  # the index is a memo: without it the next plan hashes again
-    done = sorted((e for e in entries if e is not None), key=lambda e: e.path)
-    digest = canonical_hash([[e.path, e.sha256, e.label] for e in done])
-    return Indexed(root, done, digest, len(todo), problems)
+            for start in range(0, len(found), CHUNK):
+                chunk = [(file, label, _relative(file, root)) for file, label in found[start:start + CHUNK]]
+                keys = [_key(file, relative) for file, _, relative in chunk]
+                known = memo.known([key for key in keys if key])
+                todo = [(file, key) for (file, _, _), key in zip(chunk, keys) if key and key not in known]
+                read = dict(zip((key for _, key in todo), pool.map(lambda item: read_file(item[0]), todo)))
+                memo.add(read.items())
+                hashed += len(todo)
+                for (_, label, relative), key in zip(chunk, keys):
+                    found_now = (known.get(key) or read.get(key)) if key else None
+                    entries.append(Entry(relative, label, *found_now) if found_now else
+                                   Entry(relative, label, error="no such file"))
+    finally:
+        memo.close()
+    entries.sort(key=lambda e: e.path)
+    digest = canonical_hash([[e.path, e.sha256, e.label] for e in entries])
+    return Indexed(root, entries, digest, hashed, problems)
+
+
+def _key(file: Path, relative: str) -> Optional[str]:
+    """The stat data under which the memo knows a file (None: the file is gone). ctime too, as git's index has
+    it: an in-place rewrite that restores the mtime (rsync --inplace -t) still changes the ctime, which nothing
+    but the kernel sets."""
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    return f"{relative}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_dev}:{stat.st_ino}"
 
 
 def in_chunks(pool: ThreadPoolExecutor, work: Callable, items: list) -> Iterator[tuple[list, list]]:
@@ -191,14 +196,6 @@ def _relative(file: Path, root: Path) -> str:
         return file.relative_to(root).as_posix()
     except ValueError:
         return os.path.relpath(file, root).replace(os.sep, "/")
-
-
-def _read_memo(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_bytes())
-        return data["files"] if data.get("version") == 1 else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
 
 
 def read_file(file: Path) -> tuple[str, int, int, int, str]:

@@ -1,0 +1,69 @@
+"""The images' content index on disk (`tasks/data/image_memo.py`) is a memo, never the truth: a damaged or
+unwritable one costs a re-hash, not a run; its earlier form (index.json, read whole) is removed; and the index
+it gives is the same, whether every file came from the memo or was read now. In-process, no TensorFlow."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_images import draw_folder
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return draw_folder(tmp_path / "shapes", per_class=5, size=16)
+
+
+def _index(folder, store):
+    from tasks.data import images
+    from tasks.data.spec import ImagesData
+
+    return images.index(ImagesData(kind="images", path=str(folder)), store=store)
+
+
+def test_a_second_index_reads_nothing_and_equals_the_first(folder, tmp_path, monkeypatch):
+    from tasks.data import images
+
+    monkeypatch.setattr(images, "CHUNK", 4)  # several chunks of lookups and reads, 15 files
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "index.json").write_text('{"version": 1, "files": {}}')
+    first = _index(folder, store)
+    assert first.hashed == 15 and not (store / "index.json").exists(), "the whole-file memo is gone"
+    second = _index(folder, store)
+    assert second.hashed == 0
+    assert second.entries == first.entries and second.digest == first.digest
+    assert [e.path for e in second.entries] == sorted(e.path for e in second.entries)
+
+
+def test_a_damaged_memo_costs_a_re_hash_and_is_replaced(folder, tmp_path):
+    store = tmp_path / "store"
+    first = _index(folder, store)
+    (store / "index.sqlite").write_bytes(b"not a database at all " * 100)
+    again = _index(folder, store)
+    assert again.hashed == 15 and again.digest == first.digest
+    assert _index(folder, store).hashed == 0, "the replaced memo remembers again"
+
+
+def test_a_memo_that_cannot_be_opened_costs_a_re_hash(folder, tmp_path):
+    """A store path that is a file, not a folder: no memo at all, the same index."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the store's folder would be")
+    first = _index(folder, blocked)
+    assert first.hashed == 15 and len(first.entries) == 15
+    assert _index(folder, blocked).hashed == 15
+
+
+def test_indexes_made_at_once_on_one_store_agree_and_leave_one_memo(folder, tmp_path, monkeypatch):
+    """Four at once on a fresh store (as a plan and a run, or a sweep's processes): each succeeds with the same
+    digest, and the memo they wrote between them knows every file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.data import images
+
+    monkeypatch.setattr(images, "CHUNK", 3)  # many small transactions, interleaved
+    store = tmp_path / "store"
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _: _index(folder, store), range(4)))
+    assert len({m.digest for m in made}) == 1 and all(len(m.entries) == 15 for m in made)
+    assert _index(folder, store).hashed == 0
