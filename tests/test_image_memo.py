@@ -67,3 +67,11 @@ def test_indexes_made_at_once_on_one_store_agree_and_leave_one_memo(folder, tmp_
         made = list(pool.map(lambda _: _index(folder, store), range(4)))
     assert len({m.digest for m in made}) == 1 and all(len(m.entries) == 15 for m in made)
     assert _index(folder, store).hashed == 0
+
+
+def test_an_empty_folder_makes_no_memo(tmp_path):
+    """Refused by validate (an empty folder), so it leaves nothing under the artifact root either."""
+    (tmp_path / "empty" / "circle").mkdir(parents=True)
+    store = tmp_path / "store"
+    indexed = _index(tmp_path / "empty", store)
+    assert indexed.entries == [] and indexed.hashed == 0 and not store.exists()

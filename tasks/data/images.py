@@ -143,6 +143,8 @@ def index(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None, 
     unchanged, else read (hashed and decoded) now and added to it: a CHUNK of files at a time, so what this
     holds besides the entries is one chunk's lookups and reads."""
     root, found, problems = listing(spec, check)
+    if not found:  # a missing or empty folder is refused by `problems`: no memo is made for it
+        return Indexed(root, [], canonical_hash([]), 0, problems)
     folder = store or store_of(spec)
     try:
         (folder / "index.json").unlink(missing_ok=True)  # the memo's earlier form, read and written whole
