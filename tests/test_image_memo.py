@@ -21,6 +21,22 @@ def _index(folder, store):
     return images.index(ImagesData(kind="images", path=str(folder)), store=store)
 
 
+def _recorded(monkeypatch) -> list[str]:
+    """Every SQL statement the memo's connections run from now on."""
+    import sqlite3
+
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def recording(*args, **kwargs):
+        db = connect(*args, **kwargs)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", recording)
+    return statements
+
+
 def test_a_second_index_reads_nothing_and_equals_the_first(folder, tmp_path, monkeypatch):
     from tasks.data import images
 
@@ -30,8 +46,11 @@ def test_a_second_index_reads_nothing_and_equals_the_first(folder, tmp_path, mon
     (store / "index.json").write_text('{"version": 1, "files": {}}')
     first = _index(folder, store)
     assert first.hashed == 15 and not (store / "index.json").exists(), "the whole-file memo is gone"
+    statements = _recorded(monkeypatch)
     second = _index(folder, store)
     assert second.hashed == 0
+    assert statements and not [s for s in statements if s.startswith(("BEGIN", "INSERT"))], \
+        "a run that read no file takes no write lock (concurrent plans and runs do not queue on it)"
     assert second.entries == first.entries and second.digest == first.digest
     assert [e.path for e in second.entries] == sorted(e.path for e in second.entries)
 

@@ -70,14 +70,15 @@ class Memo:
         return found
 
     def add(self, rows: Iterable[tuple[str, Found]]) -> None:
-        """Remember these (key, found) pairs, in one transaction; a failure only costs the next run a re-hash."""
-        if self.db is None:
+        """Remember these (key, found) pairs, in one transaction; a failure only costs the next run a re-hash.
+        Nothing to add takes no write lock: an unchanged folder's run only reads the memo."""
+        values = [(key, *found) for key, found in rows]
+        if self.db is None or not values:
             return
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                                    [(key, *found) for key, found in rows])
+                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", values)
         except sqlite3.Error:
             pass
 
