@@ -93,4 +93,26 @@ def test_an_empty_folder_makes_no_memo(tmp_path):
     (tmp_path / "empty" / "circle").mkdir(parents=True)
     store = tmp_path / "store"
     indexed = _index(tmp_path / "empty", store)
-    assert indexed.entries == [] and indexed.hashed == 0 and not store.exists()
+    assert len(indexed.entries) == 0 and indexed.hashed == 0 and not store.exists()
+
+
+def test_the_columns_sort_as_python_sorts_and_key_as_the_list_of_path_sha_and_label(folder, tmp_path):
+    """The index is held as columns (`tasks/data/image_entries.py`); its order and its digest are those of the
+    list of (path, sha256, label) it replaced, so no cached result's key changed. Non-ASCII names, nested
+    folders and a file that cannot be decoded included."""
+    import hashlib
+
+    from tasks.common.hashing import canonical_hash
+
+    (folder / "circle" / "é-inner").mkdir()
+    (folder / "circle" / "é-inner" / "zä.png").write_bytes((folder / "circle").joinpath("circle_000.png").read_bytes())
+    (folder / "cross" / "broken.png").write_bytes(b"not a picture")
+    indexed = _index(folder, tmp_path / "store")
+    entries = list(indexed.entries)
+    assert len(entries) == 17 and [e.path for e in entries] == sorted(e.path for e in entries)
+    assert "circle/é-inner/zä.png" in [e.path for e in entries], "a picture in a nested folder is listed"
+    broken = next(e for e in entries if e.path == "cross/broken.png")
+    assert broken.error.startswith("cannot be decoded") and broken.sha256 == hashlib.sha256(b"not a picture").hexdigest()
+    assert indexed.digest == canonical_hash([[e.path, e.sha256, e.label] for e in entries])
+    assert {e.label for e in entries} == {"circle", "cross", "square"}
+    assert entries[0] == indexed.entries[0] and entries[-1] == indexed.entries[-1]

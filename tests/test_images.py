@@ -321,14 +321,14 @@ def test_a_picture_listed_twice_in_an_index_is_refused_at_its_second_line(tmp_pa
     (tmp_path / "labels.csv").write_text("file,label\npics/cross/cross_000.png,cross\npics/circle/circle_000.png,"
                                          "circle\npics/cross/cross_000.png,circle\n")
     spec = ImagesData(kind="images", index=str(tmp_path / "labels.csv"), path_column="file", target="label")
-    _, found, problems = images.listing(spec)
+    _, _, _, problems = images.listing(spec)
     assert problems == [("data.index", "labels.csv:4: 'pics/cross/cross_000.png' is already on line 2; each "
                                        "picture must be listed once")]
     (tmp_path / "labels.csv").write_text("file,label\npics/cross/cross_000.png,cross\npics/circle/gone.png,circle\n")
     assert images.problems(spec, images.index(spec), 0.0, 0.0)[0] == \
         ("data.index", "labels.csv:3: pics/circle/gone.png: no such file"), "a missing picture's line"
     misspelt = spec.model_copy(update={"target": "lable"})
-    assert images.listing(misspelt)[2] == [("data.target", "'lable' is not a column of labels.csv (did you mean "
+    assert images.listing(misspelt)[3] == [("data.target", "'lable' is not a column of labels.csv (did you mean "
                                                            "'label'?); it has: file, label")]
 
 

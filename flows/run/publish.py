@@ -93,7 +93,7 @@ def _located(spec: Spec, trained) -> Optional[tuple[str, list]]:
         indexed = images.index(spec.data, store=store)
         if str(pixels.cache_path(store, indexed, tuple(feature.shape))) != feature.source:
             return None  # the pictures changed since the data task read them: their rows are not these paths
-        return "path", [indexed.entries[row].path for row in trained.test.rows.tolist()]
+        return "path", [indexed.entries.path(row) for row in trained.test.rows.tolist()]
     return None
 
 

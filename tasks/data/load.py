@@ -311,7 +311,7 @@ def load_images(spec: ImagesData, seed: int, check=None):
         raise DataError(found[0][1])
     shape = images.resolved_shape(spec, indexed)
     source = pixels.decode(indexed, shape, store)
-    labels = np.asarray(indexed.labels())
+    labels = indexed.labels()
     task = resolved_task(spec, images.target_kind(spec, indexed))
     if task == "classification":
         classes, y = np.unique(labels, return_inverse=True)

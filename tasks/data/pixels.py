@@ -48,13 +48,13 @@ def decode(indexed: images.Indexed, shape: tuple[int, int, int], store: Path) ->
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target.parent, (".*.partial",))  # what a killed decode left
-    entries = indexed.entries
+    paths = indexed.entries.paths
     with owned_temp(target, "partial") as (temp, handle), ThreadPoolExecutor(images.THREADS) as pool:
         # written, not memory-mapped: a mapped file's written pages count in the process's resident memory
         np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                                                      "fortran_order": False, "shape": (len(entries), *shape)})
-        read = lambda entry: decode_one((indexed.root / entry.path).read_bytes(), shape)  # noqa: E731
-        for _, chunk in images.in_chunks(pool, read, entries):
+                                                      "fortran_order": False, "shape": (len(paths), *shape)})
+        read = lambda path: decode_one((indexed.root / path.decode("utf-8")).read_bytes(), shape)  # noqa: E731
+        for _, chunk in images.in_chunks(pool, read, paths):
             handle.write(np.stack(chunk).tobytes())
         handle.flush()
         os.fsync(handle.fileno())

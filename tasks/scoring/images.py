@@ -42,8 +42,7 @@ def listing(path: Path) -> tuple[Path, list[str]]:
     """(the folder, every picture's path relative to it, sorted): a folder's pictures at any depth, or an index
     CSV's `path` column (else its first), relative to the CSV's folder. InputError for anything else."""
     if path.is_dir():
-        files = sorted(f.relative_to(path).as_posix() for f in path.rglob("*") if f.is_file() and images.is_image(f))
-        return path, files
+        return path, images.pictures_under(path)
     if not path.exists():
         raise InputError(f"{path.name}: no such folder or file; the model takes pictures: a folder of them, or an "
                          "index .csv with a path column")
