@@ -339,3 +339,35 @@ def test_optimizer_option_table_matches_keras():
         cls = type(keras.optimizers.get(kind))
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs", "learning_rate", "name"}
         assert accepted == set(own) | set(COMMON_OPTIMIZER_OPTIONS), kind
+
+
+def test_many_trainings_in_one_process_print_no_retracing_warning_and_a_real_retrace_still_warns():
+    """A sweep's separate trials (or a notebook) build a new compiled loop per training; TensorFlow counted
+    them as retraces of one function and warned at the fifth. That warning is dropped for trainflow's own loops
+    (`tasks.train.steps.OWN_LOOPS`), and kept for any other function."""
+    import logging
+
+    import tensorflow as tf
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf.get_logger().addHandler(handler)
+    try:
+        spec = load_spec(SPECS / "guide.yaml")
+        dataset = data.load(spec.data, spec.seed).train_data()
+        short = spec.training.model_copy(update={"epochs": 2})
+        for seed in range(7):
+            trainers.train(models.build(spec.model, seed), dataset, short, seed)
+        assert not [r for r in records if "retracing" in r.getMessage()], [r.getMessage()[:120] for r in records]
+
+        def users_function(x):
+            return x * 2
+
+        for size in range(1, 8):  # a new shape each call: a real retrace of one function
+            tf.function(users_function)(tf.zeros([size]))
+            fn = tf.function(users_function, reduce_retracing=False)
+            fn(tf.zeros([size]))
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert any("users_function" in r.getMessage() and "retracing" in r.getMessage() for r in records)

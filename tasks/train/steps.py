@@ -22,6 +22,7 @@ O(1) instead of a pass over x and y. `tasks/train/fastpath.py` says which step a
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -238,6 +239,25 @@ class EarlyStopping:
         for current, kept in zip(self.weights, self.best_weights):
             current.assign(kept)
         return best
+
+
+#: The loops trainflow compiles afresh for each run or trial, by design (each has its own model and weights).
+OWN_LOOPS = ("TapeStep.__init__.<locals>.run", "NetworkStep.__init__.<locals>.run")
+
+
+class _OwnLoopsTraceOnce(logging.Filter):
+    """TensorFlow warns "5 out of the last 5 calls to <function TapeStep.__init__.<locals>.run> triggered
+    tf.function retracing" once a process has run five trainings (a sweep's separate trials, a notebook): it
+    counts the new tf.function each training builds as a retrace of one function. Each is traced once and
+    never again, so for these loops the warning is wrong and is dropped; any other function's is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and any(name in message for name in OWN_LOOPS))
+
+
+if not any(isinstance(f, _OwnLoopsTraceOnce) for f in tf.get_logger().filters):
+    tf.get_logger().addFilter(_OwnLoopsTraceOnce())
 
 
 #: Layers the tape step's loop is XLA-compiled with: the guide's models and a table's Dense core are made of them.
