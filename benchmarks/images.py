@@ -186,7 +186,7 @@ def main() -> None:
         "read each minibatch from the decoded cache as it comes (`tasks/train/inputs.py`), and the per-epoch "
         "evaluation takes a seeded sample of at most 4,096 pictures and 64 MiB of pixels per split. So training "
         "adds a near-constant amount over the data task while the split's pixels grow 100x. The data task holds "
-        "its content index as columns (`tasks/data/image_entries.py`: paths and labels as UTF-8 bytes, the sha256 "
+        "its content index as columns (`tasks/data/image_entries.py`: paths as UTF-8 bytes, labels as codes into their distinct strings, the sha256 "
         "as 32 bytes, sizes as small integers; about 100 bytes a picture) and looks the memo up on disk a chunk "
         "at a time (`tasks/data/image_memo.py`); until 2026-12-07 it held a `Path` and an `Entry` object per file, "
         "about 1.1 KB a picture over TensorFlow's own memory (796 MB at 200,000 pictures, TensorFlow alone 569). "

@@ -107,6 +107,7 @@ def test_the_columns_sort_as_python_sorts_and_key_as_the_list_of_path_sha_and_la
     (folder / "circle" / "é-inner").mkdir()
     (folder / "circle" / "é-inner" / "zä.png").write_bytes((folder / "circle").joinpath("circle_000.png").read_bytes())
     (folder / "cross" / "broken.png").write_bytes(b"not a picture")
+    (folder / "square" / "loop.png").symlink_to("loop.png")  # a symlink to itself: not a file, as Path.is_file says
     indexed = _index(folder, tmp_path / "store")
     entries = list(indexed.entries)
     assert len(entries) == 17 and [e.path for e in entries] == sorted(e.path for e in entries)
@@ -116,3 +117,22 @@ def test_the_columns_sort_as_python_sorts_and_key_as_the_list_of_path_sha_and_la
     assert indexed.digest == canonical_hash([[e.path, e.sha256, e.label] for e in entries])
     assert {e.label for e in entries} == {"circle", "cross", "square"}
     assert entries[0] == indexed.entries[0] and entries[-1] == indexed.entries[-1]
+
+
+def test_an_index_keeps_each_label_as_written_in_its_key_and_its_classes(tmp_path):
+    """Labels are Python strings (codes into the distinct texts), not a NumPy text column, which would drop a
+    trailing NUL: "cat" and "cat\\x00" stay two classes and the key is that of the list as written."""
+    from tasks.common.hashing import canonical_hash
+    from tasks.data import images
+    from tasks.data.spec import ImagesData
+
+    draw_folder(tmp_path / "pics", per_class=2, size=16)
+    files = sorted(f.relative_to(tmp_path).as_posix() for f in (tmp_path / "pics").rglob("*.png"))
+    labels = ["cat", "cat\x00", "dog", "cat", "cat\x00", "dog"]
+    (tmp_path / "labels.csv").write_text("file,label\n" + "".join(f"{f},{l}\n" for f, l in zip(files, labels)))
+    spec = ImagesData(kind="images", index=str(tmp_path / "labels.csv"), path_column="file", target="label")
+    indexed = images.index(spec, store=tmp_path / "store")
+    assert [e.label for e in indexed.entries] == labels
+    assert images.class_counts(indexed) == {"cat": 2, "cat\x00": 2, "dog": 2}
+    assert list(indexed.labels()) == labels
+    assert indexed.digest == canonical_hash([[e.path, e.sha256, e.label] for e in indexed.entries])

@@ -29,7 +29,7 @@ import numpy as np
 from tasks.common.errors import DataError
 from tasks.common.hashing import canonical_hash
 from tasks.common.suggest import did_you_mean
-from tasks.data.image_entries import Entries, Entry, as_bytes, as_texts
+from tasks.data.image_entries import Entries, as_bytes, as_codes
 from tasks.data.image_memo import Memo
 from tasks.data.spec import ImagesData
 
@@ -54,7 +54,9 @@ class Indexed:
     problems: list = field(default_factory=list)  # (spec path, message) found while listing
 
     def labels(self) -> np.ndarray:
-        return as_texts(self.entries.labels)
+        """Every picture's label, in path order, as an object array of Python strings (NumPy's own text type
+        would drop a label's trailing NULs)."""
+        return np.array(self.entries.labels(), dtype=object)
 
 
 def default_store() -> Path:
@@ -82,14 +84,25 @@ def pictures_under(folder: Path) -> list[str]:
     pending = [("", str(folder))]
     while pending:
         prefix, where = pending.pop()
-        with os.scandir(where) as listed:
-            for item in listed:
-                if item.is_dir(follow_symlinks=False):
-                    pending.append((prefix + item.name + "/", item.path))
-                elif is_image_name(item.name) and item.is_file():
-                    found.append(prefix + item.name)
+        try:
+            listed = list(os.scandir(where))
+        except PermissionError:  # skipped, as Path.rglob skips a folder it may not read
+            continue
+        for item in listed:
+            if item.is_dir(follow_symlinks=False):
+                pending.append((prefix + item.name + "/", item.path))
+            elif is_image_name(item.name) and _is_file(item):
+                found.append(prefix + item.name)
     found.sort()
     return found
+
+
+def _is_file(item: os.DirEntry) -> bool:
+    """`Path.is_file`'s answer: False, not an error, for a symlink that loops or leads nowhere."""
+    try:
+        return item.is_file()
+    except OSError:
+        return False
 
 
 def listing(spec: ImagesData, check: Optional[Callable[[str, str], Path]] = None
@@ -189,7 +202,7 @@ def _columns(paths: list[str], labels: list[str], found: list) -> Entries:
     """One chunk's entries as columns; a file gone since it was listed has the error "no such file"."""
     missing = ("", 0, 0, 0, "no such file")
     rows = [item or missing for item in found]
-    return Entries(as_bytes(paths), as_bytes(labels),
+    return Entries(as_bytes(paths), *as_codes(labels),
                    np.array([bytes.fromhex(sha) if sha else bytes(32) for sha, *_ in rows], "S32").view(np.uint8)
                    .reshape(len(rows), 32),
                    np.array([row[1] for row in rows], np.int32), np.array([row[2] for row in rows], np.int32),
@@ -282,8 +295,8 @@ def problems(spec: ImagesData, indexed: Indexed, validation: float, test: float)
     broken = entries.broken()
     if broken:
         return [(where, f"{_line_of(spec, indexed.root, broken[0].path)}{broken[0].path}: {broken[0].error}"
-                        f"{_also(broken)}")]
-    blank = np.flatnonzero(entries.labels == b"")
+                        f"{_also([e.path for e in broken], len(broken))}")]
+    blank = entries.rows_labelled(lambda label: not label)
     if spec.index and len(blank):
         empty = entries.path(int(blank[0]))
         return [("data.target", f"{empty}: the target '{spec.target}' is empty")]
@@ -321,12 +334,12 @@ ALSO_NAMED = 3
 MOSTLY_NUMBERS = 0.9
 
 
-def _also(entries: list[Entry]) -> str:
-    """" (also b.png, c.png and 4 more)" for the entries after the first, "" for one."""
-    rest = [e.path for e in entries[1:]]
-    if not rest:
+def _also(paths: list[str], count: int) -> str:
+    """" (also b.png, c.png and 4 more)" for the `count` files a problem holds for, `paths` their first few
+    (the first one is named already), "" for one."""
+    if count < 2:
         return ""
-    named, more = rest[:ALSO_NAMED], len(rest) - ALSO_NAMED
+    named, more = paths[1:1 + ALSO_NAMED], count - 1 - ALSO_NAMED
     return f" (also {', '.join(named)}" + (f" and {more} more)" if more > 0 else ")")
 
 
@@ -353,16 +366,18 @@ def _stray_text(spec: ImagesData, indexed: Indexed) -> Optional[tuple[str, str]]
     task regression: refused, naming the first such value and its picture."""
     if spec.index is None or spec.task == "classification":
         return None
-    texts = [indexed.entries[row] for row, label in enumerate(indexed.labels()) if not _number(label)]
-    mostly = len(texts) <= (1 - MOSTLY_NUMBERS) * len(indexed.entries)
-    if not texts or (spec.task == "auto" and not mostly):
+    entries = indexed.entries
+    rows = entries.rows_labelled(lambda label: not _number(label))
+    mostly = len(rows) <= (1 - MOSTLY_NUMBERS) * len(entries)
+    if not len(rows) or (spec.task == "auto" and not mostly):
         return None
     from tasks.data.tables import excerpt  # a value from the user's file: quoted short and escaped
 
-    first = texts[0]
-    head = (f"the target '{spec.target}' holds numbers except {excerpt(first.label)} for {first.path}{_also(texts)}"
+    first, named = entries[int(rows[0])], [entries.path(int(row)) for row in rows[:1 + ALSO_NAMED]]
+    also = _also(named, len(rows))
+    head = (f"the target '{spec.target}' holds numbers except {excerpt(first.label)} for {first.path}{also}"
             if mostly else f"data.task is regression, and the target '{spec.target}' holds text: "
-                           f"{excerpt(first.label)} for {first.path}{_also(texts)}")
+                           f"{excerpt(first.label)} for {first.path}{also}")
     return ("data.target", head + "; fix those values" +
             (", or set data.task: classification to learn each value as a class" if spec.task == "auto" else ""))
 
@@ -371,12 +386,13 @@ def target_kind(spec: ImagesData, indexed: Indexed) -> str:
     """"number" when an index's target column holds only numbers (regression under task auto), else "text"."""
     if spec.index is None or not len(indexed.entries):
         return "text"
-    return "number" if all(_number(label) for label in indexed.labels()) else "text"
+    return "number" if all(_number(label) for label in indexed.entries.names) else "text"
 
 
 def class_counts(indexed: Indexed) -> dict[str, int]:
-    labels, counts = np.unique(indexed.entries.labels, return_counts=True)
-    return {label.decode("utf-8"): int(count) for label, count in zip(labels, counts)}
+    entries = indexed.entries
+    counts = np.bincount(entries.codes, minlength=len(entries.names))
+    return {name: int(count) for name, count in zip(entries.names, counts.tolist()) if count}
 
 
 def summary(spec: ImagesData, indexed: Indexed, task: str) -> str:

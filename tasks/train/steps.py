@@ -242,7 +242,7 @@ class EarlyStopping:
 
 
 #: The loops trainflow compiles afresh for each run or trial, by design (each has its own model and weights).
-OWN_LOOPS = ("TapeStep.__init__.<locals>.run", "NetworkStep.__init__.<locals>.run")
+OWN_LOOPS = tuple(f"{step}.__init__.<locals>.run" for step in ("TapeStep", "LinearStep", "NetworkStep"))
 
 
 class _OwnLoopsTraceOnce(logging.Filter):
