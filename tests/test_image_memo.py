@@ -115,6 +115,7 @@ def test_the_columns_sort_as_python_sorts_and_key_as_the_list_of_path_sha_and_la
     broken = next(e for e in entries if e.path == "cross/broken.png")
     assert broken.error.startswith("cannot be decoded") and broken.sha256 == hashlib.sha256(b"not a picture").hexdigest()
     assert indexed.digest == canonical_hash([[e.path, e.sha256, e.label] for e in entries])
+    assert indexed.entries.digest(block=3) == indexed.digest, "streamed in blocks, the same bytes"
     assert {e.label for e in entries} == {"circle", "cross", "square"}
     assert entries[0] == indexed.entries[0] and entries[-1] == indexed.entries[-1]
 

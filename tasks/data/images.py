@@ -292,10 +292,12 @@ def problems(spec: ImagesData, indexed: Indexed, validation: float, test: float)
         what = (f"{Path(spec.index).name} lists no images" if spec.index else
                 f"'{indexed.root.name}' holds no pictures ({', '.join(SUFFIXES)}) in class subfolders")
         return [(where, f"empty: {what}")]
-    broken = entries.broken()
+    broken = sorted(entries.errors)  # rows, in path order
     if broken:
-        return [(where, f"{_line_of(spec, indexed.root, broken[0].path)}{broken[0].path}: {broken[0].error}"
-                        f"{_also([e.path for e in broken], len(broken))}")]
+        first = entries[broken[0]]
+        named = [entries.path(row) for row in broken[:1 + ALSO_NAMED]]
+        return [(where, f"{_line_of(spec, indexed.root, first.path)}{first.path}: {first.error}"
+                        f"{_also(named, len(broken))}")]
     blank = entries.rows_labelled(lambda label: not label)
     if spec.index and len(blank):
         empty = entries.path(int(blank[0]))

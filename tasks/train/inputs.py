@@ -56,8 +56,9 @@ def minibatches(read: Callable[[tf.Tensor], tf.Tensor], y: tf.Tensor, order: tf.
 
 def evaluation_rows(x, rows: int) -> int:
     """How many rows of a split the per-epoch evaluation samples: `rows`, or, for streamed pictures, at most
-    EVAL_IMAGES and fewer when that many would pass `EVAL_BYTES` (the sample is then read whole). Inputs in memory keep `rows`, the rule
-    the fused steps' samples follow too (`tasks.train.rows`), so a fused trial equals its lone run."""
+    EVAL_IMAGES, and fewer when that many would pass `EVAL_BYTES` (the sample is then read whole). Inputs in
+    memory keep `rows`, the rule the fused steps' samples follow too (`tasks.train.rows`), so a fused trial
+    equals its lone run."""
     if not streamed(x):
         return rows
     width = int(np.prod(x.shape[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize
