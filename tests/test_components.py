@@ -364,10 +364,9 @@ def test_many_trainings_in_one_process_print_no_retracing_warning_and_a_real_ret
         def users_function(x):
             return x * 2
 
+        traced = tf.function(users_function, reduce_retracing=False)
         for size in range(1, 8):  # a new shape each call: a real retrace of one function
-            tf.function(users_function)(tf.zeros([size]))
-            fn = tf.function(users_function, reduce_retracing=False)
-            fn(tf.zeros([size]))
+            traced(tf.zeros([size]))
     finally:
         tf.get_logger().removeHandler(handler)
     assert any("users_function" in r.getMessage() and "retracing" in r.getMessage() for r in records)
