@@ -3,7 +3,8 @@
 An images split reaches the trainers as a `tasks.data.pixels.Rows` view, never as pixels. Both trainers take
 their minibatches through `batch_inputs`, so the Keras and manual trainers read the same rows in the same order
 (the epoch's `steps.shuffled` permutation) whether the inputs are in memory or streamed, and a streamed run
-equals an in-memory one to the bit; what a streamed run holds is a few batches in flight and the evaluation
+equals an in-memory one to the bit (its history too, on splits within `evaluation_rows`' sample, which only
+streamed pictures cap); what a streamed run holds is a few batches in flight and the evaluation
 sample (`evaluation_rows`), whatever the number of images.
 """
 
