@@ -16,10 +16,13 @@ TRAINFLOW := PYTHONPATH=$(CURDIR) $(BIN)/python -m flows.cli
 .PHONY: run ui test test-fast bench schema clean
 
 # The local venv is rebuilt when pyproject.toml changes; one passed in as VENV= is taken as it is.
+# uv installs the same versions pip resolves (pip freeze compared) in 35-45 s instead of pip's 95 s here: it
+# downloads and unpacks in parallel. --compile-bytecode keeps the first imports fast (without it, the first
+# `import tensorflow, prefect` of each process took 13-15 s instead of 5 s); --native-tls reads the system's CAs.
 $(STAMP): $(if $(filter .venv,$(VENV)),pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --native-tls --compile-bytecode -e '.[test]'
 	rm -rf $(VENV)/prefect-template
 	PREFECT_HOME=$(VENV)/prefect-template $(BIN)/prefect server database upgrade -y > /dev/null
 	touch $(STAMP)
