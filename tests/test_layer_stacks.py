@@ -84,3 +84,58 @@ def test_the_editor_schema_completes_layer_names_and_their_arguments():
     assert not any("Lambda" in o["properties"] for o in layer["anyOf"])
     model = next(d for name, d in schema["$defs"].items() if name == "KerasModel")
     assert model["properties"]["layers"]["items"] == {"$ref": "#/$defs/KerasLayer"}
+
+
+def test_a_thread_drawing_from_pythons_random_while_a_stack_builds_changes_none_of_its_seeds(tmp_path):
+    """Prefect's events client draws from Python's shared `random` in its own thread (a websocket frame's mask)
+    at any moment; a stack built meanwhile keeps the weights and the Dropout and augmentation seeds it gets alone
+    (`tasks.model.core.keras_seeded`). Without it, a build made while the thread drew got other seeds."""
+    import random
+    import threading
+
+    import numpy as np
+
+    from flows.spec.load import load_spec
+    from tasks.data.load import load
+    from tasks.model import tabular
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "a.npz", x=rng.normal(size=(60, 8, 8)).astype(np.float32), y=np.arange(60) % 3)
+    spec = load_spec(write_spec(tmp_path, """\
+name: seeds
+data: {kind: arrays, path: a.npz, x: x, y: y}
+model:
+  kind: keras
+  layers:
+    - {Reshape: {target_shape: [8, 8, 1]}}
+    - {RandomTranslation: {height_factor: 0.1, width_factor: 0.1}}
+    - {Conv2D: {filters: 4, kernel_size: 3, activation: relu}}
+    - {GlobalMaxPooling2D: {}}
+    - {Dropout: {rate: 0.2}}
+"""))
+    dataset = load(spec.data, spec.seed)
+
+    def built() -> list[np.ndarray]:
+        _, _, core = tabular.build(spec.model, spec.seed, dataset.schema)
+        return [np.asarray(v.numpy()) for v in core.variables]
+
+    alone = built()
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.getrandbits(32)
+
+    drawing = threading.Thread(target=draw, daemon=True)
+    drawing.start()
+    try:
+        meanwhile = [built() for _ in range(3)]
+    finally:
+        stop.set()
+        drawing.join()
+    seeds = [v.path for v in tabular.build(spec.model, spec.seed, dataset.schema)[2].variables if "seed" in v.path]
+    assert len(seeds) == 2, f"the Dropout's and the augmentation's seed states are among the variables: {seeds}"
+    for other in meanwhile:
+        assert len(other) == len(alone)
+        for a, b in zip(alone, other):
+            np.testing.assert_array_equal(a, b)

@@ -9,15 +9,20 @@ raw values), the positive class's probability for two classes, a softmax for mor
 body's last layer is the output and its shape is checked against the task.
 
 Every weight is seeded (`init_seed`, else the spec's seed): Dense layers by their own seeded initialisers (the
-tables' numbers, unchanged), stacks and builders by Keras's random state, set just before they are built.
+tables' numbers, unchanged), stacks and builders by Keras's random state, set just before they are built
+(`keras_seeded`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
+import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import keras
+from keras.src.random import seed_generator
 
 from tasks.common.errors import DataError
 from tasks.model import stack
@@ -46,6 +51,32 @@ def outputs(schema: Schema) -> int:
     return 1 if len(schema.classes) == 2 else len(schema.classes)
 
 
+#: One stack or builder is built at a time: a sweep's trials build in threads, and Keras's seeds are global.
+_BUILDING = threading.Lock()
+
+
+@contextlib.contextmanager
+def keras_seeded(base: int) -> Iterator[None]:
+    """Keras's random state set to `base` while a stack or a builder is built, so their unseeded initialisers
+    and random layers (Dropout, augmentation) take the same seeds on every build of the same spec.
+
+    Why more than `keras.utils.set_random_seed`: a layer or initialiser made without a seed draws one from
+    Python's shared `random` (`make_default_seed`), which other threads draw from too: Prefect's events client
+    masks each websocket frame with `random.getrandbits`, from its own event loop's thread. A frame sent while
+    a model was built gave its Dropout another seed, and a trial trained by fit and the same trial trained by
+    the manual loop parted at the first epoch (seen once in a full suite run). So Keras's default seeds come
+    from a `random.Random(base)` of this build's own, under a lock: the same numbers as before, and no other
+    thread's. Keras reads them from one module's `python_random` (keras 3.15); a test in
+    tests/test_layer_stacks.py draws from `random` in a thread during builds and fails if their seeds move."""
+    with _BUILDING:
+        keras.utils.set_random_seed(base)  # NumPy's, TensorFlow's and Python's, for a builder's own draws
+        shared, seed_generator.python_random = seed_generator.python_random, random.Random(base)
+        try:
+            yield
+        finally:
+            seed_generator.python_random = shared
+
+
 def init_seed(model: ModelSpec, seed: int) -> int:
     chosen = getattr(model, "init_seed", None)
     return seed if chosen is None else chosen
@@ -70,8 +101,8 @@ def build_core(model: ModelSpec, seed: int, shape: tuple, schema: Schema, folder
         last_init = keras.initializers.Constant(model.init.w)
         bias_init = keras.initializers.Constant(model.init.b)
     elif model.kind in ("keras", "python"):
-        keras.utils.set_random_seed(base)  # the stack's or builder's own initialisers draw from Keras's state
-        hidden = _body(model, hidden, tuple(shape), folder)
+        with keras_seeded(base):  # the stack's or builder's own initialisers draw from Keras's state
+            hidden = _body(model, hidden, tuple(shape), folder)
         last_init, bias_init = glorot(HEAD_SEED_OFFSET), "zeros"
     else:
         raise ShapeError([("model.kind", f"'{model.kind}' is the guide's one-input model; it does not take this data")])
