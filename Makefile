@@ -16,13 +16,14 @@ TRAINFLOW := PYTHONPATH=$(CURDIR) $(BIN)/python -m flows.cli
 .PHONY: run ui test test-fast bench schema clean
 
 # The local venv is rebuilt when pyproject.toml changes; one passed in as VENV= is taken as it is.
-# uv installs the same versions pip resolves (pip freeze compared) in 35-45 s instead of pip's 95 s here: it
-# downloads and unpacks in parallel. --compile-bytecode keeps the first imports fast (without it, the first
-# `import tensorflow, prefect` of each process took 13-15 s instead of 5 s); --native-tls reads the system's CAs.
+# uv installs the same versions pip resolves (pip freeze compared): the venv took 58 s instead of pip's 112 s
+# in a fresh clone here, as uv downloads and unpacks in parallel. --compile-bytecode keeps the first imports
+# fast (uv does not compile by default; without it the first `import tensorflow, prefect` of each process took
+# 13-15 s instead of 5 s). uv is pinned: its flags change between 0.x releases.
 $(STAMP): $(if $(filter .venv,$(VENV)),pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
-	$(BIN)/uv pip install --python $(BIN)/python --quiet --native-tls --compile-bytecode -e '.[test]'
+	$(BIN)/python -m pip install --quiet 'uv==0.13.10'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[test]'
 	rm -rf $(VENV)/prefect-template
 	PREFECT_HOME=$(VENV)/prefect-template $(BIN)/prefect server database upgrade -y > /dev/null
 	touch $(STAMP)
@@ -44,7 +45,7 @@ $(CHROMIUM):
 
 # Two workers: most tests wait on a subprocess or a server, so the 2-core machine runs two at a time. Each
 # worker starts its own Prefect server, lazily, from the template database.
-# The venv and Chromium are built side by side (-j2: pip and apt wait on the network and the disk, not on each
+# The venv and Chromium are built side by side (-j2: uv and apt wait on the network and the disk, not on each
 # other), which saves the shorter of the two on a fresh machine.
 # --durations=20: every run prints its twenty slowest tests, where the suite's time goes (issue 26).
 test:  ## the whole suite, slow end-to-end tests included

@@ -37,6 +37,8 @@ def test_the_committed_layer_record_is_the_installed_keras():
                                        "function"),
     ("{TFSMLayer: {filepath: /tmp/x}}", "6:8", "model.layers.0.TFSMLayer: TFSMLayer is refused: a TFSMLayer loads a "
                                                "SavedModel from a path"),
+    ("{AugMix: {value_range: [0, 1]}}", "6:8", "model.layers.0.AugMix: AugMix is refused: it picks its chain of "
+                                               "augmentations with Python's shared `random`"),
     ("{Add: {}}", "6:8", "model.layers.0.Add: Add joins several inputs: use it as the merge of Branches"),
 ])
 def test_a_bad_layer_is_a_positioned_error_at_its_own_line_before_anything_runs(tmp_path, artifacts, item, line_col,

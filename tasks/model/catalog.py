@@ -40,6 +40,9 @@ REFUSED = {
     "StringLookup": "its vocabulary comes from data; a table's text columns get their lookups from the data",
     "IntegerLookup": "its vocabulary comes from data; give integer classes as data.y instead",
     "TextVectorization": "its vocabulary comes from data, and it can read a vocabulary file",
+    "AugMix": "it picks its chain of augmentations with Python's shared `random` when the training step is "
+              "traced, not from its seed, so one spec and seed trains differently from run to run; use "
+              "RandomFlip, RandomTranslation, RandomRotation, RandomZoom or RandomContrast",
 }
 #: Arguments every layer takes (Keras's base `Layer`), besides its own.
 BASE_ARGUMENTS = {"name": {"type": "str"}, "dtype": {}, "trainable": {"type": "bool", "default": True}}

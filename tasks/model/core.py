@@ -52,7 +52,8 @@ def outputs(schema: Schema) -> int:
 
 
 #: One stack or builder is built at a time: a sweep's trials build in threads, and Keras's seeds are global.
-_BUILDING = threading.Lock()
+#: Reentrant: a builder may itself call trainflow's model code (a nested build reseeds, then restores).
+_BUILDING = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -61,13 +62,17 @@ def keras_seeded(base: int) -> Iterator[None]:
     and random layers (Dropout, augmentation) take the same seeds on every build of the same spec.
 
     Why more than `keras.utils.set_random_seed`: a layer or initialiser made without a seed draws one from
-    Python's shared `random` (`make_default_seed`), which other threads draw from too: Prefect's events client
-    masks each websocket frame with `random.getrandbits`, from its own event loop's thread. A frame sent while
-    a model was built gave its Dropout another seed, and a trial trained by fit and the same trial trained by
-    the manual loop parted at the first epoch (seen once in a full suite run). So Keras's default seeds come
+    Python's shared `random` (`make_default_seed`), which other threads draw from too: Prefect's events
+    client's websocket draws each keepalive ping's payload with `random.getrandbits` in Prefect's event-loop
+    thread, and Prefect's retry and reconnect jitter use `random.uniform`. A draw made while a model was built
+    gave its Dropout another seed, and a trial trained by fit and the same trial trained by the manual loop
+    parted at the first epoch (seen once in a full suite run). So Keras's default seeds come
     from a `random.Random(base)` of this build's own, under a lock: the same numbers as before, and no other
     thread's. Keras reads them from one module's `python_random` (keras 3.15); a test in
     tests/test_layer_stacks.py draws from `random` in a thread during builds and fails if their seeds move."""
+    if not hasattr(seed_generator, "python_random"):  # a Keras that seeds otherwise: say so, never skip it
+        raise RuntimeError(f"keras {keras.__version__} no longer draws default seeds from python_random: "
+                           "tasks/model/core.py: keras_seeded needs updating")
     with _BUILDING:
         keras.utils.set_random_seed(base)  # NumPy's, TensorFlow's and Python's, for a builder's own draws
         shared, seed_generator.python_random = seed_generator.python_random, random.Random(base)
