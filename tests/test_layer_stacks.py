@@ -89,8 +89,8 @@ def test_the_editor_schema_completes_layer_names_and_their_arguments():
 
 
 def test_a_thread_drawing_from_pythons_random_while_a_stack_builds_changes_none_of_its_seeds(tmp_path):
-    """Prefect's events client draws from Python's shared `random` in its own thread (a websocket frame's mask)
-    at any moment; a stack built meanwhile keeps the weights and the Dropout and augmentation seeds it gets alone
+    """Prefect's events client draws from Python's shared `random` in its own thread (a websocket keepalive
+    ping's payload) at any moment; a stack built meanwhile keeps the weights and the Dropout and augmentation seeds it gets alone
     (`tasks.model.core.keras_seeded`). Without it, a build made while the thread drew got other seeds."""
     import random
     import threading
@@ -117,9 +117,9 @@ model:
 """))
     dataset = load(spec.data, spec.seed)
 
-    def built() -> list[np.ndarray]:
+    def built() -> list[tuple[str, np.ndarray]]:  # in creation order (paths carry Keras's per-process counters)
         _, _, core = tabular.build(spec.model, spec.seed, dataset.schema)
-        return [np.asarray(v.numpy()) for v in core.variables]
+        return [(v.path, np.asarray(v.numpy())) for v in core.variables]
 
     alone = built()
     stop = threading.Event()
@@ -135,9 +135,9 @@ model:
     finally:
         stop.set()
         drawing.join()
-    seeds = [v.path for v in tabular.build(spec.model, spec.seed, dataset.schema)[2].variables if "seed" in v.path]
+    seeds = [path for path, _ in alone if "seed" in path]
     assert len(seeds) == 2, f"the Dropout's and the augmentation's seed states are among the variables: {seeds}"
     for other in meanwhile:
         assert len(other) == len(alone)
-        for a, b in zip(alone, other):
-            np.testing.assert_array_equal(a, b)
+        for (path, a), (_, b) in zip(alone, other):
+            np.testing.assert_array_equal(a, b, err_msg=path)
