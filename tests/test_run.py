@@ -146,9 +146,22 @@ def test_human_report_prints_the_true_loss_each_epoch(artifacts):
     assert lines[-2].startswith("Published guide v0001: ") and lines[-1].startswith("Prefect UI: http")
 
 
-def test_run_spec_from_python_with_overrides(artifacts, tmp_path):
+def test_run_spec_from_python_with_overrides(artifacts, tmp_path, monkeypatch):
+    """...and a run that was not started through a deployment learns so from its own flow run, without asking
+    the server again (`prefect.runtime.deployment.id` reads the run back with a new client whenever it has no
+    deployment: ~60 ms of CPU, twice per run)."""
+    import prefect.runtime.deployment as deployment
+
+    asked, read_back = [], deployment._get_flow_run
+
+    async def counted(run_id):
+        asked.append(run_id)
+        return await read_back(run_id)
+
+    monkeypatch.setattr(deployment, "_get_flow_run", counted)
     spec_path = write_spec(tmp_path, GUIDE_SMALL)
     result = run_spec(spec_path, overrides=["training.epochs=4", "data.validation_split=0.25"])
+    assert asked == [], "the run read its own flow run back from the server to find its deployment"
     assert len(result["history"]) == 4
     assert "val_loss" in result["metrics"] and "val_loss" in result["history"][0]
     assert (artifacts / "small" / "v0001" / "plots" / "loss.png").is_file()

@@ -47,17 +47,16 @@ def trainflow_predict(model: str, input: str, output: str, artifacts: Optional[s
     Parquet by its suffix): the input's columns, `prediction` and, for classification, one
     `probability_<class>` column per class."""
     from prefect.artifacts import create_table_artifact
-    from prefect.runtime import deployment
 
     from flows.lifecycle import events
     from flows.process import crashed
     from flows.process.besteffort import best_effort, reset
-    from flows.serve.lanes import current
+    from flows.serve.lanes import current, deployment_id
     from tasks.scoring.inputs import check_input
     from tasks.scoring.model import file_format
 
     reset()  # a new run tries the Prefect server again
-    if deployment.id is None:  # a deployment's run has Prefect's heartbeats instead
+    if deployment_id() is None:  # a deployment's run has Prefect's heartbeats instead
         crashed.hold(str(current_flow_run.id) if current_flow_run.id else None)
 
     logger = get_run_logger()

@@ -51,14 +51,13 @@ def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
     """Run one spec: an experiment, or every trial of its sweep, published as a new version (or an identical
     earlier one reused). Parameters are not validated by Prefect (the UI form may send any JSON); they are
     validated here, with the CLI's messages."""
-    from prefect.runtime import deployment
 
     from flows.process import crashed
     from flows.process.besteffort import reset
-    from flows.serve.lanes import current
+    from flows.serve.lanes import current, deployment_id
 
     reset()  # a new run tries the Prefect server again
-    if deployment.id is None:  # a deployment's run has Prefect's heartbeats instead
+    if deployment_id() is None:  # a deployment's run has Prefect's heartbeats instead
         crashed.hold(str(current_flow_run.id) if current_flow_run.id else None)
     options = RunOptions.model_validate(options or {}) if not isinstance(options, RunOptions) else options
     lanes = current()  # a deployment's run: its artifact root and data roots, never the parameters'
