@@ -73,7 +73,7 @@ def train_linear_group(seed: int, trials: list[Trial], options: RunOptions, logg
     return records, {"name": "fused-trials", "key": key, "state": state.name}
 
 
-@task(name="trial-outputs")
+@task(name="trial-outputs", cache_policy=NO_CACHE, persist_result=False)
 def complete_trial(seed: int, model, dataset, initial, result):
     """A fused linear trial's train output as the train task would have made it (predictions, TensorBoard)."""
     from tasks.model import models
