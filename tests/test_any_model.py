@@ -239,6 +239,7 @@ print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(), "keras
 """
 
 
+@pytest.mark.slow
 def test_a_builders_saved_model_scores_in_a_process_that_never_imports_its_file(folder, built, tmp_path):
     _, version = built
     with open(version / "test_predictions.csv") as handle:

@@ -139,6 +139,7 @@ def test_the_first_run_starts_one_background_server_says_so_and_the_next_run_use
         _wait(lambda: not Path(f"/proc/{watcher[0]}").exists(), 30, "the watcher of a kept server to exit")
 
 
+@pytest.mark.slow
 def test_commands_started_at_once_on_a_fresh_home_start_one_server_and_all_use_it(tmp_path):
     with _fresh_home(tmp_path) as home:
         env = _env(home)
@@ -154,6 +155,7 @@ def test_commands_started_at_once_on_a_fresh_home_start_one_server_and_all_use_i
         assert _servers(home) == [record["pid"]]
 
 
+@pytest.mark.slow
 def test_trainflow_no_server_keeps_the_temporary_server(tmp_path):
     """TRAINFLOW_NO_SERVER=1 opts out of the background server (and `--no-server`: a run with each, started at
     once, is tests/test_first_run.py's)."""
