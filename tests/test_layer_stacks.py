@@ -90,8 +90,9 @@ def test_the_editor_schema_completes_layer_names_and_their_arguments():
 
 def test_a_thread_drawing_from_pythons_random_while_a_stack_builds_changes_none_of_its_seeds(tmp_path):
     """Prefect's events client draws from Python's shared `random` in its own thread (a websocket keepalive
-    ping's payload) at any moment; a stack built meanwhile keeps the weights and the Dropout and augmentation seeds it gets alone
-    (`tasks.model.core.keras_seeded`). Without it, a build made while the thread drew got other seeds."""
+    ping's payload) at any moment; a stack built meanwhile keeps the weights and the Dropout and augmentation
+    seeds it gets alone (`tasks.model.core.keras_seeded`). Without it, a build made while the thread drew got
+    other seeds."""
     import random
     import threading
 

@@ -51,7 +51,6 @@ def trainflow_run(spec: Spec, options: Optional[RunOptions] = None) -> dict:
     """Run one spec: an experiment, or every trial of its sweep, published as a new version (or an identical
     earlier one reused). Parameters are not validated by Prefect (the UI form may send any JSON); they are
     validated here, with the CLI's messages."""
-
     from flows.process import crashed
     from flows.process.besteffort import reset
     from flows.serve.lanes import current, deployment_id

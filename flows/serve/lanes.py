@@ -141,9 +141,10 @@ def deployment_id() -> Optional[str]:
     from prefect.runtime import deployment
 
     context = FlowRunContext.get()
-    if context is None or (context.flow_run.deployment_id is None and context.flow_run.parent_task_run_id):
+    run = context.flow_run if context is not None else None
+    if run is None or (run.deployment_id is None and run.parent_task_run_id):
         return deployment.id
-    return str(context.flow_run.deployment_id) if context.flow_run.deployment_id else None
+    return str(run.deployment_id) if run.deployment_id else None
 
 
 def current() -> Optional[Lanes]:
