@@ -213,7 +213,8 @@ def main() -> None:
     raw = ("The raw figures: the plain script's epochs " +
            " and ".join("[" + ", ".join(f"{e:.2f}" for e in plain["epochs"]) + "] s" for plain in plains) +
            "; trainflow's train task of 1 epoch " + ", ".join(f"{run['train']:.2f}" for _, run, _ in ours[1][1:]) +
-           " s and of 4 epochs " + ", ".join(f"{run['train']:.2f}" for _, run, _ in ours[4]) + " s; the floor's epochs " +
+           " s and of 4 epochs " + ", ".join(f"{run['train']:.2f}" for _, run, _ in ours[4]) +
+           " s; the floor's epochs " +
            " and ".join("[" + ", ".join(f"{e:.2f}" for e in floor["epochs"]) + "] s" for floor in floors) + ".")
     write_section("Images", "\n\n".join([
         f"{N:,} 32x32 grayscale PNGs in 3 class folders (drawn in {drawn:.0f} s), batch {BATCH}, shuffled (trainflow: each epoch; the plain script: once, before its cache), no "
@@ -225,9 +226,12 @@ def main() -> None:
                "training reads"], memory_rows),
         raw,
         f"Goal: at least 1.5x faster per epoch than the plain script: {'met' if ratio >= 1.5 else 'NOT met'} "
-        f"({ratio:.2f}x). The floor row bounds what any trainer of this stack can reach here: the plain script's epoch "
-        f"is {plain_epoch / floor_epoch:.2f}x the floor's, so 1.5x needs other arithmetic (a smaller stack, lower "
-        "precision, XLA's fusions), not a faster loop. trainflow's epoch is the train task of 4 epochs minus that of 1, over 3, the lower of two runs each (each evaluates "
+        f"({ratio:.2f}x). The floor row bounds what any trainer of this stack can reach here: the plain script's "
+        f"epoch is {plain_epoch / floor_epoch:.2f}x the floor's, so 1.5x needs other arithmetic, not a faster loop: "
+        "a smaller stack, or XLA (about 20 s to compile a Conv2D stack here, `tasks/train/steps.py: "
+        "compiles_with_xla`); Keras's mixed_bfloat16 policy made the floor 1.2x slower on this CPU (AVX-512 BF16, "
+        "no AMX; 2026-12-07). trainflow's epoch is the train task of 4 epochs minus that of 1, over 3, the lower "
+        "of two runs each (each evaluates "
         "a seeded sample of at most 4,096 training pictures, `EVAL_IMAGES`, before training and after each "
         "epoch; until 2026-12-07 every training picture, a third of the epoch's work again); the plain script's "
         "is the median of its epochs after the first, the lower of two runs, "
