@@ -45,6 +45,8 @@ $(CHROMIUM):
 
 # Two workers: most tests wait on a subprocess or a server, so the 2-core machine runs two at a time. Each
 # worker starts its own Prefect server, lazily, from the template database.
+# Three workers were slower (the suite in place: 738 s against 604 s, 2026-12-07): TensorFlow, Prefect and
+# their servers then share two cores three ways.
 # The venv and Chromium are built side by side (-j2: uv and apt wait on the network and the disk, not on each
 # other), which saves the shorter of the two on a fresh machine.
 # --durations=20: every run prints its twenty slowest tests, where the suite's time goes (issue 26).
