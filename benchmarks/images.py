@@ -12,7 +12,9 @@ on the same layers.
    each). One sample of each moved the ratio between 1.1x and 2.5x on this shared machine.
 3. Peak memory (the process's max RSS) of trainflow's data task, then of one training epoch (streamed from the
    decoded cache) and the test predictions, at 2,000, 20,000 and 200,000 pictures (10x and 100x the smallest).
-4. The floor: the same stack, batch and optimizer on pictures already in memory, each epoch one tf.function
+4. trainflow's trainer in one process (the train task's work without Prefect or a command), 1 and 4 epochs
+   twice, interleaved with the plain script's runs: the epoch without two processes' start-up in its noise.
+5. The floor: the same stack, batch and optimizer on pictures already in memory, each epoch one tf.function
    (no input pipeline, no Python per step), interleaved with the plain script's runs. The plain script's epoch
    over the floor's is the most any trainer of the same arithmetic can gain on this machine.
 
@@ -118,6 +120,29 @@ for _ in range(4):
 print(json.dumps({{"epochs": times}}))
 """
 
+#: trainflow's trainer without the command around it: the train task's work (the least spec's stack, the manual
+#: trainer streaming minibatches from the decoded cache, the per-epoch evaluation) for 1 and for 4 epochs, twice,
+#: in one process, so the epoch's figure does not carry two processes' start-up noise.
+TRAINER = """
+import json, sys, time
+from flows.spec.load import load_spec
+from tasks.data.load import load
+from tasks.model import tabular
+from tasks.train.manual import train
+from tasks.train.table_fit import encode, objective_of
+spec = load_spec(sys.argv[1])
+dataset = load(spec.data, spec.seed)
+encoded = encode(spec.model, spec.seed, dataset)
+times = {1: [], 4: []}
+for epochs in (1, 4, 1, 4):
+    _, _, core = tabular.build(spec.model, spec.seed, dataset.schema)
+    started = time.perf_counter()
+    train(tabular.trained_core(core), encoded.data, spec.training.model_copy(update={"epochs": epochs}), spec.seed,
+          None, objective_of(dataset.schema))
+    times[epochs].append(time.perf_counter() - started)
+print(json.dumps(times))
+"""
+
 #: Peak memory of the data task alone, then of a training epoch and the test predictions, as the train task runs them.
 MEMORY = """
 import json, resource, sys
@@ -169,18 +194,19 @@ def main() -> None:
         try:
             subprocess.run([*TRAINFLOW, "run", str(ROOT / "specs" / "guide.yaml"), "--no-cache"], env=env, cwd=ROOT,
                            capture_output=True, check=True)  # warm-up: the server's first requests
-            plain_walls, plains, floors = [], [], []
-            for _ in range(2):  # interleaved: the machine's load moves between minutes
-                wall, plain = _timed([sys.executable, "-c", PLAIN, str(folder / "pictures")], env)
-                plain_walls.append(wall)
-                plains.append(plain)
-                floors.append(_timed([sys.executable, "-c", FLOOR], env)[1])
             ours = {}
             for epochs in (1, 1, 4, 1, 4):  # the first decodes; the others read the decoded cache
                 spec = folder / f"pictures-{epochs}.yaml"
                 spec.write_text(SPEC.replace("FOLDER", str(folder / "pictures")).replace("EPOCHS", str(epochs)))
                 wall, run = _timed([*TRAINFLOW, "run", str(spec), "--json", "--no-cache"], env)
                 ours.setdefault(epochs, []).append((wall, _tasks(run), run["metrics"]["loss"]))
+            plain_walls, plains, floors, trainers = [], [], [], []
+            for _ in range(2):  # interleaved: the machine's load moves between minutes
+                wall, plain = _timed([sys.executable, "-c", PLAIN, str(folder / "pictures")], env)
+                plain_walls.append(wall)
+                plains.append(plain)
+                floors.append(_timed([sys.executable, "-c", FLOOR], env)[1])
+                trainers.append(_timed([sys.executable, "-c", TRAINER, str(folder / "pictures-1.yaml")], env)[1])
             memory = {}
             for n in MEMORY_SIZES:
                 pictures = folder / f"memory-{n}"
@@ -199,12 +225,15 @@ def main() -> None:
     plain_epoch = min(float(np.median(plain["epochs"][1:])) for plain in plains)
     ours_epoch = (four - one) / 3
     floor_epoch = min(float(np.median(floor["epochs"][1:])) for floor in floors)
+    trainer_epoch = min((min(t["4"]) - min(t["1"])) / 3 for t in trainers)
     rows = [["plain: image_dataset_from_directory + cache + prefetch, fit (4 epochs a command)", f"{plain_first:.2f}", f"{plain_epoch:.2f}",
              f"{plain_walls[0]:.1f} / {plain_walls[1]:.1f}", "1x"],
             ["trainflow, least spec's stack (manual trainer): data task + train task (1 epoch a command)",
              f"{first['data']:.2f} + {first['train']:.2f}", f"{ours_epoch:.2f}",
              f"{first_wall:.1f} / {second_wall:.1f} (data task {second['data']:.2f} s from the decoded cache)",
              f"**{plain_epoch / ours_epoch:.2f}x** per epoch"],
+            ["trainflow's trainer in one process, no command around it (1 and 4 epochs, twice)", "-",
+             f"{trainer_epoch:.2f}", "-", f"{plain_epoch / trainer_epoch:.2f}x"],
             ["the floor: the same stack on pictures in memory, each epoch one tf.function (4 epochs a command)", "-",
              f"{floor_epoch:.2f}", "-", f"{plain_epoch / floor_epoch:.2f}x (the most any trainer of this stack gains)"]]
     memory_rows = [[f"{n:,}", f"{m['base_mb']:.0f}", f"{m['data_mb']:.0f}", f"{m['trained_mb']:.0f}",
@@ -215,7 +244,9 @@ def main() -> None:
            "; trainflow's train task of 1 epoch " + ", ".join(f"{run['train']:.2f}" for _, run, _ in ours[1][1:]) +
            " s and of 4 epochs " + ", ".join(f"{run['train']:.2f}" for _, run, _ in ours[4]) +
            " s; the floor's epochs " +
-           " and ".join("[" + ", ".join(f"{e:.2f}" for e in floor["epochs"]) + "] s" for floor in floors) + ".")
+           " and ".join("[" + ", ".join(f"{e:.2f}" for e in floor["epochs"]) + "] s" for floor in floors) +
+           "; the trainer in one process, 1 epoch / 4 epochs: " +
+           " and ".join(", ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(t["1"], t["4"])) for t in trainers) + " s.")
     write_section("Images", "\n\n".join([
         f"{N:,} 32x32 grayscale PNGs in 3 class folders (drawn in {drawn:.0f} s), batch {BATCH}, shuffled (trainflow: each epoch; the plain script: once, before its cache), no "
         "held-out split; on a shared 2-core machine.",
