@@ -120,51 +120,60 @@ for _ in range(4):
 print(json.dumps({{"epochs": times}}))
 """
 
-#: trainflow's trainer without the command around it: the train task's work (the least spec's stack, the manual
-#: trainer streaming minibatches from the decoded cache, the per-epoch evaluation) for 1 and for 4 epochs, twice,
-#: in one process, so the epoch's figure does not carry two processes' start-up noise.
-TRAINER = """
-import json, sys, time
+#: What the scripts below share: the spec's data as the data task loads it (the decoded cache, streamed)...
+LOAD = """
 from flows.spec.load import load_spec
 from tasks.data.load import load
+spec = load_spec(sys.argv[1])
+dataset = load(spec.data, spec.seed)
+"""
+
+#: ...and a core of the spec's model trained on it as the train task trains it (the manual trainer).
+TRAIN = """
 from tasks.model import tabular
 from tasks.train.manual import train
 from tasks.train.table_fit import encode, objective_of
-spec = load_spec(sys.argv[1])
-dataset = load(spec.data, spec.seed)
 encoded = encode(spec.model, spec.seed, dataset)
-times = {1: [], 4: []}
+
+def new_core():
+    return tabular.build(spec.model, spec.seed, dataset.schema)[2]
+
+def fit(core, training):
+    train(tabular.trained_core(core), encoded.data, training, spec.seed, None, objective_of(dataset.schema))
+"""
+
+#: trainflow's trainer without the command around it: the train task's work (the least spec's stack, the manual
+#: trainer streaming minibatches from the decoded cache, the per-epoch evaluation) for 1 and for 4 epochs, twice,
+#: in one process, so the epoch's figure does not carry two processes' start-up noise.
+TRAINER = f"""
+import json, sys, time
+{LOAD}{TRAIN}
+times = {{1: [], 4: []}}
 for epochs in (1, 4, 1, 4):
-    _, _, core = tabular.build(spec.model, spec.seed, dataset.schema)
+    core = new_core()
     started = time.perf_counter()
-    train(tabular.trained_core(core), encoded.data, spec.training.model_copy(update={"epochs": epochs}), spec.seed,
-          None, objective_of(dataset.schema))
+    fit(core, spec.training.model_copy(update={{"epochs": epochs}}))
     times[epochs].append(time.perf_counter() - started)
 print(json.dumps(times))
 """
 
 #: Peak memory of the data task alone, then of a training epoch and the test predictions, as the train task runs them.
-MEMORY = """
+MEMORY = f"""
 import json, resource, sys
 import keras, tensorflow  # noqa: F401  (their own memory is the baseline, not the pictures')
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-from flows.spec.load import load_spec
-from tasks.data.load import load
-spec = load_spec(sys.argv[1])
-dataset = load(spec.data, spec.seed)
+{LOAD}
 after_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-from tasks.model import tabular
 from tasks.train.inputs import streamed
-from tasks.train.manual import train
-from tasks.train.table_fit import encode, objective_of, predicted_on
-encoded = encode(spec.model, spec.seed, dataset)
-_, _, core = tabular.build(spec.model, spec.seed, dataset.schema)
-train(tabular.trained_core(core), encoded.data, spec.training, spec.seed, None, objective_of(dataset.schema))
+from tasks.train.table_fit import predicted_on
+{TRAIN}
+core = new_core()
+fit(core, spec.training)
 if len(encoded.test):
     predicted_on(core, encoded.test)
-print(json.dumps({"base_mb": base, "data_mb": after_data, "trained_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({{"base_mb": base, "data_mb": after_data, "trained_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "split_mb": len(encoded.data.x) * encoded.data.x.shape[1] * encoded.data.x.shape[2] / 2**20,
-                  "streamed": streamed(encoded.data.x)}))
+                  "streamed": streamed(encoded.data.x)}}))
 """
 
 
