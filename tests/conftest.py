@@ -300,19 +300,23 @@ checkpoint: {formats: [tf_checkpoint]}
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """With TRAINFLOW_TEST_CPU=FILE, append each test's CPU seconds (this process's and the processes it waited
-    for) to FILE: on a shared 2-core machine CPU time says what a test costs when wall time cannot."""
+    """With TRAINFLOW_TEST_CPU=FILE, append a line per test to FILE: the CPU seconds of this worker, those of the
+    processes the test waited for, its wall seconds and its node id, tab-separated. On a shared 2-core machine
+    CPU time says what a test costs when wall time cannot, and the two CPU columns say whether a cheaper test
+    needs fewer processes or less work in-process. A server started in the background is in neither column."""
     target = os.environ.get("TRAINFLOW_TEST_CPU")
     if not target:
         yield
         return
     import resource
 
-    def used() -> float:
+    def used() -> tuple[float, float]:
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+        return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
-    began, wall = used(), time.perf_counter()
+    (own, processes), wall = used(), time.perf_counter()
     yield
+    own_after, processes_after = used()
     with open(target, "a") as handle:
-        handle.write(f"{used() - began:.2f}\t{time.perf_counter() - wall:.2f}\t{item.nodeid}\n")
+        handle.write(f"{own_after - own:.2f}\t{processes_after - processes:.2f}\t{time.perf_counter() - wall:.2f}"
+                     f"\t{item.nodeid}\n")
